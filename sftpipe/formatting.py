@@ -1,0 +1,100 @@
+"""Render conversations through the chat template and build loss masks.
+
+The mask does not depend on generation markers in the template (their absence is
+the most reported cause of empty assistant masks). Instead each conversation is
+rendered at every assistant-turn boundary and cut into segments: the text before
+an assistant reply (never trained), and the reply itself up to and including its
+end-of-turn marker (trained under ``loss_on: response``). Segments are tokenized
+separately and concatenated, so the prompt a model sees at generation time is
+token-for-token the prefix it was trained on.
+
+The end of every assistant turn carries a stop token (the template's end-of-turn
+marker or EOS). Templates that emit none get EOS appended, and it is trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UserError
+from .templates import stop_token_ids
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int          # tokens before the final assistant reply
+    truncated: bool = False
+
+
+def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+    """Split the rendered conversation into (text, is_assistant_reply) pieces."""
+    out: list[tuple[str, bool]] = []
+    done = ""
+    markers = [t for t in (tokenizer.eos_token, "<|im_end|>") if t]
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:k], add_generation_prompt=True)
+        after = _render(tokenizer, messages[: k + 1], add_generation_prompt=False)
+        if not before.startswith(done) or not after.startswith(before):
+            raise UserError("chat template is not prefix-stable (rendering a conversation changes earlier "
+                            "turns), so response-only masks cannot be built; set model.template to a named "
+                            "template (chatml, alpaca, vicuna, zh)")
+        out.append((before[len(done):], False))
+        reply = after[len(before):]
+        cut = max((reply.rfind(t) + len(t) for t in markers if reply.rfind(t) >= 0), default=-1)
+        if cut > 0 and reply[cut:].strip() == "":
+            out.append((reply[:cut], True))
+            tail = reply[cut:]
+        else:
+            out.append((reply, True))
+            tail = ""
+        if tail:
+            out.append((tail, False))
+        done = after
+    full = _render(tokenizer, messages, add_generation_prompt=False)
+    if full.startswith(done) and len(full) > len(done):
+        out.append((full[len(done):], False))
+    return out
+
+
+def encode(tokenizer, messages: list[dict], loss_on: str = "response", max_length: int | None = None) -> Encoded:
+    """Token ids and labels (IGNORE where no loss) for one conversation."""
+    stops = set(stop_token_ids(tokenizer))
+    segs = segments(tokenizer, messages)
+    n_replies = sum(is_reply for _, is_reply in segs)
+    ids: list[int] = []
+    labels: list[int] = []
+    prompt_len = 0
+    reply_no = 0
+    for text, is_reply in segs:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        if is_reply:
+            reply_no += 1
+            if not piece or piece[-1] not in stops:
+                piece = piece + [tokenizer.eos_token_id]
+            if reply_no == n_replies:
+                prompt_len = len(ids)
+            train = loss_on == "all" or loss_on == "response" or (loss_on == "last_turn" and reply_no == n_replies)
+        else:
+            train = loss_on == "all"
+        ids.extend(piece)
+        labels.extend(piece if train else [IGNORE] * len(piece))
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
+        ids, labels = ids[:max_length], labels[:max_length]
+    return Encoded(ids, labels, prompt_len, truncated)
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Ids of the prompt for the final assistant reply, exactly as segmented in training."""
+    enc = encode(tokenizer, messages)
+    return enc.input_ids[: enc.prompt_len]

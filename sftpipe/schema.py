@@ -1,0 +1,108 @@
+"""The one record schema that flows through the pipeline.
+
+A record is a plain dict::
+
+    {"id": "alpaca_en:17",              # unique across the whole dataset
+     "messages": [{"role": "system"|"user"|"assistant", "content": str}, ...],
+     "source": "alpaca_en",             # the collect source it came from
+     "label": "arithmetic" | None,      # optional category
+     "meta": {"lang": "en", ...}}       # scalars added by loaders and stages
+
+Loaders convert every input format into this once (see :mod:`sftpipe.loaders`);
+later stages only read and annotate ``meta``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import RowError
+
+ROLES = ("system", "user", "assistant")
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def cjk_ratio(text: str) -> float:
+    """Share of letters that are CJK ideographs/kana/hangul (0 for text with no letters)."""
+    letters = len(_LETTER.findall(text))
+    return len(_CJK.findall(text)) / letters if letters else 0.0
+
+
+def detect_lang(text: str) -> str:
+    """'zh' when CJK characters make up at least 30% of the letters, else 'en'."""
+    return "zh" if cjk_ratio(text) >= 0.3 else "en"
+
+
+def make_record(rid: str, messages: list[dict], source: str, label: Any = None,
+                meta: dict | None = None) -> dict:
+    """Validate and build a canonical record (raises :class:`RowError`)."""
+    msgs = validate_messages(messages)
+    meta = dict(meta or {})
+    meta.setdefault("lang", detect_lang(full_text({"messages": msgs})))
+    if label is not None and not isinstance(label, (str, int)):
+        raise RowError("bad_label", f"label must be a string, got {type(label).__name__}", "label")
+    return {"id": rid, "messages": msgs, "source": source,
+            "label": None if label is None or label == "" else str(label), "meta": meta}
+
+
+def validate_messages(messages: Any) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise RowError("bad_messages", "messages must be a non-empty list", "messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise RowError("bad_messages", f"message must be an object, got {type(m).__name__}",
+                           f"messages[{i}]")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise RowError("unknown_role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})",
+                           f"messages[{i}].role")
+        if not isinstance(content, str):
+            raise RowError("bad_type", f"content must be a string, got {type(content).__name__}",
+                           f"messages[{i}].content")
+        if role == "system" and i != 0:
+            raise RowError("bad_turn_order", "a system message may only come first", f"messages[{i}].role")
+        out.append({"role": role, "content": content})
+    convo = [m for m in out if m["role"] != "system"]
+    if not convo:
+        raise RowError("no_assistant", "conversation has no user/assistant turns", "messages")
+    for i, m in enumerate(convo):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if m["role"] != expected:
+            raise RowError("bad_turn_order",
+                           f"turns must alternate user/assistant starting with user; turn {i} is {m['role']}",
+                           "messages")
+    if convo[-1]["role"] != "assistant":
+        raise RowError("no_assistant", "conversation never ends with an assistant turn", "messages")
+    for i, m in enumerate(out):
+        if m["role"] != "system" and not m["content"].strip():
+            raise RowError("empty_content", f"empty {m['role']} message", f"messages[{i}].content")
+    return out
+
+
+def prompt_text(rec: dict) -> str:
+    """System and user turns, joined by newlines."""
+    return "\n".join(m["content"] for m in rec["messages"] if m["role"] != "assistant")
+
+
+def response_text(rec: dict) -> str:
+    """Assistant turns, joined by newlines."""
+    return "\n".join(m["content"] for m in rec["messages"] if m["role"] == "assistant")
+
+
+def full_text(rec: dict) -> str:
+    return "\n".join(m["content"] for m in rec["messages"])
+
+
+def text_of(rec: dict, field: str) -> str:
+    """Text used by the filters: 'prompt', 'response' or 'all'."""
+    return {"prompt": prompt_text, "response": response_text, "all": full_text}[field](rec)
+
+
+def last_turn_split(rec: dict) -> tuple[list[dict], str]:
+    """(messages before the last assistant turn, last assistant content)."""
+    msgs = rec["messages"]
+    return msgs[:-1], msgs[-1]["content"]
