@@ -32,12 +32,13 @@ class SampleParams(Section):
     near_dup_rate: float = Field(0.04, ge=0.0, le=0.5)
     label_flip_rate: float = Field(0.05, ge=0.0, le=0.5)
     garbage_rate: float = Field(0.05, ge=0.0, le=0.5)
-    pretrain_rows: int = Field(30000, ge=100)
 
 
 class BaseParams(Section):
     """The tiny LLaMA-architecture base model the pipeline builds offline."""
     seed: int = 0
+    languages: list[Literal["en", "zh"]] = ["en", "zh"]
+    corpus_rows: int = Field(30000, ge=100)         # plain-text documents to pretrain on
     vocab_size: int = Field(3000, ge=300)
     hidden_size: int = Field(192, ge=16)
     num_layers: int = Field(4, ge=1)
@@ -136,12 +137,20 @@ class PerplexityParams(Section):
     template: Literal["plain", "chat"] = "plain"
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(512, ge=8)
-    group_by: Literal["none", "source", "lang"] = "lang"
+    group_by: str = "lang"                     # "none", or keys joined by "+": lang, source, label
     lower_quantile: float | None = Field(None, ge=0.0, lt=1.0)
     upper_quantile: float | None = Field(None, gt=0.0, le=1.0)
     min_ppl: float | None = Field(None, gt=0.0)
     max_ppl: float | None = Field(None, gt=0.0)
-    mad_k: float | None = Field(3.5, gt=0.0)    # robust z-score bound on log-perplexity
+    mad_k: float | None = Field(3.0, gt=0.0)    # robust z-score bound on log-perplexity
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_keys(cls, v):
+        bad = [k for k in v.split("+") if k not in ("lang", "source", "label")]
+        if v != "none" and bad:
+            raise ValueError(f"unknown group key(s) {bad}; use 'none' or lang, source, label joined by '+'")
+        return v
 
     @model_validator(mode="after")
     def _order(self):
@@ -161,8 +170,9 @@ class SplitParams(Section):
     stratify: bool = True
     group_threshold: float = Field(0.5, gt=0.0, le=1.0)
     decontaminate: bool = True
-    decontam_ngram: int = Field(8, ge=3)
-    eval_files: list[str] = []
+    decontam_ngram: int = Field(13, ge=3)       # words (GPT-3 used 13-grams)
+    decontam_char_ngram: int = Field(20, ge=3)  # characters, for Chinese rows
+    eval_files: list[str] = []                  # extra eval sets to decontaminate against (any input format)
 
     @model_validator(mode="after")
     def _sum(self):

@@ -21,7 +21,8 @@ from .io import write_json, write_jsonl
 class FilterResult:
     kept: list[dict]
     dropped: list[dict] = field(default_factory=list)   # ledger rows, see drop()
-    extra_metrics: dict = field(default_factory=dict)
+    extra_metrics: dict = field(default_factory=dict)   # scalars for the stage's DVC metrics file
+    details: dict = field(default_factory=dict)         # anything bigger, written to <out>/details.json
 
 
 def drop(rec: dict, stage: str, reason: str, **evidence) -> dict:
@@ -50,13 +51,17 @@ def counts(stage: str, n_in: int, result: FilterResult) -> dict:
 
 
 def write_filter_outputs(stage: str, inputs: list[dict], result: FilterResult, out_dir: str | Path,
-                         metrics_path: str | Path) -> dict:
-    """Check the ledger arithmetic, then write kept.jsonl, dropped.jsonl and the metrics file."""
+                         metrics_path: str | Path, write_kept: bool = True) -> dict:
+    """Check the ledger arithmetic, then write kept.jsonl (unless the stage writes its own
+    partition of the kept rows), dropped.jsonl and the metrics file."""
     check_accounting(stage, [r["id"] for r in inputs], [r["id"] for r in result.kept],
                      [d["id"] for d in result.dropped])
     out_dir = Path(out_dir)
-    write_jsonl(out_dir / "kept.jsonl", result.kept)
+    if write_kept:
+        write_jsonl(out_dir / "kept.jsonl", result.kept)
     write_jsonl(out_dir / "dropped.jsonl", result.dropped)
+    if result.details:
+        write_json(out_dir / "details.json", result.details)
     m = counts(stage, len(inputs), result)
     write_json(metrics_path, m)
     return m

@@ -1,0 +1,123 @@
+"""Label-noise detection: out-of-fold class probabilities, then cleanlab's confident learning.
+
+Features come from a param-selected featurizer: TF-IDF over character n-grams
+(the default; works for English and Chinese without a tokenizer) or mean-pooled
+embeddings from a local model. A logistic regression gives out-of-fold predicted
+probabilities under stratified K-fold; ``cleanlab.filter.find_label_issues``
+marks the rows whose given label disagrees with them. The action is a param:
+drop the row, flag it in ``meta``, or relabel it with the predicted class.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+
+from .config import LabelNoiseParams
+from .errors import UserError
+from .ledger import FilterResult, drop
+from .schema import text_of
+
+log = logging.getLogger("sftpipe")
+
+
+def tfidf_features(texts: list[str]):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=2, sublinear_tf=True,
+                          max_features=200_000, dtype=np.float32)
+    return vec.fit_transform(texts)
+
+
+def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
+    """Mean-pooled last hidden states of a local encoder or decoder (no hub access needed)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModel.from_pretrained(model_path, use_safetensors=True).eval()
+    except (OSError, ValueError) as e:
+        raise UserError(f"label_noise.embedding_model: cannot load {model_path}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out.append(torch.nn.functional.normalize(emb, dim=-1).float().numpy())
+    return np.concatenate(out)
+
+
+def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    clf = LogisticRegression(C=C, max_iter=2000)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return cross_val_predict(clf, X, y, cv=cv, method="predict_proba")
+
+
+def find_issues(labels: np.ndarray, probs: np.ndarray, p: LabelNoiseParams) -> tuple[np.ndarray, np.ndarray]:
+    """(boolean issue mask, label quality score per row) from cleanlab."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    mask = find_label_issues(labels, probs, filter_by=p.filter_by, frac_noise=p.frac_noise)
+    return np.asarray(mask, dtype=bool), get_label_quality_scores(labels, probs)
+
+
+def label_noise_records(records: list[dict], p: LabelNoiseParams) -> FilterResult:
+    """Check the rows whose class has at least ``min_class_size`` labelled rows; pass the rest through."""
+    counts = Counter(r["label"] for r in records if r.get("label") is not None)
+    classes = sorted(c for c, n in counts.items() if n >= p.min_class_size)
+    checked = [i for i, r in enumerate(records) if r.get("label") in classes]
+    base = {"checked": len(checked), "classes": len(classes), "issues": 0}
+    if not p.enabled or len(classes) < 2:
+        why = "disabled" if not p.enabled else (
+            "no label field in the data" if not counts else f"fewer than 2 classes with >= {p.min_class_size} rows")
+        log.info("label_noise: passing all %d rows through (%s)", len(records), why)
+        return FilterResult(kept=[dict(r) for r in records], extra_metrics={**base, "checked": 0, "skipped": why})
+    index = {c: k for k, c in enumerate(classes)}
+    y = np.array([index[records[i]["label"]] for i in checked])
+    folds = min(p.folds, int(np.bincount(y).min()))
+    texts = [text_of(records[i], p.field) for i in checked]
+    if p.featurizer == "tfidf":
+        X = tfidf_features(texts)
+    else:
+        if not p.embedding_model:
+            raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
+        X = embedding_features(texts, p.embedding_model)
+    probs = out_of_fold_probs(X, y, folds, p.C, p.seed)
+    issues, quality = find_issues(y, probs, p)
+    predicted = probs.argmax(1)
+    kept, dropped = [], []
+    info = {i: (bool(issues[k]), float(quality[k]), classes[predicted[k]]) for k, i in enumerate(checked)}
+    for i, rec in enumerate(records):
+        rec = {**rec, "meta": dict(rec["meta"])}
+        if i not in info:
+            kept.append(rec)
+            continue
+        is_issue, q, pred = info[i]
+        rec["meta"]["label_quality"] = round(q, 4)
+        if not is_issue:
+            kept.append(rec)
+        elif p.action == "drop":
+            dropped.append(drop(rec, "label_noise", "label_issue", given_label=rec["label"], predicted_label=pred,
+                                label_quality=round(q, 4), filter_by=p.filter_by, frac_noise=p.frac_noise))
+        elif p.action == "flag":
+            rec["meta"].update(label_issue=True, label_predicted=pred)
+            kept.append(rec)
+        else:  # relabel
+            rec["meta"].update(label_issue=True, label_original=rec["label"])
+            rec["label"] = pred
+            kept.append(rec)
+    per_class = {c: {"rows": int(counts[c]), "issues": int(sum(issues[y == index[c]]))} for c in classes}
+    acc = float((predicted == y).mean())
+    return FilterResult(kept, dropped, {**base, "issues": int(issues.sum()), "oof_accuracy": round(acc, 4),
+                                        "folds": folds}, {"per_class": per_class})

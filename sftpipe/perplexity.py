@@ -1,0 +1,175 @@
+"""Perplexity filtering with a reference causal LM.
+
+Scoring: each row becomes token ids plus a mask of the positions that count
+(the response conditioned on the prompt, or the whole text). Rows are scored in
+batches sorted by length (little padding), under ``torch.inference_mode``, in
+bf16 on GPU. Empty texts get no score and are dropped as ``unscorable``; long
+ones are cut from the left of the prompt so the response stays, and the
+response itself is cut at ``max_length`` if it alone is too long.
+
+Thresholds, in perplexity space, per group (language, source, or all rows):
+lower/upper quantiles, absolute min/max, and a robust z-score on log-perplexity
+(median +- k * 1.4826 * MAD, the "3 sigma" recipe without the outliers pulling
+the mean). Every rule set in params applies; the tightest bound wins. Every row
+keeps its score in ``meta.ppl``; rows outside the bounds go to the ledger with
+the score, the bounds and the rule that cut them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from .config import PerplexityParams
+from .formatting import IGNORE, encode
+from .ledger import FilterResult, drop
+from .schema import last_turn_split, prompt_text, response_text
+
+
+def encode_for_scoring(tokenizer, rec: dict, p: PerplexityParams) -> tuple[list[int], list[bool]]:
+    """Token ids and which positions are scored, per ``p.mode`` and ``p.template``."""
+    if p.template == "chat":
+        enc = encode(tokenizer, rec["messages"], loss_on="all" if p.mode == "full" else "last_turn")
+        scored = [lab != IGNORE for lab in enc.labels]
+        ids = enc.input_ids
+    else:
+        history, reply = last_turn_split(rec)
+        prompt = prompt_text({"messages": history}) if p.mode == "response" else ""
+        response = reply if p.mode == "response" else prompt_text(rec) + "\n" + response_text(rec)
+        pre = tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"] if prompt else []
+        body = tokenizer(response, add_special_tokens=False)["input_ids"] if response.strip() else []
+        ids, scored = pre + body, [False] * len(pre) + [True] * len(body)
+    if len(ids) > p.max_length:  # keep the scored tail: drop prompt tokens from the left first
+        first = scored.index(True) if True in scored else 0
+        cut = min(len(ids) - p.max_length, first)
+        ids, scored = ids[cut:], scored[cut:]
+        ids, scored = ids[: p.max_length], scored[: p.max_length]
+    return ids, scored
+
+
+def score_rows(model, tokenizer, records: list[dict], p: PerplexityParams, progress=None) -> list[float | None]:
+    """Perplexity per row (None when there is nothing to score)."""
+    import torch
+
+    encoded = [encode_for_scoring(tokenizer, r, p) for r in records]
+    order = sorted(range(len(records)), key=lambda i: len(encoded[i][0]))
+    out: list[float | None] = [None] * len(records)
+    dev = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for b in range(0, len(order), p.batch_size):
+            idx = [i for i in order[b:b + p.batch_size] if any(encoded[i][1][1:])]
+            if idx:
+                width = max(len(encoded[i][0]) for i in idx)
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                att = torch.zeros((len(idx), width), dtype=torch.long)
+                tgt = torch.full((len(idx), width), IGNORE, dtype=torch.long)
+                for row, i in enumerate(idx):
+                    seq, scored = encoded[i]
+                    ids[row, :len(seq)] = torch.tensor(seq)
+                    att[row, :len(seq)] = 1
+                    tgt[row, :len(seq)] = torch.tensor([t if s else IGNORE for t, s in zip(seq, scored)])
+                logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits.float()
+                shift_t = tgt[:, 1:].to(dev)
+                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), shift_t,
+                                                        ignore_index=IGNORE, reduction="none")
+                n = (shift_t != IGNORE).sum(1)
+                mean = (nll.sum(1) / n.clamp(min=1)).cpu().tolist()
+                for row, i in enumerate(idx):
+                    out[i] = math.exp(min(mean[row], 50.0))
+            if progress is not None:
+                progress.update(len(order[b:b + p.batch_size]))
+    return out
+
+
+def group_key(rec: dict, group_by: str) -> str:
+    """Bucket of a row for its thresholds, e.g. 'zh' or 'en/sentiment' (cc_net buckets per language)."""
+    if group_by == "none":
+        return "all"
+    parts = {"lang": rec["meta"].get("lang") or "unknown", "source": rec["source"],
+             "label": rec.get("label") or "unlabeled"}
+    return "/".join(parts[k] for k in group_by.split("+"))
+
+
+def bounds(ppls: np.ndarray, p: PerplexityParams) -> tuple[float, float, dict]:
+    """(lower, upper, {bound: rule}) for one group of scores; the tightest rule wins."""
+    lo, hi, rule = 0.0, math.inf, {"lower": None, "upper": None}
+
+    def tighten(value, side, name):
+        nonlocal lo, hi
+        if side == "lower" and value > lo:
+            lo, rule["lower"] = value, name
+        if side == "upper" and value < hi:
+            hi, rule["upper"] = value, name
+
+    if len(ppls):
+        logs = np.log(ppls)
+        if p.lower_quantile is not None:
+            tighten(float(np.quantile(ppls, p.lower_quantile)), "lower", "lower_quantile")
+        if p.upper_quantile is not None:
+            tighten(float(np.quantile(ppls, p.upper_quantile)), "upper", "upper_quantile")
+        if p.mad_k is not None and len(ppls) >= 10:
+            med = float(np.median(logs))
+            mad = 1.4826 * float(np.median(np.abs(logs - med)))
+            if mad > 0:
+                tighten(math.exp(med - p.mad_k * mad), "lower", "mad")
+                tighten(math.exp(med + p.mad_k * mad), "upper", "mad")
+    if p.min_ppl is not None:
+        tighten(p.min_ppl, "lower", "min_ppl")
+    if p.max_ppl is not None:
+        tighten(p.max_ppl, "upper", "max_ppl")
+    return lo, hi, rule
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.5g}")
+
+
+def perplexity_filter(records: list[dict], scores: list[float | None], p: PerplexityParams) -> FilterResult:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[group_key(r, p.group_by)].append(i)
+    limits = {}
+    for g, idx in sorted(groups.items()):
+        vals = np.array([scores[i] for i in idx if scores[i] is not None], dtype=float)
+        limits[g] = bounds(vals, p)
+    kept, dropped = [], []
+    for i, r in enumerate(records):
+        g = group_key(r, p.group_by)
+        lo, hi, rule = limits[g]
+        s = scores[i]
+        rec = {**r, "meta": {**r["meta"], "ppl": None if s is None else _sig(s), "ppl_group": g}}
+        ev = {"ppl": rec["meta"]["ppl"], "lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),
+              "group": g}
+        if s is None:
+            dropped.append(drop(rec, "perplexity", "unscorable", **ev))
+        elif s > hi:
+            dropped.append(drop(rec, "perplexity", "perplexity_high", rule=rule["upper"], **ev))
+        elif s < lo:
+            dropped.append(drop(rec, "perplexity", "perplexity_low", rule=rule["lower"], **ev))
+        else:
+            kept.append(rec)
+    bounds_out = {g: {"lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),
+                      "lower_rule": rule["lower"], "upper_rule": rule["upper"]}
+                  for g, (lo, hi, rule) in limits.items()}
+    valid = [s for s in scores if s is not None]
+    return FilterResult(kept, dropped, {"median_ppl": _sig(float(np.median(valid))) if valid else None,
+                                        "groups": len(limits)}, {"bounds": bounds_out})
+
+
+def histogram_rows(result: FilterResult, bins: int = 40) -> list[list]:
+    """Plot rows (group, log10 ppl bin centre, kept, dropped): the cut shows where 'dropped' starts."""
+    pts = [(r["meta"]["ppl_group"], r["meta"]["ppl"], "kept") for r in result.kept if r["meta"]["ppl"]]
+    pts += [(d["record"]["meta"]["ppl_group"], d["record"]["meta"]["ppl"], "dropped")
+            for d in result.dropped if d["record"]["meta"]["ppl"]]
+    if not pts:
+        return []
+    logs = np.log10([p for _, p, _ in pts])
+    edges = np.linspace(logs.min(), logs.max() + 1e-9, bins + 1)
+    table: dict = defaultdict(lambda: [0, 0])
+    for (g, _, kind), x in zip(pts, logs):
+        b = min(int(np.searchsorted(edges, x, side="right")) - 1, bins - 1)
+        table[(g, b)][0 if kind == "kept" else 1] += 1
+    return [[g, round(float((edges[b] + edges[b + 1]) / 2), 3), k, d] for (g, b), (k, d) in sorted(table.items())]
