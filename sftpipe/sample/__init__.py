@@ -165,7 +165,7 @@ def generate(p: SampleParams, out_dir: str | Path) -> dict:
 
 def pretrain_corpus(languages: list[str], n: int, seed: int) -> list[str]:
     """Plain-text documents about the same facts the tasks ask about: statements, and
-    question/answer pairs in a plain (non-chat) layout. No chat markup, no defects."""
+    prompt/response pairs in a plain (non-chat) layout. No chat markup, no defects."""
     rng = random.Random(seed)
     docs = []
     cats = list(CATEGORIES)
@@ -173,9 +173,8 @@ def pretrain_corpus(languages: list[str], n: int, seed: int) -> list[str]:
     while len(docs) < n:
         lang = rng.choice(languages)
         items = [GENERATORS[c](rng, lang) for c in rng.choices(cats, weights, k=rng.randint(2, 4))]
-        if rng.random() < 0.4:
-            q, a = ("Q: ", "A: ") if lang == "en" else ("问：", "答：")
-            docs.append("\n\n".join(f"{q}{it.prompt}\n{a}{it.response}" for it in items))
+        if rng.random() < 0.4:  # the plain layout perplexity scoring uses: prompt, newline, response
+            docs.append("\n\n".join(f"{it.prompt}\n{it.response}" for it in items))
         else:
             docs.append(("" if lang == "zh" else " ").join(it.statement for it in items))
     return docs
