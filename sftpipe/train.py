@@ -1,0 +1,281 @@
+"""Supervised fine-tuning on ``transformers.Trainer`` with peft adapters.
+
+* methods (``train.method``): lora, dora, rslora, full, prompt_tuning, prefix_tuning
+* prompts rendered with the chat template (or a named template), loss masks per
+  ``train.loss_on`` (see :mod:`sftpipe.formatting`)
+* padding-free packing (``DataCollatorWithFlattening``: one row of concatenated
+  sequences, ``position_ids`` restart per sequence, attention kept inside each
+  sequence by SDPA/flash-attention), or padded batches grouped by length
+* cosine schedule with warmup, gradient accumulation, gradient checkpointing,
+  bf16/fp16 on GPU, evaluation on the validation split, optional early stopping
+* dvclive logs loss, learning rate, tokens/s and (on GPU) peak memory
+* resumable: checkpoints live in a persistent directory with a fingerprint of
+  everything that shapes the run; a matching fingerprint resumes, else it restarts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import LoraParams, ModelParams, TrainParams
+from .errors import UserError
+from .formatting import IGNORE, encode
+from .templates import apply_template
+
+log = logging.getLogger("sftpipe")
+ADAPTER_METHODS = ("lora", "dora", "rslora")
+INFO_FILE = "sft_info.json"
+
+
+@dataclass
+class TokenStats:
+    rows: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_no_target: int = 0
+    tokens: int = 0
+    target_tokens: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def tokenize_rows(records: list[dict], tokenizer, tp: TrainParams):
+    """A ``datasets.Dataset`` of input_ids/labels, and what truncation did."""
+    from datasets import Dataset
+
+    def enc(batch):
+        out = {"input_ids": [], "labels": [], "truncated": []}
+        for msgs in batch["messages"]:
+            e = encode(tokenizer, msgs, tp.loss_on, max_length=tp.max_length)
+            out["input_ids"].append(e.input_ids)
+            out["labels"].append(e.labels)
+            out["truncated"].append(e.truncated)
+        return out
+
+    ds = Dataset.from_dict({"messages": [r["messages"] for r in records]})
+    ds = ds.map(enc, batched=True, remove_columns=["messages"], desc="tokenize")
+    stats = TokenStats(rows=len(ds), truncated=sum(ds["truncated"]))
+
+    def keep(row):
+        if row["truncated"] and tp.truncation == "drop":
+            return False
+        return any(lab != IGNORE for lab in row["labels"])
+
+    mask = [keep(r) for r in ds]
+    for r, k in zip(ds, mask):
+        if not k:
+            if r["truncated"] and tp.truncation == "drop":
+                stats.dropped_too_long += 1
+            else:
+                stats.dropped_no_target += 1
+    ds = ds.select([i for i, k in enumerate(mask) if k]).remove_columns(["truncated"])
+    ds = ds.map(lambda r: {"length": len(r["input_ids"])})
+    stats.tokens = sum(ds["length"])
+    stats.target_tokens = sum(sum(lab != IGNORE for lab in labs) for labs in ds["labels"])
+    return ds, stats
+
+
+def peft_config(tp: TrainParams, lp: LoraParams, new_token_ids: list[int]):
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
+
+    if tp.method == "full":
+        return None
+    if tp.method in ADAPTER_METHODS:
+        kw = {"trainable_token_indices": new_token_ids} if new_token_ids else {}
+        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lp.r, lora_alpha=lp.alpha, lora_dropout=lp.dropout,
+                          target_modules=lp.target_modules, use_dora=tp.method == "dora",
+                          use_rslora=tp.method == "rslora", **kw)
+    if tp.method == "prompt_tuning":
+        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tp.num_virtual_tokens)
+    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tp.num_virtual_tokens)
+
+
+def packing_mode(tp: TrainParams, attn: str) -> str:
+    """padding_free where the attention keeps packed sequences apart (SDPA/flash via position_ids);
+    virtual-token methods prepend tokens per sequence, so they need padded batches."""
+    if tp.method in ("prompt_tuning", "prefix_tuning"):
+        if tp.packing == "padding_free":
+            raise UserError(f"train.packing=padding_free does not work with train.method={tp.method}; use padded")
+        return "padded"
+    if tp.packing != "auto":
+        return tp.packing
+    return "padding_free" if attn in ("sdpa", "flash_attention_2", "flash_attention_3") else "padded"
+
+
+def fingerprint(parts: dict, files: list[str | Path]) -> str:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for f in files:
+        if Path(f).is_file():
+            h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def last_checkpoint(ckpt_dir: Path, fp: str) -> str | None:
+    """The newest checkpoint of a run with the same fingerprint; wipes checkpoints of other runs."""
+    stamp = ckpt_dir / "fingerprint.json"
+    if ckpt_dir.exists():
+        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp
+        if not same:
+            shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+                   key=lambda p: int(p.name.split("-")[1]))
+    return str(found[-1]) if found else None
+
+
+def _callbacks():
+    from transformers import TrainerCallback
+
+    class Throughput(TrainerCallback):
+        """Adds tokens/s (non-padding tokens) and, on GPU, peak memory to every log line."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.tok0 = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            import torch
+
+            if logs is None or "loss" not in logs:
+                return
+            dt = time.perf_counter() - self.t0
+            if dt > 0:
+                logs["tokens_per_s"] = round((state.num_input_tokens_seen - self.tok0) / dt, 1)
+            if torch.cuda.is_available():
+                logs["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+
+    return Throughput
+
+
+def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: TrainParams, lp: LoraParams,
+          out_dir: str | Path, ckpt_dir: str | Path, live_dir: str | Path, data_files: list[str] = ()) -> dict:
+    import torch
+    from dvclive import Live
+    from peft import get_peft_model
+    from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, EarlyStoppingCallback, Trainer,
+                              TrainingArguments, set_seed)
+    from transformers.integrations import DVCLiveCallback
+
+    from .modeling import attn_implementation, dtype_for, load_model, load_tokenizer
+
+    set_seed(tp.seed)
+    tokenizer = load_tokenizer(mp)
+    template = apply_template(tokenizer, mp.template)
+    model = load_model(mp, precision=tp.precision, for_training=True)
+    old_vocab = model.get_input_embeddings().num_embeddings
+    new_ids = list(range(old_vocab, len(tokenizer))) if len(tokenizer) > old_vocab else []
+    if new_ids:
+        model.resize_token_embeddings(len(tokenizer))
+    train_ds, stats = tokenize_rows(train_rows, tokenizer, tp)
+    val_ds, _ = tokenize_rows(val_rows, tokenizer, tp) if val_rows else (None, None)
+    if len(train_ds) == 0:
+        raise UserError("train: no training rows left after tokenization (check train.max_length)")
+    log.info("train: %d rows (%d truncated, %d dropped), %d tokens, %d target tokens", len(train_ds),
+             stats.truncated, stats.dropped_too_long + stats.dropped_no_target, stats.tokens, stats.target_tokens)
+
+    cfg = peft_config(tp, lp, new_ids)
+    if cfg is not None:
+        model = get_peft_model(model, cfg)
+    if tp.gradient_checkpointing:
+        model.config.use_cache = False
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    packing = packing_mode(tp, attn_implementation(mp))
+    if packing == "padding_free":
+        collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE, pad_to_multiple_of=8)
+
+    dtype = dtype_for(tp.precision)
+    on_gpu = torch.cuda.is_available()
+    has_val = val_ds is not None and len(val_ds) > 0
+    early = tp.early_stopping_patience is not None and has_val
+    ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
+    fp = fingerprint({"model": mp.model_dump(), "train": tp.model_dump(), "lora": lp.model_dump(),
+                      "packing": packing}, data_files)
+    resume = last_checkpoint(ckpt_dir, fp)
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=tp.batch_size, per_device_eval_batch_size=tp.batch_size,
+        gradient_accumulation_steps=tp.grad_accum, learning_rate=tp.lr, num_train_epochs=tp.epochs,
+        max_steps=tp.max_steps, lr_scheduler_type=tp.scheduler, warmup_steps=tp.warmup_ratio,
+        weight_decay=tp.weight_decay, logging_steps=tp.logging_steps,
+        eval_strategy="steps" if has_val else "no", eval_steps=tp.eval_steps,
+        save_strategy="steps", save_steps=tp.save_steps, save_total_limit=2,
+        load_best_model_at_end=early, metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        seed=tp.seed, data_seed=tp.seed, bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16, gradient_checkpointing=tp.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if packing == "padded" else "random",
+        length_column_name="length", include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+        use_cpu=not on_gpu, save_only_model=False)
+    live = Live(dir=str(live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
+    callbacks = [_callbacks()(), DVCLiveCallback(live=live)]
+    if early:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.early_stopping_patience))
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds if has_val else None,
+                      data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
+    if resume:
+        log.info("train: resuming from %s", resume)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    wall = time.perf_counter() - t0
+    summary = {"method": tp.method, "packing": packing, "template": template, "trainable_params": trainable,
+               "total_params": total, "train_loss": round(result.training_loss, 4),
+               "global_step": trainer.state.global_step, "resumed_from_step": _step_of(resume),
+               "tokens_per_s": round(trainer.state.num_input_tokens_seen / wall, 1) if wall > 0 else None,
+               "train_wall_s": round(wall, 1), **{f"data_{k}": v for k, v in stats.as_dict().items()}}
+    if has_val:
+        summary["eval_loss"] = round(trainer.evaluate()["eval_loss"], 4)
+    if trainer.is_world_process_zero():
+        save(trainer.model, tokenizer, tp, mp, template, out_dir, summary)
+    return summary
+
+
+def _step_of(ckpt: str | None) -> int:
+    return int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
+
+
+def save(model, tokenizer, tp: TrainParams, mp: ModelParams, template: str, out_dir: Path, summary: dict) -> None:
+    """Adapter (or full weights) in the standard format, safetensors only; optional merged model."""
+    from .io import atomic_path, write_json
+
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info = {"method": tp.method, "base_model": mp.name_or_path, "template": template,
+                "adapter": tp.method != "full", "merged": False}
+        if tp.merge and tp.method in ADAPTER_METHODS:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(tmp / "merged", safe_serialization=True)
+            tokenizer.save_pretrained(tmp / "merged")
+            info["merged"] = True
+        write_json(tmp / INFO_FILE, {**info, "summary": summary})
+
+
+def load_sft(mp: ModelParams, sft_dir: str | Path, precision: str = "auto"):
+    """(model, tokenizer) of a trained run: base + adapter, or the full fine-tuned weights."""
+    from peft import PeftModel
+
+    from .modeling import load_model, load_tokenizer
+
+    sft_dir = Path(sft_dir)
+    info_path = sft_dir / INFO_FILE
+    if not info_path.is_file():
+        raise UserError(f"{sft_dir}: not a trained model directory (no {INFO_FILE}); run the train stage")
+    info = json.loads(info_path.read_text())
+    tokenizer = load_tokenizer(mp, str(sft_dir))
+    if not info["adapter"]:
+        return load_model(mp, str(sft_dir), precision).eval(), tokenizer
+    base = load_model(mp, info["base_model"], precision)
+    if base.get_input_embeddings().num_embeddings < len(tokenizer):
+        base.resize_token_embeddings(len(tokenizer))
+    model = PeftModel.from_pretrained(base, str(sft_dir))
+    return model.eval(), tokenizer
