@@ -1,0 +1,116 @@
+"""The data card: rows in and out per stage, top drop reasons with examples, and, when the
+data carries ground truth (the generated sample does), how well each filter did against it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from .io import iter_jsonl
+
+FILTER_STAGES = ("dedup", "label_noise", "perplexity", "split")
+
+
+def _read(path: Path) -> list[dict]:
+    return list(iter_jsonl(path)) if path.is_file() else []
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _prf(found: set, truth: set) -> dict:
+    tp = len(found & truth)
+    p = tp / len(found) if found else 0.0
+    r = tp / len(truth) if truth else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "found": len(found),
+            "true": len(truth)}
+
+
+def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
+    """Each filter measured against injected defects, over the rows that reached it."""
+    collected = {r["id"] for r in _read(data / "collected" / "data.jsonl")}
+    if not collected & set(truth):
+        return {}
+    out = {}
+    dedup_drop = {d["id"] for d in _read(data / "dedup" / "dropped.jsonl")}
+    pairs = [(i, t["of"], t["defect"]) for i, t in truth.items() if t["defect"] in ("exact_dup", "near_dup")
+             and i in collected]
+    in_pair = {x for i, o, _ in pairs for x in (i, o)}
+    for kind in ("exact_dup", "near_dup"):
+        ps = [(i, o) for i, o, k in pairs if k == kind]
+        caught = sum(1 for i, o in ps if i in dedup_drop or o in dedup_drop)
+        out[f"dedup_{kind}_recall"] = round(caught / len(ps), 4) if ps else None
+    others = collected - in_pair
+    out["dedup_other_rows_dropped"] = round(len(dedup_drop & others) / max(len(others), 1), 4)
+
+    ln_in = {r["id"] for r in _read(data / "dedup" / "kept.jsonl")}
+    flagged = {d["id"] for d in _read(data / "label_noise" / "dropped.jsonl")}
+    flagged |= {r["id"] for r in _read(data / "label_noise" / "kept.jsonl") if r["meta"].get("label_issue")}
+    flips = {i for i in ln_in if truth.get(i, {}).get("defect") == "label_flip"}
+    for k, v in _prf(flagged, flips).items():
+        out[f"label_noise_{k}"] = v
+
+    pp_in = {r["id"] for r in _read(data / "label_noise" / "kept.jsonl")}
+    pp_drop = {d["id"] for d in _read(data / "perplexity" / "dropped.jsonl")}
+    garbage = {i for i in pp_in if truth.get(i, {}).get("defect") == "garbage"}
+    clean = pp_in - garbage
+    out["perplexity_garbage_removed"] = round(len(pp_drop & garbage) / len(garbage), 4) if garbage else None
+    out["perplexity_clean_removed"] = round(len(pp_drop & clean) / max(len(clean), 1), 4)
+    by_kind = Counter(truth[i].get("garbage_type") for i in garbage - pp_drop)
+    out["perplexity_garbage_missed_by_type"] = dict(sorted(by_kind.items()))
+
+    final = [r for s in ("train", "validation", "test") for r in _read(data / "split" / f"{s}.jsonl")]
+    defects = Counter(truth.get(r["id"], {}).get("defect") or "clean" for r in final)
+    out["final_rows"] = len(final)
+    out["final_defect_rate"] = round(1 - defects["clean"] / max(len(final), 1), 4)
+    return out
+
+
+def _excerpt(rec: dict, n: int = 90) -> str:
+    text = " / ".join(m["content"] for m in rec["messages"] if m["role"] != "system")
+    text = text.replace("\n", " ").replace("|", "\\|")
+    return text[:n] + ("…" if len(text) > n else "")
+
+
+def data_card(data: Path, metrics: Path, quality: dict, examples: int = 2) -> str:
+    lines = ["# Data card", "", "Written by the `report` stage from the ledgers of each stage. "
+             "Every dropped row is kept, with its evidence, in `data/<stage>/dropped.jsonl`.", ""]
+    col = _json(metrics / "collect.json")
+    lines += ["## Rows per stage", "", "| stage | in | kept | dropped | top reasons |", "|---|---|---|---|---|"]
+    if col:
+        top = ", ".join(f"{k} {v}" for k, v in Counter(col.get("quarantined_by_reason", {})).most_common(3))
+        lines.append(f"| collect | {col['rows_in']} | {col['kept']} | {col['quarantined']} | {top} |")
+    for st in FILTER_STAGES:
+        m = _json(metrics / f"{st}.json")
+        if m:
+            top = ", ".join(f"{k} {v}" for k, v in Counter(m.get("dropped_by_reason", {})).most_common(3))
+            lines.append(f"| {st} | {m['rows_in']} | {m['kept']} | {m['dropped']} | {top} |")
+    split = _json(metrics / "split.json")
+    if split:
+        lines += ["", f"Final splits: train {split.get('train')}, validation {split.get('validation')}, "
+                  f"test {split.get('test')} ({split.get('groups')} groups, "
+                  f"{split.get('multi_row_groups')} with more than one row kept together)."]
+    lines += ["", "## Why rows were dropped, with examples", ""]
+    quarantine = _read(data / "collected" / "quarantine.jsonl")
+    for reason, n in Counter(q["reason"] for q in quarantine).most_common():
+        lines.append(f"### collect / {reason} ({n} rows)")
+        for q in [q for q in quarantine if q["reason"] == reason][:examples]:
+            lines.append(f"- `{q['path']}:{q['line'] or q['record']}` field `{q['field']}`: {q['message']}")
+        lines.append("")
+    for st in FILTER_STAGES:
+        dropped = _read(data / st / "dropped.jsonl")
+        for reason, n in Counter(d["reason"] for d in dropped).most_common():
+            lines.append(f"### {st} / {reason} ({n} rows)")
+            for d in [d for d in dropped if d["reason"] == reason][:examples]:
+                ev = json.dumps(d["evidence"], ensure_ascii=False, sort_keys=True)
+                lines.append(f"- `{d['id']}` {ev}: \"{_excerpt(d['record'])}\"")
+            lines.append("")
+    if quality:
+        lines += ["## Filters measured against the injected ground truth", "",
+                  "| measure | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in quality.items()]
+        lines.append("")
+    return "\n".join(lines)
