@@ -1,0 +1,26 @@
+"""base: train a tokenizer and briefly pretrain a tiny LLaMA, saved like any hub model."""
+
+import click
+
+from stages._common import log, stage
+
+
+@stage("base", help="Build the tiny offline base model (tokenizer + pretraining).")
+@click.option("--out", default="models/base", show_default=True)
+@click.option("--metrics", default="metrics/base.json", show_default=True)
+def cli(params, out, metrics):
+    from sftpipe.basemodel import pretrain
+    from sftpipe.io import atomic_path, write_json
+    from sftpipe.sample import pretrain_corpus
+
+    p = params.base
+    corpus = pretrain_corpus(p.languages, p.corpus_rows, p.seed)
+    with atomic_path(out) as tmp:
+        summary = pretrain(p, corpus, tmp, log=log.info)
+    write_json(metrics, summary)
+    log.info("base model: %.2fM params, final loss %.3f, %.0f tokens/s -> %s",
+             summary["params_m"], summary["final_loss"], summary["tokens_per_s"], out)
+
+
+if __name__ == "__main__":
+    cli()

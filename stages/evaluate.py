@@ -1,0 +1,48 @@
+"""evaluate: test loss/perplexity, greedy generations, ROUGE/BLEU/chrF/EM; base vs SFT."""
+
+from pathlib import Path
+
+import click
+
+from stages._common import log, progress, stage
+
+
+@stage("evaluate", help="Score base and SFT models on the test split.")
+@click.option("--test", "test_path", default="data/split/test.jsonl", show_default=True)
+@click.option("--sft", "sft_dir", default="models/sft", show_default=True)
+@click.option("--metrics", default="metrics/eval.json", show_default=True)
+@click.option("--details", default="metrics/eval_details.json", show_default=True)
+@click.option("--deltas", default="metrics/eval_deltas.md", show_default=True)
+@click.option("--predictions", default="data/eval/predictions.jsonl", show_default=True)
+def cli(params, test_path, sft_dir, metrics, details, deltas, predictions):
+    from sftpipe import evaluation as ev
+    from sftpipe.io import read_jsonl, write_json, write_jsonl, write_text
+    from sftpipe.modeling import load_model
+    from sftpipe.train import load_sft
+
+    ep = params.evaluate
+    rows = read_jsonl(test_path)[: ep.max_rows]
+    sft, tok = load_sft(params.model, sft_dir)
+    base = load_model(params.model).eval()
+    if base.get_input_embeddings().num_embeddings < len(tok):
+        base.resize_token_embeddings(len(tok))
+    scores, preds = {}, {}
+    for name, model in (("base", base), ("sft", sft)):
+        with progress(len(rows), f"generate ({name})") as bar:
+            scores[name], preds[name] = ev.score_model(name, model, tok, rows, ep.max_new_tokens, ep.batch_size,
+                                                       params.train.max_length, bar)
+    cats = ev.per_category(rows, preds)
+    write_json(metrics, {"base": scores["base"], "sft": scores["sft"], "delta": ev.deltas(scores["base"], scores["sft"]),
+                         "rows": len(rows)})
+    write_json(details, {"per_category": cats})
+    write_text(deltas, ev.deltas_markdown(scores["base"], scores["sft"], cats))
+    write_jsonl(predictions, [{"id": r["id"], "label": r.get("label"), "lang": r["meta"].get("lang"),
+                               "reference": r["messages"][-1]["content"], "base": b, "sft": s}
+                              for r, b, s in zip(rows, preds["base"], preds["sft"])])
+    b, s = scores["base"], scores["sft"]
+    log.info("%d test rows: ROUGE-L %.3f -> %.3f, EM %.3f -> %.3f, loss %.3f -> %.3f (base -> sft)", len(rows),
+             b["rougeL"], s["rougeL"], b["exact_match"], s["exact_match"], b["loss"], s["loss"])
+
+
+if __name__ == "__main__":
+    cli()

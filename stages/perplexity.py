@@ -1,0 +1,36 @@
+"""perplexity: score every row with a reference causal LM; drop rows outside the bounds."""
+
+import click
+
+from stages._common import log, progress, stage
+
+
+@stage("perplexity", help="Score rows with a reference LM and drop outliers.")
+@click.option("--inp", default="data/label_noise/kept.jsonl", show_default=True)
+@click.option("--out", default="data/perplexity", show_default=True)
+@click.option("--metrics", default="metrics/perplexity.json", show_default=True)
+@click.option("--plot", default="metrics/plots/perplexity.csv", show_default=True)
+def cli(params, inp, out, metrics, plot):
+    from sftpipe.io import read_jsonl, write_csv
+    from sftpipe.ledger import FilterResult, write_filter_outputs
+    from sftpipe.modeling import load_model, load_tokenizer
+    from sftpipe.perplexity import histogram_rows, perplexity_filter, score_rows
+
+    p = params.perplexity
+    records = read_jsonl(inp)
+    if not p.enabled:
+        result = FilterResult(kept=records, extra_metrics={"skipped": "disabled"})
+    else:
+        mp = params.model.model_copy(update={"name_or_path": p.model or params.model.name_or_path})
+        model, tokenizer = load_model(mp).eval(), load_tokenizer(mp)
+        with progress(len(records), "perplexity") as bar:
+            scores = score_rows(model, tokenizer, records, p, bar)
+        result = perplexity_filter(records, scores, p)
+    m = write_filter_outputs("perplexity", records, result, out, metrics)
+    write_csv(plot, ["group", "log10_ppl", "kept", "dropped"], histogram_rows(result))
+    log.info("%d rows in, %d kept, dropped %s (median ppl %s)", m["rows_in"], m["kept"], m["dropped_by_reason"],
+             m.get("median_ppl"))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,41 @@
+"""split: group near-duplicates, stratify by label, split, decontaminate the training rows."""
+
+from pathlib import Path
+
+import click
+
+from stages._common import log, stage
+
+
+def _eval_refs(paths):
+    """(id, origin, text) rows of user-supplied eval files, read by the collect loaders."""
+    from sftpipe.collect import collect
+    from sftpipe.config import CollectParams, Source
+    from sftpipe.schema import full_text
+
+    if not paths:
+        return []
+    res = collect(CollectParams(sources=[Source(path=p, name=f"eval{i}") for i, p in enumerate(paths)]))
+    return [(r["id"], "eval_file", full_text(r)) for r in res.records]
+
+
+@stage("split", help="Leakage-free train/validation/test split.")
+@click.option("--inp", default="data/perplexity/kept.jsonl", show_default=True)
+@click.option("--out", default="data/split", show_default=True)
+@click.option("--metrics", default="metrics/split.json", show_default=True)
+def cli(params, inp, out, metrics):
+    from sftpipe.io import read_jsonl, write_jsonl
+    from sftpipe.ledger import write_filter_outputs
+    from sftpipe.split import SPLITS, split_records
+
+    records = read_jsonl(inp)
+    parts, result = split_records(records, params.split, params.dedup, _eval_refs(params.split.eval_files))
+    m = write_filter_outputs("split", records, result, out, metrics, write_kept=False)
+    for name in SPLITS:  # the three split files are the kept rows
+        write_jsonl(Path(out) / f"{name}.jsonl", parts[name])
+    log.info("%d rows in: train %d, validation %d, test %d, %d dropped as contaminated", m["rows_in"],
+             m["train"], m["validation"], m["test"], m["dropped"])
+
+
+if __name__ == "__main__":
+    cli()

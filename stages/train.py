@@ -1,0 +1,48 @@
+"""train: SFT with transformers.Trainer + peft; resumable; dvclive logs; adapter under models/."""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from stages._common import log, stage
+
+
+def _relaunch_on_multi_gpu() -> None:
+    """With several GPUs visible, rerun this command under `accelerate launch` (DDP)."""
+    import torch
+
+    n = torch.cuda.device_count()
+    if n > 1 and "LOCAL_RANK" not in os.environ and not os.environ.get("SFTPIPE_SINGLE_PROCESS"):
+        launcher = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+        log.info("%d GPUs visible: relaunching under accelerate launch", n)
+        os.execv(launcher, [launcher, "launch", "--multi_gpu", "--num_processes", str(n),
+                            "-m", "stages.train", *sys.argv[1:]])
+
+
+@stage("train", help="Fine-tune the model (LoRA, DoRA, rsLoRA, full, prompt or prefix tuning).")
+@click.option("--data", default="data/split", show_default=True)
+@click.option("--out", default="models/sft", show_default=True)
+@click.option("--checkpoints", default="models/checkpoints", show_default=True)
+@click.option("--live", default="metrics/dvclive", show_default=True)
+@click.option("--metrics", default="metrics/train.json", show_default=True)
+def cli(params, data, out, checkpoints, live, metrics):
+    _relaunch_on_multi_gpu()
+    from sftpipe.io import read_jsonl, write_json
+    from sftpipe.train import train
+
+    files = [Path(data) / "train.jsonl", Path(data) / "validation.jsonl"]
+    summary = train(read_jsonl(files[0]), read_jsonl(files[1]), params.model, params.train, params.lora,
+                    out, checkpoints, live, data_files=files)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_json(metrics, summary)
+    log.info("%s on %d rows: %d steps, train loss %.4f, eval loss %s, %.0f tokens/s, %.2f%% params trainable",
+             summary["method"], summary["data_rows"], summary["global_step"], summary["train_loss"],
+             summary.get("eval_loss"), summary["tokens_per_s"] or 0,
+             100 * summary["trainable_params"] / summary["total_params"])
+
+
+if __name__ == "__main__":
+    cli()
