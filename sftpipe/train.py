@@ -61,24 +61,16 @@ def tokenize_rows(records: list[dict], tokenizer, tp: TrainParams):
 
     ds = Dataset.from_dict({"messages": [r["messages"] for r in records]})
     ds = ds.map(enc, batched=True, remove_columns=["messages"], desc="tokenize")
-    stats = TokenStats(rows=len(ds), truncated=sum(ds["truncated"]))
-
-    def keep(row):
-        if row["truncated"] and tp.truncation == "drop":
-            return False
-        return any(lab != IGNORE for lab in row["labels"])
-
-    mask = [keep(r) for r in ds]
-    for r, k in zip(ds, mask):
-        if not k:
-            if r["truncated"] and tp.truncation == "drop":
-                stats.dropped_too_long += 1
-            else:
-                stats.dropped_no_target += 1
-    ds = ds.select([i for i, k in enumerate(mask) if k]).remove_columns(["truncated"])
-    ds = ds.map(lambda r: {"length": len(r["input_ids"])})
-    stats.tokens = sum(ds["length"])
-    stats.target_tokens = sum(sum(lab != IGNORE for lab in labs) for labs in ds["labels"])
+    truncated = ds["truncated"]
+    has_target = [any(lab != IGNORE for lab in labs) for labs in ds["labels"]]
+    too_long = [t and tp.truncation == "drop" for t in truncated]
+    keep = [i for i in range(len(ds)) if has_target[i] and not too_long[i]]
+    ds = ds.select(keep).remove_columns(["truncated"])
+    ds = ds.add_column("length", [len(x) for x in ds["input_ids"]])
+    stats = TokenStats(rows=len(ds), truncated=sum(truncated), dropped_too_long=sum(too_long),
+                       dropped_no_target=sum(1 for h, d in zip(has_target, too_long) if not h and not d),
+                       tokens=sum(ds["length"]),
+                       target_tokens=sum(sum(lab != IGNORE for lab in labs) for labs in ds["labels"]))
     return ds, stats
 
 
@@ -156,6 +148,16 @@ def _callbacks():
 
 def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: TrainParams, lp: LoraParams,
           out_dir: str | Path, ckpt_dir: str | Path, live_dir: str | Path, data_files: list[str] = ()) -> dict:
+    """Fine-tune, then save the adapter (or weights) to ``out_dir``; returns the run summary."""
+    trainer, tokenizer, template, summary = fit(train_rows, val_rows, mp, tp, lp, ckpt_dir, live_dir, data_files)
+    if trainer.is_world_process_zero():
+        save(trainer.model, tokenizer, tp, mp, template, Path(out_dir), summary)
+    return summary
+
+
+def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: TrainParams, lp: LoraParams,
+        ckpt_dir: str | Path, live_dir: str | Path, data_files: list[str] = ()):
+    """Run training (resuming when a matching checkpoint exists): (trainer, tokenizer, template, summary)."""
     import torch
     from dvclive import Live
     from peft import get_peft_model
@@ -197,7 +199,7 @@ def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Tra
     on_gpu = torch.cuda.is_available()
     has_val = val_ds is not None and len(val_ds) > 0
     early = tp.early_stopping_patience is not None and has_val
-    ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
+    ckpt_dir = Path(ckpt_dir)
     fp = fingerprint({"model": mp.model_dump(), "train": tp.model_dump(), "lora": lp.model_dump(),
                       "packing": packing}, data_files)
     resume = last_checkpoint(ckpt_dir, fp)
@@ -211,7 +213,7 @@ def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Tra
         load_best_model_at_end=early, metric_for_best_model="eval_loss" if early else None,
         greater_is_better=False if early else None,
         seed=tp.seed, data_seed=tp.seed, bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16, gradient_checkpointing=tp.gradient_checkpointing,
+        fp16=on_gpu and dtype == torch.float16, activation_checkpointing=tp.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if packing == "padded" else "random",
         length_column_name="length", include_num_input_tokens_seen="non_padding",
         remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
@@ -234,9 +236,7 @@ def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Tra
                "train_wall_s": round(wall, 1), **{f"data_{k}": v for k, v in stats.as_dict().items()}}
     if has_val:
         summary["eval_loss"] = round(trainer.evaluate()["eval_loss"], 4)
-    if trainer.is_world_process_zero():
-        save(trainer.model, tokenizer, tp, mp, template, out_dir, summary)
-    return summary
+    return trainer, tokenizer, template, summary
 
 
 def _step_of(ckpt: str | None) -> int:

@@ -1,0 +1,33 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A real byte-level BPE tokenizer with a ChatML template, trained offline in ~1 s."""
+    from sftpipe.basemodel import train_tokenizer
+    from sftpipe.sample import pretrain_corpus
+
+    return train_tokenizer(pretrain_corpus(["en", "zh"], 400, seed=0), 600)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A randomly initialised 2-layer LLaMA saved like a hub model (safetensors + tokenizer)."""
+    import torch
+
+    from sftpipe.basemodel import build_model
+    from sftpipe.config import BaseParams
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny_base")
+    model = build_model(BaseParams(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), tiny_tokenizer)
+    model.save_pretrained(d, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(d)
+    return d

@@ -1,0 +1,104 @@
+"""Loss masks, checked token by token, for every named template, multi-turn and Chinese."""
+
+import pytest
+
+from sftpipe.formatting import IGNORE, encode, encode_prompt
+from sftpipe.templates import TEMPLATES, apply_template, stop_token_ids
+
+SINGLE_EN = [{"role": "user", "content": "What is the capital of France?"},
+             {"role": "assistant", "content": "The capital of France is Paris."}]
+MULTI_ZH = [{"role": "system", "content": "你是一个乐于助人的助手。"},
+            {"role": "user", "content": "法国的首都是哪里？"},
+            {"role": "assistant", "content": "法国的首都是巴黎。"},
+            {"role": "user", "content": "那德国呢？"},
+            {"role": "assistant", "content": "德国的首都是柏林。"}]
+
+
+@pytest.fixture(params=sorted(TEMPLATES))
+def tok(request, tiny_tokenizer):
+    import copy
+
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, request.param)
+    t.template_name = request.param
+    return t
+
+
+def trained_spans(labels):
+    """Maximal runs of positions that carry loss, as (start, end)."""
+    spans, start = [], None
+    for i, lab in enumerate(labels + [IGNORE]):
+        if lab != IGNORE and start is None:
+            start = i
+        if lab == IGNORE and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+@pytest.mark.parametrize("messages", [SINGLE_EN, MULTI_ZH], ids=["single_en", "multi_zh"])
+def test_response_mask_token_by_token(tok, messages):
+    enc = encode(tok, messages, "response")
+    replies = [m["content"] for m in messages if m["role"] == "assistant"]
+    stops = set(stop_token_ids(tok))
+    spans = trained_spans(enc.labels)
+    assert len(spans) == len(replies), "one trained span per assistant reply"
+    for (a, b), reply in zip(spans, replies):
+        # every trained position holds exactly its input token
+        assert enc.labels[a:b] == enc.input_ids[a:b]
+        # the span is the reply followed by exactly one stop token (EOS / end of turn), which is trained
+        assert enc.input_ids[b - 1] in stops
+        # (vicuna's prompt ends in "ASSISTANT:", so its reply carries the separating space)
+        assert tok.decode(enc.input_ids[a:b - 1]).removeprefix(" ") == reply
+    # nothing outside the spans is trained: prompts, system, role markers
+    inside = {i for a, b in spans for i in range(a, b)}
+    assert all(enc.labels[i] == IGNORE for i in range(len(enc.labels)) if i not in inside)
+
+
+def test_last_turn_trains_only_the_final_reply(tok):
+    enc = encode(tok, MULTI_ZH, "last_turn")
+    spans = trained_spans(enc.labels)
+    assert len(spans) == 1
+    a, b = spans[0]
+    assert tok.decode(enc.input_ids[a:b - 1]).removeprefix(" ") == "德国的首都是柏林。"
+    assert a == enc.prompt_len
+
+
+def test_all_tokens_mode_trains_everything(tok):
+    enc = encode(tok, MULTI_ZH, "all")
+    assert enc.labels == enc.input_ids
+
+
+def test_generation_prompt_is_the_trained_prefix(tok):
+    enc = encode(tok, MULTI_ZH, "response")
+    prompt = encode_prompt(tok, MULTI_ZH)
+    assert enc.input_ids[: len(prompt)] == prompt
+    rendered = tok.apply_chat_template(MULTI_ZH[:-1], tokenize=False, add_generation_prompt=True)
+    assert tok.decode(prompt) == rendered
+
+
+def test_eos_appended_when_template_has_no_stop(tiny_tokenizer):
+    import copy
+
+    t = copy.deepcopy(tiny_tokenizer)
+    t.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+                       "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    enc = encode(t, SINGLE_EN, "response")
+    (a, b), = trained_spans(enc.labels)
+    assert enc.input_ids[b - 1] == t.eos_token_id and enc.labels[b - 1] == t.eos_token_id
+
+
+def test_truncation_flags_and_cuts(tok):
+    enc = encode(tok, MULTI_ZH, "response", max_length=10)
+    assert enc.truncated and len(enc.input_ids) == 10 == len(enc.labels)
+
+
+def test_pad_equal_to_eos_does_not_mask_eos(tiny_tokenizer):
+    import copy
+
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, "alpaca")
+    t.pad_token = t.eos_token
+    enc = encode(t, SINGLE_EN, "response")
+    (a, b), = trained_spans(enc.labels)
+    assert enc.labels[b - 1] == t.eos_token_id
