@@ -1,0 +1,27 @@
+"""dedup: exact then MinHash-LSH near-duplicate removal; one deterministic survivor per cluster."""
+
+import click
+
+from stages._common import log, stage
+
+
+@stage("dedup", help="Remove exact and near duplicates (MinHash LSH, datasketch-compatible).")
+@click.option("--inp", default="data/collected/data.jsonl", show_default=True)
+@click.option("--out", default="data/dedup", show_default=True)
+@click.option("--metrics", default="metrics/dedup.json", show_default=True)
+@click.option("--plot", default="metrics/plots/dedup_clusters.csv", show_default=True)
+def cli(params, inp, out, metrics, plot):
+    from sftpipe.dedup import dedup_records
+    from sftpipe.io import read_jsonl, write_csv
+    from sftpipe.ledger import write_filter_outputs
+
+    records = read_jsonl(inp)
+    result = dedup_records(records, params.dedup)
+    m = write_filter_outputs("dedup", records, result, out, metrics)
+    hist = result.details.get("cluster_size_hist", {})
+    write_csv(plot, ["cluster_size", "clusters"], sorted((int(k), v) for k, v in hist.items()))
+    log.info("%d rows in, %d kept, dropped %s", m["rows_in"], m["kept"], m["dropped_by_reason"])
+
+
+if __name__ == "__main__":
+    cli()
