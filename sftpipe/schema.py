@@ -21,8 +21,32 @@ from .errors import RowError
 
 ROLES = ("system", "user", "assistant")
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
 _LETTER = re.compile(r"[^\W\d_]")
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages a user can act on ('array', not 'list')."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", tuple: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def check_encodable(text: str, field: str | None) -> None:
+    """Raise a RowError for a lone UTF-16 surrogate (e.g. from a JSON escape like "\\ud83d").
+
+    Python accepts such strings, but they cannot be written as UTF-8: left in, they
+    would crash the output writer after the whole stage had run.
+    """
+    m = _SURROGATE.search(text)
+    if m:
+        raise RowError("invalid_unicode", f"lone surrogate U+{ord(m.group()):04X} at character {m.start()} "
+                       f"(a broken \\u escape; not encodable as UTF-8)", field)
 
 
 def cjk_ratio(text: str) -> float:
@@ -41,9 +65,16 @@ def make_record(rid: str, messages: list[dict], source: str, label: Any = None,
     """Validate and build a canonical record (raises :class:`RowError`)."""
     msgs = validate_messages(messages)
     meta = dict(meta or {})
+    check_encodable(rid, "id")
+    if isinstance(label, str):
+        check_encodable(label, "label")
+    for k, v in meta.items():
+        check_encodable(k, f"meta.{k}")
+        if isinstance(v, str):
+            check_encodable(v, f"meta.{k}")
     meta.setdefault("lang", detect_lang(full_text({"messages": msgs})))
     if label is not None and not isinstance(label, (str, int)):
-        raise RowError("bad_label", f"label must be a string, got {type(label).__name__}", "label")
+        raise RowError("bad_label", f"label must be a string, got {json_type(label)}", "label")
     return {"id": rid, "messages": msgs, "source": source,
             "label": None if label is None or label == "" else str(label), "meta": meta}
 
@@ -54,15 +85,16 @@ def validate_messages(messages: Any) -> list[dict]:
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise RowError("bad_messages", f"message must be an object, got {type(m).__name__}",
+            raise RowError("bad_messages", f"message must be an object, got {json_type(m)}",
                            f"messages[{i}]")
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise RowError("unknown_role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})",
                            f"messages[{i}].role")
         if not isinstance(content, str):
-            raise RowError("bad_type", f"content must be a string, got {type(content).__name__}",
+            raise RowError("bad_type", f"content must be a string, got {json_type(content)}",
                            f"messages[{i}].content")
+        check_encodable(content, f"messages[{i}].content")
         if role == "system" and i != 0:
             raise RowError("bad_turn_order", "a system message may only come first", f"messages[{i}].role")
         out.append({"role": role, "content": content})
