@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import CollectParams
 from .errors import RowError, UserError, where
-from .loaders import RawRow, read_source, to_record
+from .loaders import read_source, to_record
 
 RAW_PREVIEW = 2000
+_UNPARSED = object()    # a row the reader could not parse: its text travels on the RowError
 
 
 @dataclass
@@ -27,9 +29,27 @@ class CollectResult:
 
 
 def _quarantine_row(err: RowError, source: str, path: str, line, recno, raw) -> dict:
-    text = raw if isinstance(raw, str) else repr(raw)
+    # raw: the offending text for rows that never parsed, else the parsed record as
+    # JSON (so it can be fixed and fed back in), cut to a preview; path and line
+    # locate the full original.
+    if raw is _UNPARSED:
+        text = err.raw or ""
+    else:
+        try:
+            text = json.dumps(raw, ensure_ascii=False)
+        except (TypeError, ValueError):  # parquet/hub values JSON cannot hold
+            text = repr(raw)
     return {"source": source, "path": path, "line": line, "record": recno, "reason": err.reason,
-            "field": err.field, "message": str(err), "raw": text[:RAW_PREVIEW]}
+            "field": _safe(err.field), "message": _safe(str(err)), "raw": _safe(text[:RAW_PREVIEW]),
+            "raw_truncated": len(text) > RAW_PREVIEW}
+
+
+def _safe(text: str | None) -> str | None:
+    """Lone surrogates (the reason some rows are quarantined) as visible escapes, so the
+    quarantine file and the error line can still be written as UTF-8."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def collect(params: CollectParams, progress=None) -> CollectResult:
@@ -43,7 +63,7 @@ def collect(params: CollectParams, progress=None) -> CollectResult:
             if src.limit is not None and n_ok >= src.limit:
                 break
             if isinstance(item, RowError):
-                err, path, line, recno, raw = item, item.path, item.line, item.recno, None
+                err, path, line, recno, raw = item, item.path, item.line, item.recno, _UNPARSED
             else:
                 path, line, recno, raw = item.path, item.line, item.recno, item.data
                 try:
@@ -62,7 +82,7 @@ def collect(params: CollectParams, progress=None) -> CollectResult:
                     err = e
             loc = where(path, line, None if line else recno, err.field)
             if params.on_error == "fail":
-                raise UserError(f"{loc}: {err} (collect.on_error=fail; set it to quarantine to skip bad rows)")
+                raise UserError(_safe(f"{loc}: {err} (collect.on_error=fail; set it to quarantine to skip bad rows)"))
             res.quarantine.append(_quarantine_row(err, name, path, line, recno, raw))
             n_bad += 1
         res.per_source[name] = {"kept": n_ok, "quarantined": n_bad}

@@ -10,15 +10,24 @@ record unless a source pins one:
 * openai:   ``messages: [{"role": ..., "content": str | [{"type": "text", "text": ...}]}]``
 
 File-level problems (missing file, a directory, an empty file, a JSON array in a
-``.jsonl`` file, a CSV without the needed columns) are fatal :class:`UserError` s.
-Row-level problems raise :class:`RowError`; the collect stage quarantines or
-stops on them, per ``collect.on_error``.
+``.jsonl`` file, a CSV without the needed columns or with a repeated one, invalid
+UTF-8 in a ``.json``/``.csv`` file, a syntax error inside a ``.json`` array, an
+unterminated CSV quote) are fatal :class:`UserError` s: where the next record
+starts is unknowable, or the whole file is of the wrong kind. Row-level problems
+raise :class:`RowError`; the collect stage quarantines or stops on them, per
+``collect.on_error``. That includes what Python's JSON parser accepts but JSON
+does not (NaN, Infinity, a key given twice), which would otherwise end up, or be
+lost without a word, in the output. A UTF-8 BOM and CRLF line endings are
+accepted as if they were not there.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
+import io
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RowError, UserError, where
-from .schema import make_record
+from .schema import json_type, make_record
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "bot": "assistant", "model": "assistant", "chatgpt": "assistant", "system": "system"}
@@ -45,6 +54,10 @@ class RawRow:
 
 
 # ----------------------------------------------------------------------------- readers
+
+BOM = b"\xef\xbb\xbf"
+RAW_KEEP = 4000         # characters of an unparsable line kept for the quarantine
+
 
 def read_source(path: str, hub_split: str = "train") -> Iterator[RawRow | RowError]:
     """Yield raw rows (or row-level errors) from a local file or a hub dataset."""
@@ -70,68 +83,201 @@ def read_source(path: str, hub_split: str = "train") -> Iterator[RawRow | RowErr
         raise UserError(f"{path}: no records found")
 
 
+class _StrictJSON:
+    """Python's JSON parser, made to notice what it accepts but JSON (RFC 8259) does not.
+
+    ``NaN``/``Infinity`` literals, numbers that overflow to infinity, integers too long
+    for Python to convert, and a key given twice in one object (the parser would
+    silently keep only the last value). Problems are noted rather than raised so that
+    a ``.json`` array can go on to its next record; :meth:`decode_at` resets them.
+    """
+
+    def __init__(self):
+        self.problem: tuple[str, str, str | None] | None = None
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._object, parse_constant=self._constant,
+                                        parse_float=self._float, parse_int=self._int)
+
+    def _note(self, reason: str, msg: str, field: str | None = None) -> None:
+        if self.problem is None:
+            self.problem = (reason, msg, field)
+
+    def _object(self, pairs):
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen = set()
+            for k, _ in pairs:
+                if k in seen:
+                    self._note("duplicate_key", f"key {k!r} appears twice in one object "
+                               f"(only one of the values could be kept)", k)
+                    break
+                seen.add(k)
+        return obj
+
+    def _constant(self, name: str):
+        self._note("malformed_json", f"{name} is not valid JSON (write null, or the value as a string)")
+        return None
+
+    def _float(self, s: str):
+        v = float(s)
+        if math.isinf(v):
+            self._note("malformed_json", f"number {s[:24]} is too large for a 64-bit float")
+            return None
+        return v
+
+    def _int(self, s: str):
+        try:
+            return int(s)
+        except ValueError:  # longer than sys.get_int_max_str_digits()
+            self._note("malformed_json", f"integer with {len(s)} digits is too large")
+            return None
+
+    def decode_at(self, text: str, pos: int) -> tuple[Any, int]:
+        self.problem = None
+        return self.decoder.raw_decode(text, pos)
+
+    def loads(self, text: str) -> Any:
+        """Parse a whole string; raises RowError for anything that is not one valid JSON value."""
+        try:
+            value, end = self.decode_at(text, _skip_ws(text, 0))
+        except json.JSONDecodeError as e:
+            raise RowError("malformed_json", f"malformed JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise RowError("malformed_json", "malformed JSON (nested too deeply to parse)") from None
+        end = _skip_ws(text, end)
+        if end != len(text):
+            raise RowError("malformed_json", f"malformed JSON (extra data after the value at column {end + 1}; "
+                           f"one record per line)")
+        if self.problem:
+            raise RowError(*self.problem)
+        return value
+
+
 def _read_jsonl(p: Path) -> Iterator[RawRow | RowError]:
     raw = p.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    if raw.lstrip().startswith(b"["):
-        raise UserError(f"{where(p, 1)}: found a JSON array, but .jsonl expects one JSON object per line "
-                        f"(rename the file to .json)")
+    if raw.startswith(BOM):
+        raw = raw[len(BOM):]
+    lines = raw.split(b"\n")
+    _refuse_json_array(p, raw, lines)
+    dec = _StrictJSON()
     recno = 0
-    for lineno, line in enumerate(raw.split(b"\n"), 1):
+    for lineno, line in enumerate(lines, 1):
         line = line.rstrip(b"\r")
+        if line.startswith(BOM):  # files joined with `cat`, each with its own BOM
+            line = line[len(BOM):]
         if not line.strip():
             continue
         recno += 1
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            yield _row_error("invalid_utf8", f"invalid UTF-8 at byte {e.start}", p, lineno, recno)
+            yield _row_error("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line", p, lineno, recno,
+                             raw=line[:RAW_KEEP].decode("utf-8", "backslashreplace"))
             continue
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield _row_error("malformed_json", f"malformed JSON ({e.msg} at column {e.colno})", p, lineno, recno)
+            data = dec.loads(text)
+        except RowError as e:
+            e.path, e.line, e.recno, e.raw = str(p), lineno, recno, text[:RAW_KEEP]
+            yield e
             continue
         yield RawRow(data, str(p), lineno, recno)
+    if recno == 0:
+        raise UserError(f"{p}: no records found (only blank lines)")
 
 
-def _read_json(p: Path) -> Iterator[RawRow]:
+def _refuse_json_array(p: Path, raw: bytes, lines: list[bytes]) -> None:
+    """A .jsonl file that holds one JSON array (pretty-printed or on one line) is fatal.
+
+    Quarantining it line by line would report a wall of fragments for what is one
+    mistake about the file, so stop with a hint instead. A single line that is an
+    array, among object lines, stays a row-level problem (quarantined as bad_type).
+    """
+    lineno, first = next(((i, ln.rstrip(b"\r")) for i, ln in enumerate(lines, 1) if ln.strip()), (1, b""))
+    if not first.lstrip().startswith(b"["):
+        return
     try:
-        text = p.read_bytes().decode("utf-8-sig")
+        whole = json.loads(raw)
+    except (ValueError, RecursionError):
+        whole = None
+    if not isinstance(whole, list):
+        try:
+            json.loads(first)
+            return  # that line is a complete JSON value on its own: a bad row, not an array file
+        except RecursionError:
+            return
+        except ValueError:
+            pass
+    raise UserError(f"{where(p, lineno)}: found a JSON array, but .jsonl expects one JSON object per line "
+                    f"(rename the file to .json)")
+
+
+def _decode_whole(p: Path, kind: str) -> str:
+    """The file as text; a BOM is dropped, invalid UTF-8 is fatal (with the line where it is)."""
+    raw = p.read_bytes()
+    skip = len(BOM) if raw.startswith(BOM) else 0
+    try:
+        return raw[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{p}: invalid UTF-8 at byte {e.start}; a .json file must decode as a whole") from None
-    dec = json.JSONDecoder()
+        line = raw.count(b"\n", 0, skip + e.start) + 1
+        raise UserError(f"{where(p, line)}: invalid UTF-8 at byte {skip + e.start}; a {kind} file must "
+                        f"decode as a whole (re-save it as UTF-8)") from None
+
+
+def _read_json(p: Path) -> Iterator[RawRow | RowError]:
+    text = _decode_whole(p, ".json")
+    dec = _StrictJSON()
     pos = _skip_ws(text, 0)
-    if pos >= len(text) or text[pos] != "[":
+    if pos >= len(text):
+        raise UserError(f"{p}: no records found (only whitespace)")
+    if text[pos] != "[":
         # a single object, or JSON lines saved as .json
         try:
-            obj = json.loads(text)
+            obj, end = dec.decode_at(text, pos)
+            end = _skip_ws(text, end)
+            if end != len(text):
+                raise json.JSONDecodeError("Extra data", text, end)
         except json.JSONDecodeError as e:
             raise UserError(f"{where(p, e.lineno)}: invalid JSON ({e.msg}); a .json file must hold "
                             f"an array of records (use .jsonl for one record per line)") from None
+        except RecursionError:
+            raise UserError(f"{p}: invalid JSON (nested too deeply to parse)") from None
         if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+            if dec.problem:  # the records cannot be told apart any more: refuse the file
+                raise UserError(f"{p}: {dec.problem[1]}")
             for i, item in enumerate(obj["data"], 1):
                 yield RawRow(item, str(p), None, i)
             return
-        raise UserError(f"{p}: expected a JSON array of records at the top level, got {type(obj).__name__}")
+        raise UserError(f"{p}: expected a JSON array of records at the top level, got {json_type(obj)}")
+    line, counted = 1, 0
+
+    def line_at(i: int) -> int:  # positions only move forward: count newlines once
+        nonlocal line, counted
+        line += text.count("\n", counted, i)
+        counted = i
+        return line
+
     pos = _skip_ws(text, pos + 1)
     recno = 0
     while pos < len(text) and text[pos] != "]":
         recno += 1
         try:
-            item, end = dec.raw_decode(text, pos)
+            item, end = dec.decode_at(text, pos)
         except json.JSONDecodeError as e:
             raise UserError(f"{where(p, e.lineno, recno)}: invalid JSON ({e.msg})") from None
-        yield RawRow(item, str(p), text.count("\n", 0, pos) + 1, recno)
+        except RecursionError:
+            raise UserError(f"{where(p, line_at(pos), recno)}: invalid JSON (nested too deeply to parse)") from None
+        if dec.problem:
+            yield _row_error(*dec.problem[:2], p, line_at(pos), recno, field=dec.problem[2],
+                             raw=text[pos:min(end, pos + RAW_KEEP)])
+        else:
+            yield RawRow(item, str(p), line_at(pos), recno)
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
         elif pos < len(text) and text[pos] != "]":
-            raise UserError(f"{where(p, text.count(chr(10), 0, pos) + 1, recno)}: invalid JSON "
+            raise UserError(f"{where(p, line_at(pos), recno)}: invalid JSON "
                             f"(expected ',' or ']' after a record)")
     if pos >= len(text):
-        raise UserError(f"{where(p, text.count(chr(10)) + 1)}: invalid JSON (unterminated array)")
+        raise UserError(f"{where(p, line_at(len(text)))}: invalid JSON (unterminated array)")
 
 
 def _skip_ws(text: str, pos: int) -> int:
@@ -184,7 +330,8 @@ def _read_parquet(p: Path) -> Iterator[RawRow]:
     try:
         table = pq.read_table(p)
     except Exception as e:  # pyarrow raises several types for corrupt files
-        raise UserError(f"{p}: cannot read parquet ({type(e).__name__}: {e})") from None
+        msg = " ".join(str(e).split())  # one line, whatever pyarrow's message holds
+        raise UserError(f"{p}: cannot read parquet ({type(e).__name__}: {msg})") from None
     for i, row in enumerate(table.to_pylist(), 1):
         yield RawRow(row, str(p), None, i)
 
@@ -201,9 +348,10 @@ def _read_hub(repo_id: str, split: str) -> Iterator[RawRow]:
         yield RawRow(row, f"hf://{repo_id}:{split}", None, i)
 
 
-def _row_error(reason: str, msg: str, p, line, recno, field: str | None = None) -> RowError:
+def _row_error(reason: str, msg: str, p, line, recno, field: str | None = None,
+               raw: str | None = None) -> RowError:
     e = RowError(reason, msg, field)
-    e.path, e.line, e.recno = str(p), line, recno
+    e.path, e.line, e.recno, e.raw = str(p), line, recno, raw
     return e
 
 
