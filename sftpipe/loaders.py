@@ -286,42 +286,83 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
+JSON_COLUMNS = ("messages", "conversations", "history")
+
+
 def _read_csv(p: Path) -> Iterator[RawRow | RowError]:
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{p}: invalid UTF-8 at byte {e.start}") from None
-    lines = text.splitlines(keepends=True)
-    reader = csv.DictReader(lines)
-    header = reader.fieldnames or []
-    if not ({"instruction", "output"} <= set(header) or "messages" in header or "conversations" in header):
-        raise UserError(f"{where(p, 1)}: CSV header {header} lacks the columns of a known format "
-                        f"(instruction+output, messages, or conversations)")
-    recno, start = 0, 2
-    for row in reader:
+    text = _decode_whole(p, ".csv")
+    if not text.strip():
+        raise UserError(f"{p}: no CSV header row (only whitespace)")
+    # Split lines on \n, \r and \r\n only. str.splitlines() would also split on
+    # U+2028, \x85, \x0c..., cutting a row in two inside an unquoted field.
+    lines = io.StringIO(text, newline="").readlines()
+    # A record longer than the default 128 KiB field limit is for collect.max_chars to judge.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.reader(lines, strict=True)
+    dec = _StrictJSON()
+    header: list[str] | None = None
+    end = recno = 0
+    while True:
+        start = end + 1              # physical line where the next row starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            end = reader.line_num
+            if "end of data" in str(e):
+                raise UserError(f"{where(p, start)}: unterminated quoted field (a missing closing quote "
+                                f"would swallow every later row)") from None
+            if header is None:
+                raise UserError(f"{where(p, start)}: malformed CSV header ({e})") from None
+            recno += 1
+            yield _row_error("bad_csv_row", f"malformed CSV quoting ({e})", p, start, recno,
+                             raw="".join(lines[start - 1:end])[:RAW_KEEP])
+            continue
+        end = reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip() and (header is None or len(header) > 1)):
+            continue                 # blank line
+        if header is None:
+            header = row
+            _check_csv_header(p, start, header)
+            continue
         recno += 1
-        line = start
-        start = reader.line_num + 1
-        if None in row:
-            yield _row_error("bad_csv_row", f"{len(header) + len(row[None])} values for {len(header)} columns",
-                             p, line, recno)
+        raw = "".join(lines[start - 1:end])[:RAW_KEEP]
+        if len(row) > len(header):
+            yield _row_error("bad_csv_row", f"{len(row)} values for {len(header)} columns", p, start, recno, raw=raw)
             continue
-        missing = [k for k, v in row.items() if v is None]
-        if missing:
-            yield _row_error("missing_field", "row has fewer values than the header", p, line, recno,
-                             field=missing[0])
+        if len(row) < len(header):
+            yield _row_error("missing_field", f"row has {len(row)} value(s) for {len(header)} columns, so "
+                             f"'{header[len(row)]}' is missing", p, start, recno, field=header[len(row)], raw=raw)
             continue
-        for key in ("messages", "conversations", "history"):
-            if row.get(key):
+        # A line break inside a quoted field is written with the file's line ending.
+        data = {k: v.replace("\r\n", "\n") for k, v in zip(header, row)}
+        bad = None
+        for key in JSON_COLUMNS:
+            if data.get(key):
                 try:
-                    row[key] = json.loads(row[key])
-                except json.JSONDecodeError as e:
-                    yield _row_error("malformed_json", f"column holds malformed JSON ({e.msg})", p, line, recno,
-                                     field=key)
+                    data[key] = dec.loads(data[key])
+                except RowError as e:
+                    bad = _row_error(e.reason, f"column holds {e}", p, start, recno, field=e.field or key, raw=raw)
                     break
-        else:
-            yield RawRow({k: v for k, v in row.items() if v != "" or k in ("input", "output", "instruction")},
-                         str(p), line, recno)
+        if bad:
+            yield bad
+            continue
+        yield RawRow({k: v for k, v in data.items() if v != "" or k in ("input", "output", "instruction")},
+                     str(p), start, recno)
+
+
+def _check_csv_header(p: Path, line: int, header: list[str]) -> None:
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise UserError(f"{where(p, line)}: CSV header repeats column(s) {dup} (only one value per row "
+                        f"could be kept)")
+    if not ({"instruction", "output"} <= set(header) or "messages" in header or "conversations" in header):
+        hints = [f"'{h}' meant to be '{w}'" for w in ("instruction", "output")
+                 if w not in header and (h := _did_you_mean(header, w))]
+        raise UserError(f"{where(p, line)}: CSV header {header} lacks the columns of a known format "
+                        f"(instruction+output, messages, or conversations)"
+                        + (f"; is {' and '.join(hints)}?" if hints else ""))
 
 
 def _read_parquet(p: Path) -> Iterator[RawRow]:
