@@ -87,6 +87,12 @@ def collect(params: CollectParams, progress=None) -> CollectResult:
             n_bad += 1
         res.per_source[name] = {"kept": n_ok, "quarantined": n_bad}
     if not res.records:
-        raise UserError("collect: no valid records in any source "
-                        f"({len(res.quarantine)} quarantined; see data/collected/quarantine.jsonl)")
+        # Nothing is written when this is raised, so say here what the quarantine would hold.
+        if not res.quarantine:
+            raise UserError("collect: no records in any source")
+        q = res.quarantine[0]
+        first = where(q["path"], q["line"], None if q["line"] else q["record"], q["field"])
+        raise UserError(f"collect: no valid records in any source; all {len(res.quarantine)} row(s) quarantined "
+                        f"({', '.join(f'{k}={v}' for k, v in res.metrics()['quarantined_by_reason'].items())}); "
+                        f"first: {first}: {q['message']}")
     return res
