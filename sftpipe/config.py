@@ -58,7 +58,7 @@ class BaseParams(Section):
 
 
 class Source(Section):
-    path: str                                   # local file or hub dataset id
+    path: str = Field(min_length=1)             # local file or hub dataset id
     name: str | None = None                     # source name; defaults to the file stem / hub id
     format: Literal["auto", "alpaca", "sharegpt", "openai"] = "auto"
     label_field: str | None = None              # column holding the category, if any
