@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 BOM = b"\xef\xbb\xbf"
@@ -132,6 +132,10 @@ def multiline_csv(records: list[dict]) -> None:
     assert records[0]["messages"][1]["content"] == "drops on the tin roof\nthe gutter sings\nnight cools"
     assert [r["meta"]["line"] for r in records] == [2, 9]
     no_cr(records)
+
+
+def _lines(records: list[dict], lines: list[int]) -> None:
+    assert [r["meta"]["line"] for r in records] == lines
 
 
 def ids_are(*ids: str) -> Callable[[list[dict]], None]:
@@ -349,7 +353,8 @@ CASES: list[Case] = [
                                      _lines(recs, [2, 3]))),
     Case("json_bad_record_inside_array", "rows.json",
          b'[\n {"instruction": "a", "output": "1"},\n {"instruction": "b", "output": "2", "score": NaN},\n'
-         b' {"instruction": "c", "output": "3", "output": "4"},\n "just text",\n {"instruction": "d", "output": "5"}\n]',
+         b' {"instruction": "c", "output": "3", "output": "4"},\n "just text",\n'
+         b' {"instruction": "d", "output": "5"}\n]',
          rows=5, quarantined=(Q("malformed_json", None, 3, "NaN", record=2),
                               Q("duplicate_key", "output", 4, "appears twice", record=3),
                               Q("bad_type", None, 5, "got string", record=4)),
@@ -426,10 +431,6 @@ CASES: list[Case] = [
     Case("corrupt_parquet", "bad.parquet", b"PAR1 this is not a parquet file",
          fatal=r"cannot read parquet \(\w+: [^\n]*\)"),
 ]
-
-
-def _lines(records: list[dict], lines: list[int]) -> None:
-    assert [r["meta"]["line"] for r in records] == lines
 
 
 BY_NAME = {c.name: c for c in CASES}
