@@ -343,7 +343,7 @@ def _read_csv(p: Path) -> Iterator[RawRow | RowError]:
                 try:
                     data[key] = dec.loads(data[key])
                 except RowError as e:
-                    bad = _row_error(e.reason, f"column holds {e}", p, start, recno, field=e.field or key, raw=raw)
+                    bad = _row_error(e.reason, f"column holds {e}", p, start, recno, field=key, raw=raw)
                     break
         if bad:
             yield bad

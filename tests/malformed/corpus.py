@@ -408,9 +408,11 @@ CASES: list[Case] = [
     Case("csv_bad_json_column", "msgs.csv",
          csv_bytes('id,messages\n1,"[{""role"": ""user"", ""content"": ""hi""}, '
                    '{""role"": ""assistant"", ""content"": ""yo""}]"\n2,"[{""role"": ""user""}"\n'
-                   '3,"{""role"": ""user""}"\n'),
-         rows=3, quarantined=(Q("malformed_json", "messages", 3, "column holds malformed JSON"),
-                              Q("bad_type", "messages", 4, "must be a list, got object")),
+                   '3,"{""role"": ""user""}"\n'
+                   '4,"[{""role"": ""user"", ""role"": ""assistant"", ""content"": ""hi""}]"\n'),
+         rows=4, quarantined=(Q("malformed_json", "messages", 3, "column holds malformed JSON"),
+                              Q("bad_type", "messages", 4, "must be a list, got object"),
+                              Q("duplicate_key", "messages", 5, "column holds key 'role' appears twice")),
          why="JSON inside a CSV column gets the same checks as a JSONL line, named by its column"),
     Case("csv_field_over_128k", "bigfield.csv", big_field_csv,
          rows=3, quarantined=(Q("too_long", None, 3, "200001 characters"),),
