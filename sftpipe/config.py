@@ -260,16 +260,42 @@ def parse_params(data: dict, path: str = "params.yaml") -> Params:
         raise UserError(f"{path}: " + "; ".join(_fmt_error(x) for x in e.errors())) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the
+    last silently: a second `collect:` block would make the first one's sources vanish)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a params file")
     if not path.is_file():
         raise UserError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: invalid UTF-8 at byte {e.start} (save params as UTF-8)") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise UserError(f"{path}{line}: invalid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of param groups at the top level")
     return parse_params(data, str(path))

@@ -27,7 +27,7 @@ def stage(name: str, help: str):
     def deco(fn):
         @click.command(name=name, help=help)
         @click.option("--params", "params_path", default="params.yaml", show_default=True,
-                      type=click.Path(dir_okay=False), help="params file to read")
+                      help="params file to read")
         @functools.wraps(fn)
         def cmd(params_path, **kw):
             _setup_logging(name)

@@ -316,29 +316,21 @@ def test_cli_debug_env_shows_the_traceback(tmp_path):
     # and the code under test is this worktree's, not the installed copy's
     assert str(ROOT / "sftpipe" / "loaders.py") in proc.stderr
 
-# ----------------------------------------------------------------------------- known gaps, outside this branch's files
-# load_params (sftpipe/config.py) and the --params option (stages/_common.py) are not
-# ours to change here. These state the wanted behaviour and fail today (strict xfail),
-# so whoever fixes them is told to drop the marker.
-
-OUT_OF_SCOPE = pytest.mark.xfail(strict=True, reason="needs a fix in load_params or stages/_common.py")
+# ----------------------------------------------------------------------------- params file problems
 
 
-@OUT_OF_SCOPE
 def test_cli_params_with_a_control_character_is_one_line(tmp_path):
     # yaml's ReaderError has no problem_mark, and its str() spans two lines
     proc, pfile = cli(tmp_path, "collect:\n  on_error: \x07quarantine\n")
     assert_one_line_error(proc, str(pfile))
 
 
-@OUT_OF_SCOPE
 def test_cli_params_not_utf8_names_the_file(tmp_path):
     # today: "internal error UnicodeDecodeError", exit 1, and no file name
     proc, pfile = cli(tmp_path, b"collect:\n  on_error: \xff\n")
     assert_one_line_error(proc, str(pfile))
 
 
-@OUT_OF_SCOPE
 def test_cli_params_repeated_group_is_refused(tmp_path):
     # PyYAML keeps the last of two 'collect:' blocks without a word: the first block's sources vanish
     src = good_source(tmp_path)
@@ -347,7 +339,6 @@ def test_cli_params_repeated_group_is_refused(tmp_path):
     assert "Field required" not in proc.stderr
 
 
-@OUT_OF_SCOPE
 def test_cli_params_path_is_a_directory_is_one_line(tmp_path):
     # click's own usage error prints three lines
     proc = subprocess.run([sys.executable, "-m", "stages.collect", "--params", str(tmp_path),

@@ -1,0 +1,154 @@
+"""The whole DVC pipeline on a tiny config, in a throwaway copy of the repository.
+
+Covers: `dvc repro` end to end; every input id accounted for exactly once, stage by
+stage; a second `dvc repro` reruns nothing (`dvc status` is clean); changing only
+`lora.r` reruns only train and evaluate; and a training run killed with SIGKILL
+resumes from its last checkpoint on the next `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "sample": {"rows_per_lang": 150},
+    "base": {"corpus_rows": 600, "vocab_size": 600, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+             "intermediate_size": 64, "seq_len": 64, "batch_size": 8, "steps": 20},
+    "train": {"max_steps": 12, "batch_size": 8, "save_steps": 4, "eval_steps": 4, "logging_steps": 2},
+    "evaluate": {"max_rows": 16, "max_new_tokens": 8, "batch_size": 8},
+}
+BAD_SOURCE = "\n".join([
+    json.dumps({"instruction": "Say hi", "output": "hi"}),
+    "{broken json",
+    json.dumps({"instruction": "no output here"}),
+    json.dumps({"instruction": ["not", "a", "string"], "output": "x"}),
+]) + "\n"
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+             PATH=f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    return e
+
+
+def run(cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, shell=True, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def set_params(repo: Path, updates: dict) -> None:
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    for group, values in updates.items():
+        p.setdefault(group, {}).update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, repo / f)
+    (repo / "extra").mkdir()
+    (repo / "extra" / "bad.jsonl").write_text(BAD_SOURCE)
+    set_params(repo, TINY)
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p["collect"]["sources"].append({"path": "extra/bad.jsonl", "name": "extra_bad", "format": "auto"})
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
+    run("git init -q && git add -A && git commit -qm init", repo)
+    return repo
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_repro_end_to_end_accounts_for_every_row(repo):
+    out = run("dvc repro", repo)
+    assert {"sample", "base", "collect", "dedup", "label_noise", "perplexity", "split", "report", "train",
+            "evaluate"} <= ran_stages(out.stdout)
+    d = repo / "data"
+    collected = read(d / "collected" / "data.jsonl")
+    quarantine = read(d / "collected" / "quarantine.jsonl")
+    assert [q["reason"] for q in quarantine if q["source"] == "extra_bad"] == ["malformed_json", "missing_field",
+                                                                             "bad_type"]
+    ids = [r["id"] for r in collected]
+    assert len(ids) == len(set(ids))
+    # stage by stage: kept + dropped == input
+    stage_in = ids
+    for stage in ("dedup", "label_noise", "perplexity"):
+        kept = [r["id"] for r in read(d / stage / "kept.jsonl")]
+        dropped = [r["id"] for r in read(d / stage / "dropped.jsonl")]
+        assert Counter(kept) + Counter(dropped) == Counter(stage_in), stage
+        m = json.loads((repo / "metrics" / f"{stage}.json").read_text())
+        assert m["rows_in"] == len(stage_in) and m["kept"] + m["dropped"] == m["rows_in"]
+        stage_in = kept
+    parts = {s: [r["id"] for r in read(d / "split" / f"{s}.jsonl")] for s in ("train", "validation", "test")}
+    split_dropped = [r["id"] for r in read(d / "split" / "dropped.jsonl")]
+    assert Counter(sum(parts.values(), [])) + Counter(split_dropped) == Counter(stage_in)
+    # every collected id ends in exactly one place
+    final = sum(parts.values(), []) + split_dropped + [
+        r["id"] for s in ("dedup", "label_noise", "perplexity") for r in read(d / s / "dropped.jsonl")]
+    assert Counter(final) == Counter(ids)
+    ev = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert set(ev) >= {"base", "sft", "delta"} and {"rougeL", "bleu", "chrf", "exact_match", "loss"} <= set(ev["sft"])
+    assert (repo / "models" / "sft" / "adapter_model.safetensors").is_file()
+    assert (repo / "metrics" / "data_card.md").read_text().startswith("# Data card")
+
+
+def test_second_repro_reruns_nothing(repo):
+    status = run("dvc status", repo)
+    assert "up to date" in status.stdout, status.stdout
+    again = run("dvc repro", repo)
+    assert not ran_stages(again.stdout), again.stdout
+
+
+def test_changing_lora_r_reruns_only_train_and_evaluate(repo):
+    set_params(repo, {"lora": {"r": 4}})
+    out = run("dvc repro", repo)
+    assert ran_stages(out.stdout) == {"train", "evaluate"}
+
+
+def test_sigkill_during_training_then_repro_resumes(repo):
+    set_params(repo, {"train": {"max_steps": 400, "save_steps": 5, "eval_steps": 1000, "logging_steps": 5}})
+    ckpt = repo / "models" / "checkpoints"
+    proc = subprocess.Popen("dvc repro train", shell=True, cwd=repo, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(ckpt.glob("checkpoint-*/trainer_state.json")):
+            time.sleep(0.5)
+        assert list(ckpt.glob("checkpoint-*/trainer_state.json")), "no checkpoint appeared"
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    saved = max(int(p.parent.name.split("-")[1]) for p in ckpt.glob("checkpoint-*/trainer_state.json"))
+    assert saved < 400
+    out = run("dvc repro train", repo)
+    assert "resuming from" in out.stderr + out.stdout
+    summary = json.loads((repo / "metrics" / "train.json").read_text())
+    assert summary["resumed_from_step"] >= 5 and summary["global_step"] == 400
