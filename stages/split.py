@@ -11,11 +11,16 @@ def _eval_refs(paths):
     """(id, origin, text) rows of user-supplied eval files, read by the collect loaders."""
     from sftpipe.collect import collect
     from sftpipe.config import CollectParams, Source
+    from sftpipe.errors import UserError
     from sftpipe.schema import full_text
 
     if not paths:
         return []
     res = collect(CollectParams(sources=[Source(path=p, name=f"eval{i}") for i, p in enumerate(paths)]))
+    if res.quarantine:  # an unreadable eval row cannot be decontaminated against: refuse, do not skip
+        q = res.quarantine[0]
+        raise UserError(f"split.eval_files: {len(res.quarantine)} row(s) could not be read, first "
+                        f"{q['path']}:{q['line'] or q['record']}: {q['message']}")
     return [(r["id"], "eval_file", full_text(r)) for r in res.records]
 
 
