@@ -50,7 +50,12 @@ _CHUNK_ROWS = 4096      # texts per task handed to a worker process
 @lru_cache(maxsize=64)
 def _optimal_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
     from datasketch import MinHashLSH
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=RECALL_WEIGHTS)
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=RECALL_WEIGHTS)
+    except ValueError:
+        # the optimizer wants a single band (threshold ~1: only identical sets
+        # matter, and any banding finds those); MinHashLSH needs two
+        return 2, num_perm // 2
     return lsh.b, lsh.r
 
 

@@ -210,3 +210,58 @@ def generate(n_rows: int, seed: int = 0, zh_share: float = 0.5, dup_share: float
     return BenchData(texts=[texts[i] for i in perm.tolist()], langs=[langs[i] for i in perm.tolist()],
                      origin=[int(inv[origin[i]]) if origin[i] >= 0 else -1 for i in perm.tolist()],
                      rate=[rate[i] for i in perm.tolist()])
+
+
+# ---------------------------------------------------------------------------
+# Ground truth: exact Jaccard on the reference shingles (strings, not hashes)
+
+
+def shingle_sets(texts: list[str], p) -> list[set[str]]:
+    """Each text's set of shingles (strings) under DedupParams ``p``, by the reference code."""
+    from .minhash import normalize, shingles, use_char_shingles
+    out = []
+    for t in texts:
+        norm = normalize(t, p.normalize)
+        char = use_char_shingles(norm, p.shingle)
+        out.append(set(shingles(norm, char, p.char_ngram if char else p.word_ngram)))
+    return out
+
+
+def true_pairs(sets: list[set[str]], threshold: float) -> dict[tuple[int, int], float]:
+    """All pairs (i < j) whose exact Jaccard is >= threshold, with that Jaccard.
+
+    Intersections of all pairs sharing a shingle come from one sparse product.
+    """
+    from scipy import sparse
+    ids: dict[str, int] = {}
+    rows, cols = [], []
+    for i, s in enumerate(sets):
+        for sh in s:
+            rows.append(i)
+            cols.append(ids.setdefault(sh, len(ids)))
+    n = len(sets)
+    x = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(n, max(len(ids), 1)))
+    inter = sparse.triu(x @ x.T, k=1).tocoo()
+    sizes = np.array([len(s) for s in sets], dtype=np.int64)
+    jac = inter.data / (sizes[inter.row] + sizes[inter.col] - inter.data)
+    keep = jac >= threshold
+    return {(int(i), int(j)): float(v) for i, j, v in zip(inter.row[keep], inter.col[keep], jac[keep])}
+
+
+def components(n: int, pairs) -> np.ndarray:
+    """Smallest member index of each node's connected component."""
+    from .minhash import union_find
+    e = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    return union_find(n, e)
+
+
+def same_component_pairs(comp: np.ndarray) -> set[tuple[int, int]]:
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(comp.tolist()):
+        groups.setdefault(c, []).append(i)
+    return {(a, b) for g in groups.values() if len(g) > 1 for k, a in enumerate(g) for b in g[k + 1:]}
+
+
+def precision_recall(found: set, truth: set) -> tuple[float, float]:
+    tp = len(found & truth)
+    return (tp / len(found) if found else 1.0), (tp / len(truth) if truth else 1.0)
