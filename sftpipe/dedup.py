@@ -89,12 +89,31 @@ def sketch(texts: list[str], p: DedupParams, num_proc: int | None = None) -> Ske
     """
     num_proc = p.num_proc if num_proc is None else num_proc
     chunks = [texts[i:i + _CHUNK_ROWS] for i in range(0, len(texts), _CHUNK_ROWS)] or [[]]
+    tasks = [(c, p) for c in chunks]
     if num_proc > 1 and len(chunks) > 1:
         with _pool_context().Pool(min(num_proc, len(chunks))) as pool:
-            parts = pool.map(_sketch_chunk, [(c, p) for c in chunks], chunksize=1)
-    else:
-        parts = [_sketch_chunk((c, p)) for c in chunks]
-    return Sketches.concat(parts)
+            return _assemble(pool.imap(_sketch_chunk, tasks, chunksize=1), len(texts), p.num_perm)
+    return _assemble(map(_sketch_chunk, tasks), len(texts), p.num_perm)
+
+
+def _assemble(parts, n: int, num_perm: int) -> Sketches:
+    """Join chunk results in order, writing signatures straight into one array
+    so that at most one chunk's copy is alive besides the result."""
+    sig = np.empty((num_perm, n), dtype=np.uint32)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    flats, modes = [], []
+    r = f = 0
+    for part in parts:
+        k = part.sig.shape[1]
+        sig[:, r:r + k] = part.sig
+        offsets[r + 1:r + k + 1] = part.offsets[1:] + f
+        flats.append(part.flat)
+        modes.append(part.char_mode)
+        r += k
+        f += len(part.flat)
+    flat = np.concatenate(flats) if flats else np.zeros(0, dtype=np.uint32)
+    return Sketches(sig=sig, flat=flat, offsets=offsets,
+                    char_mode=np.concatenate(modes) if modes else np.zeros(0, dtype=bool))
 
 
 def exact_groups(texts: list[str]) -> np.ndarray:

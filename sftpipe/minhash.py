@@ -505,20 +505,6 @@ class Sketches:
     def set_of(self, i: int) -> np.ndarray:
         return self.flat[self.offsets[i]:self.offsets[i + 1]]
 
-    @staticmethod
-    def concat(parts: list["Sketches"]) -> "Sketches":
-        if len(parts) == 1:
-            return parts[0]
-        offsets = [np.zeros(1, dtype=np.int64)]
-        base = 0
-        for p in parts:
-            offsets.append(p.offsets[1:] + base)
-            base += p.offsets[-1]
-        return Sketches(sig=np.concatenate([p.sig for p in parts], axis=1),
-                        flat=np.concatenate([p.flat for p in parts]),
-                        offsets=np.concatenate(offsets),
-                        char_mode=np.concatenate([p.char_mode for p in parts]))
-
 
 def sketch_batch(texts: list[str], norm, shingle: str, word_n: int, char_n: int,
                  num_perm: int, seed: int) -> Sketches:
@@ -574,11 +560,12 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | 
     codes = []
     for k in range(bands):
         band = sig[k * rows:(k + 1) * rows][:, idx]
-        key = _band_keys(band)
-        order = np.argsort(key, kind="stable")
-        sb = band[:, order]
-        same = (sb[:, 1:] == sb[:, :-1]).all(axis=0)
-        if not np.array_equal(same, key[order][1:] == key[order][:-1]):
+        keys = _band_keys(band)
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        same = sk[1:] == sk[:-1]
+        at = np.flatnonzero(same)
+        if not (band[:, order[at]] == band[:, order[at + 1]]).all():
             # a 64-bit key collision between different slices: sort the slices themselves
             order = np.lexsort(band[::-1])
             sb = band[:, order]
