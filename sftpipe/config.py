@@ -83,10 +83,12 @@ class CollectParams(Section):
 
 
 class NormalizeParams(Section):
-    nfkc: bool = True
+    """Text normalization applied before shingling (near-duplicate detection only)."""
+    nfkc: bool = True           # Unicode NFKC: full-width forms to ASCII, ligatures split, ...
     lowercase: bool = True
-    punctuation: bool = True
-    digits: bool = True
+    punctuation: bool = True    # punctuation and symbols (Unicode P* and S*) become spaces
+    digits: bool = True         # every decimal digit (Unicode Nd) becomes 0
+    whitespace: bool = True     # runs of whitespace become one space; leading/trailing removed
 
 
 class DedupParams(Section):

@@ -1,0 +1,286 @@
+"""Exact and near-duplicate removal: MinHash LSH with an exact-Jaccard check.
+
+Pipeline for a list of texts (:func:`find_duplicates`):
+
+1. exact duplicates: byte-identical texts are grouped first, by a hash table of
+   the text; only the first copy of each goes on;
+2. sketches: each distinct text is normalized (:func:`normalize`), cut into word
+   5-grams, or character 5-grams when CJK makes up >= 30% of its letters, and
+   MinHashed, in numpy, a batch at a time, over ``num_proc`` processes
+   (:mod:`sftpipe.minhash`; bit-identical to datasketch's ``MinHash``);
+3. candidates: pairs sharing an identical band of the signature, the pairs
+   datasketch's ``MinHashLSH`` buckets would give, found by sorting;
+4. check: with ``verify`` a candidate is kept only if the EXACT Jaccard of its
+   shingle sets reaches the threshold (without it, the MinHash estimate must);
+5. clusters: connected components of the kept pairs (union-find). Texts with
+   no shingle (empty after normalization) never join a cluster.
+
+:func:`dedup_records` turns that into the dedup stage's kept rows and ledger;
+:func:`near_duplicate_groups` gives group labels for the split stage.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import ledger
+from .config import DedupParams
+from .ledger import FilterResult
+from .minhash import (Sketches, candidate_pairs, estimated_jaccard, exact_jaccard, normalize,
+                      sketch_batch, sorted_unique, union_find)
+from .schema import response_text, text_of
+
+__all__ = ["normalize", "lsh_params", "sketch", "find_duplicates", "DupResult", "dedup_records",
+           "near_duplicate_groups", "exact_groups", "cluster_sketches"]
+
+STAGE = "dedup"
+# LSH weights (false positive, false negative) for datasketch's parameter optimizer.
+# A pair the bands miss is lost for good, while a false candidate only costs one
+# exact-Jaccard check (or one signature comparison), so recall weighs far more.
+RECALL_WEIGHTS = (0.02, 0.98)
+_CHUNK_ROWS = 4096      # texts per task handed to a worker process
+
+
+@lru_cache(maxsize=64)
+def _optimal_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
+    from datasketch import MinHashLSH
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=RECALL_WEIGHTS)
+    except ValueError:
+        # the optimizer wants a single band (threshold ~1: only identical sets
+        # matter, and any banding finds those); MinHashLSH needs two
+        return 2, num_perm // 2
+    return lsh.b, lsh.r
+
+
+def lsh_params(p: DedupParams, threshold: float | None = None) -> tuple[int, int]:
+    """(bands, rows): ``p.bands``/``p.rows`` when set, else derived from the threshold.
+
+    Derived with datasketch's MinHashLSH optimizer weighted towards recall
+    (``RECALL_WEIGHTS``); e.g. threshold 0.8, 128 permutations -> 17 x 7, which
+    finds a pair at Jaccard 0.8 with probability 0.98.
+    """
+    if p.bands is not None:
+        return p.bands, p.rows
+    return _optimal_bands_rows(float(p.threshold if threshold is None else threshold), p.num_perm)
+
+
+def _sketch_chunk(args) -> Sketches:
+    texts, p = args
+    return sketch_batch(texts, p.normalize, p.shingle, p.word_ngram, p.char_ngram, p.num_perm, p.seed)
+
+
+def _pool_context():
+    # fork starts workers in milliseconds and shares the lookup tables already built
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def sketch(texts: list[str], p: DedupParams, num_proc: int | None = None) -> Sketches:
+    """Shingle sets and MinHash signatures of ``texts`` (rows in input order).
+
+    Work is cut into chunks of ``_CHUNK_ROWS`` texts; with ``num_proc`` > 1 the
+    chunks go to a process pool. The result does not depend on either.
+    """
+    num_proc = p.num_proc if num_proc is None else num_proc
+    chunks = [texts[i:i + _CHUNK_ROWS] for i in range(0, len(texts), _CHUNK_ROWS)] or [[]]
+    tasks = [(c, p) for c in chunks]
+    if num_proc > 1 and len(chunks) > 1:
+        with _pool_context().Pool(min(num_proc, len(chunks))) as pool:
+            return _assemble(pool.imap(_sketch_chunk, tasks, chunksize=1), len(texts), p.num_perm)
+    return _assemble(map(_sketch_chunk, tasks), len(texts), p.num_perm)
+
+
+def _assemble(parts, n: int, num_perm: int) -> Sketches:
+    """Join chunk results in order, writing signatures straight into one array
+    so that at most one chunk's copy is alive besides the result."""
+    sig = np.empty((num_perm, n), dtype=np.uint32)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    flats, modes = [], []
+    r = f = 0
+    for part in parts:
+        k = part.sig.shape[1]
+        sig[:, r:r + k] = part.sig
+        offsets[r + 1:r + k + 1] = part.offsets[1:] + f
+        flats.append(part.flat)
+        modes.append(part.char_mode)
+        r += k
+        f += len(part.flat)
+    flat = np.concatenate(flats) if flats else np.zeros(0, dtype=np.uint32)
+    return Sketches(sig=sig, flat=flat, offsets=offsets,
+                    char_mode=np.concatenate(modes) if modes else np.zeros(0, dtype=bool))
+
+
+def exact_groups(texts: list[str]) -> np.ndarray:
+    """For each text, the index of its first byte-identical occurrence."""
+    first: dict[str, int] = {}
+    return np.fromiter((first.setdefault(t, i) for i, t in enumerate(texts)), dtype=np.int64,
+                       count=len(texts))
+
+
+def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, verify: bool):
+    """Candidate pairs, their similarity, which pass, and the component of each row.
+
+    ``similarity`` is the exact Jaccard with ``verify``, else the MinHash
+    estimate; a pair passes when it reaches ``threshold``. Rows without
+    shingles take no part. Returns (pairs, similarity, accepted, component).
+    """
+    valid = np.flatnonzero(sk.sizes > 0)
+    pairs = candidate_pairs(sk.sig, bands, rows, valid)
+    sim = exact_jaccard(pairs, sk.flat, sk.offsets) if verify else estimated_jaccard(pairs, sk.sig)
+    ok = sim >= threshold
+    return pairs, sim, ok, union_find(len(sk.sizes), pairs[ok])
+
+
+@dataclass
+class DupResult:
+    """Duplicate structure of a list of texts."""
+    component: np.ndarray          # per text: smallest text index of its duplicate cluster
+    exact_rep: np.ndarray          # per text: first byte-identical text (itself if first)
+    row_of: np.ndarray             # per text: its row in `sketches` (-1: not sketched)
+    sketches: Sketches | None      # of the distinct texts (None when near dedup is off)
+    pairs: np.ndarray              # candidate pairs, as text indices
+    similarity: np.ndarray         # per candidate: exact Jaccard (verify) or estimate
+    accepted: np.ndarray           # per candidate: joined its two texts
+    bands: int
+    rows: int
+    threshold: float
+    verify: bool
+
+    def _rows(self, i) -> np.ndarray:
+        return self.row_of[self.exact_rep[np.asarray(i, dtype=np.int64)]]
+
+    def jaccard(self, i, j) -> np.ndarray:
+        """Exact Jaccard of the shingle sets of texts i and j (arrays); needs sketches."""
+        pairs = np.stack([self._rows(i), self._rows(j)], axis=1)
+        return exact_jaccard(pairs, self.sketches.flat, self.sketches.offsets)
+
+    def estimate(self, i, j) -> np.ndarray:
+        """MinHash estimate of the Jaccard of texts i and j (arrays); needs sketches."""
+        pairs = np.stack([self._rows(i), self._rows(j)], axis=1)
+        return estimated_jaccard(pairs, self.sketches.sig)
+
+
+def find_duplicates(texts: list[str], p: DedupParams, threshold: float | None = None) -> DupResult:
+    """Cluster exact (``p.exact``) and near (``p.near``) duplicates among ``texts``.
+
+    ``threshold`` overrides ``p.threshold`` (bands/rows are then derived from it
+    unless ``p.bands``/``p.rows`` are set). Deterministic: the same texts and
+    params give the same clusters whatever ``num_proc``.
+    """
+    t = float(p.threshold if threshold is None else threshold)
+    n = len(texts)
+    exact_rep = exact_groups(texts) if p.exact else np.arange(n, dtype=np.int64)
+    bands, rows = lsh_params(p, t)
+    empty = np.zeros((0, 2), dtype=np.int64)
+    if not p.near:
+        return DupResult(exact_rep, exact_rep, np.full(n, -1), None, empty, np.zeros(0), np.zeros(0, bool),
+                         bands, rows, t, p.verify)
+    uniq = np.flatnonzero(exact_rep == np.arange(n))
+    sk = sketch([texts[i] for i in uniq.tolist()], p)
+    pairs, sim, ok, comp = cluster_sketches(sk, bands, rows, t, p.verify)
+    row_of = np.full(n, -1, dtype=np.int64)
+    row_of[uniq] = np.arange(len(uniq))
+    component = uniq[comp[row_of[exact_rep]]]
+    return DupResult(component, exact_rep, row_of, sk, uniq[pairs], sim, ok, bands, rows, t, p.verify)
+
+
+def near_duplicate_groups(texts: list[str], p: DedupParams, threshold: float | None = None) -> list[int]:
+    """A group label per text: equal labels = one connected component at ``threshold``.
+
+    Byte-identical texts always share a group. Labels are 0, 1, 2, ... in order
+    of each group's first text, so they are deterministic.
+    """
+    if not p.exact:
+        p = p.model_copy(update={"exact": True})
+    comp = find_duplicates(texts, p, threshold).component
+    # component = smallest index in the group, so ranking the distinct values
+    # numbers groups in order of their first text
+    return np.searchsorted(sorted_unique(comp), comp).tolist()
+
+
+# ---------------------------------------------------------------------------
+# Record level
+
+
+def _id_key(rid) -> tuple:
+    """Natural order of ids: "src:2" before "src:10"; plain string order otherwise."""
+    return tuple((0, int(tok), tok) if tok.isdigit() else (1, 0, tok)
+                 for tok in re.split(r"([0-9]+)", str(rid)))
+
+
+def _survivors(records: list[dict], component: np.ndarray, keep: str) -> np.ndarray:
+    """Index of the kept record of each record's cluster, by the keep policy."""
+    n = len(records)
+    survivor = np.arange(n)
+    members = defaultdict(list)
+    counts = np.bincount(component, minlength=n)
+    for i in np.flatnonzero(counts[component] > 1).tolist():
+        members[int(component[i])].append(i)
+    for group in members.values():
+        if keep == "lowest_id":
+            key = lambda i: (_id_key(records[i]["id"]), i)
+        else:
+            sign = -1 if keep == "longest_response" else 1
+            key = lambda i: (sign * len(response_text(records[i])), _id_key(records[i]["id"]), i)
+        survivor[group] = min(group, key=key)
+    return survivor
+
+
+def dedup_records(records: list[dict], p: DedupParams) -> FilterResult:
+    """The dedup stage on records: kept copies (input order) and ledger rows.
+
+    Each cluster keeps one record, chosen by ``p.keep`` (ties by id). Dropped
+    records are ``exact_duplicate`` when their text (``p.field``) is identical
+    to the kept one's, else ``near_duplicate``; the evidence names the cluster
+    (the kept id), its size, the exact Jaccard with the kept record and the
+    threshold. Kept records get ``meta.dedup_cluster`` and
+    ``meta.dedup_cluster_size``. ``extra_metrics`` holds counts and
+    ``cluster_size_hist`` (cluster size -> number of clusters, singletons included).
+    """
+    texts = [text_of(r, p.field) for r in records]
+    res = find_duplicates(texts, p)
+    n = len(records)
+    comp = res.component
+    size = np.bincount(comp, minlength=n)[comp] if n else np.zeros(0, dtype=np.int64)
+    survivor = _survivors(records, comp, p.keep)
+    dropped_idx = np.flatnonzero(survivor != np.arange(n))
+    exact = np.array([texts[i] == texts[survivor[i]] for i in dropped_idx.tolist()], dtype=bool)
+    near_idx = dropped_idx[~exact]
+    jac = dict(zip(near_idx.tolist(), res.jaccard(near_idx, survivor[near_idx]).tolist())) if len(near_idx) else {}
+    est = dict(zip(near_idx.tolist(), res.estimate(near_idx, survivor[near_idx]).tolist())) if len(near_idx) else {}
+    dropped = []
+    for i, is_exact in zip(dropped_idx.tolist(), exact.tolist()):
+        kept_id = records[survivor[i]]["id"]
+        ev = {"cluster": kept_id, "kept_id": kept_id, "cluster_size": int(size[i]),
+              "jaccard": 1.0 if is_exact else round(jac[i], 4), "threshold": res.threshold}
+        if not is_exact:
+            ev["minhash_estimate"] = round(est[i], 4)
+        dropped.append(ledger.drop(records[i], STAGE, "exact_duplicate" if is_exact else "near_duplicate", **ev))
+    kept = []
+    for i in np.flatnonzero(survivor == np.arange(n)).tolist():
+        rec = dict(records[i])
+        rec["meta"] = {**rec.get("meta", {}), "dedup_cluster": rec["id"], "dedup_cluster_size": int(size[i])}
+        kept.append(rec)
+    cluster_sizes = np.bincount(comp, minlength=n)
+    cluster_sizes = cluster_sizes[cluster_sizes > 0]
+    hist = Counter(cluster_sizes.tolist())
+    metrics = {
+        "clusters": int((cluster_sizes > 1).sum()),
+        "rows_in_clusters": int(cluster_sizes[cluster_sizes > 1].sum()),
+        "largest_cluster": int(cluster_sizes.max()) if len(cluster_sizes) else 0,
+        "exact_duplicates": int(exact.sum()),
+        "near_duplicates": int(len(near_idx)),
+        "bands": res.bands, "rows": res.rows, "threshold": res.threshold,
+        "candidate_pairs": int(len(res.pairs)),
+        "accepted_pairs": int(res.accepted.sum()),
+        "verified_pairs": int(res.accepted.sum()) if res.verify else 0,
+        "cluster_size_hist": {str(k): hist[k] for k in sorted(hist)},
+    }
+    return ledger.FilterResult(kept=kept, dropped=dropped, extra_metrics=metrics)
+
