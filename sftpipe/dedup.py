@@ -240,7 +240,7 @@ def dedup_records(records: list[dict], p: DedupParams) -> FilterResult:
     to the kept one's, else ``near_duplicate``; the evidence names the cluster
     (the kept id), its size, the exact Jaccard with the kept record and the
     threshold. Kept records get ``meta.dedup_cluster`` and
-    ``meta.dedup_cluster_size``. ``extra_metrics`` holds counts and
+    ``meta.dedup_cluster_size``. ``extra_metrics`` holds counts; ``details`` holds
     ``cluster_size_hist`` (cluster size -> number of clusters, singletons included).
     """
     texts = [text_of(r, p.field) for r in records]
@@ -280,7 +280,7 @@ def dedup_records(records: list[dict], p: DedupParams) -> FilterResult:
         "candidate_pairs": int(len(res.pairs)),
         "accepted_pairs": int(res.accepted.sum()),
         "verified_pairs": int(res.accepted.sum()) if res.verify else 0,
-        "cluster_size_hist": {str(k): hist[k] for k in sorted(hist)},
     }
-    return ledger.FilterResult(kept=kept, dropped=dropped, extra_metrics=metrics)
+    details = {"cluster_size_hist": {str(k): hist[k] for k in sorted(hist)}}
+    return ledger.FilterResult(kept=kept, dropped=dropped, extra_metrics=metrics, details=details)
 

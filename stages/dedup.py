@@ -18,7 +18,7 @@ def cli(params, inp, out, metrics, plot):
     records = read_jsonl(inp)
     result = dedup_records(records, params.dedup)
     m = write_filter_outputs("dedup", records, result, out, metrics)
-    hist = result.details.get("cluster_size_hist", {})
+    hist = result.details["cluster_size_hist"]
     write_csv(plot, ["cluster_size", "clusters"], sorted((int(k), v) for k, v in hist.items()))
     log.info("%d rows in, %d kept, dropped %s", m["rows_in"], m["kept"], m["dropped_by_reason"])
 

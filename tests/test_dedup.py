@@ -303,6 +303,7 @@ def test_ledger_arithmetic_evidence_and_meta():
         assert r["meta"]["dedup_cluster"] == r["id"]
     m = res.extra_metrics
     assert m["clusters"] == sum(1 for s in sizes.values() if s > 1)
-    assert sum(int(k) * v for k, v in m["cluster_size_hist"].items()) == len(recs)
-    assert sum(m["cluster_size_hist"].values()) == len(res.kept)
+    hist = res.details["cluster_size_hist"]
+    assert sum(int(k) * v for k, v in hist.items()) == len(recs)
+    assert sum(hist.values()) == len(res.kept)
     assert m["candidate_pairs"] >= m["verified_pairs"] > 0 and (m["bands"], m["rows"]) == dedup.lsh_params(P)
