@@ -172,8 +172,9 @@ class SplitParams(Section):
     stratify: bool = True
     group_threshold: float = Field(0.5, gt=0.0, le=1.0)
     decontaminate: bool = True
-    decontam_ngram: int = Field(13, ge=3)       # words (GPT-3 used 13-grams)
-    decontam_char_ngram: int = Field(20, ge=3)  # characters, for Chinese rows
+    decontam_ngram: int = Field(8, ge=3)        # words
+    decontam_char_ngram: int = Field(12, ge=3)  # characters, for Chinese rows
+    decontam_min_overlap: float = Field(0.7, ge=0.0, le=1.0)  # shared n-grams / smaller row's; 0 = any
     eval_files: list[str] = []                  # extra eval sets to decontaminate against (any input format)
 
     @model_validator(mode="after")

@@ -62,10 +62,12 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
     by_kind = Counter(truth[i].get("garbage_type") for i in garbage - pp_drop)
     out["perplexity_garbage_missed_by_type"] = dict(sorted(by_kind.items()))
 
-    final = [r for s in ("train", "validation", "test") for r in _read(data / "split" / f"{s}.jsonl")]
-    defects = Counter(truth.get(r["id"], {}).get("defect") or "clean" for r in final)
+    final = {r["id"] for s in ("train", "validation", "test") for r in _read(data / "split" / f"{s}.jsonl")}
+    bad = {i for i in final if truth.get(i, {}).get("defect") in ("label_flip", "garbage")}
+    bad |= {i for i, o, _ in pairs if i in final and o in final}  # both copies of a duplicate survived
     out["final_rows"] = len(final)
-    out["final_defect_rate"] = round(1 - defects["clean"] / max(len(final), 1), 4)
+    out["final_defective_rows"] = len(bad)
+    out["final_defect_rate"] = round(len(bad) / max(len(final), 1), 4)
     return out
 
 

@@ -6,9 +6,10 @@ together) form one group, and a group never straddles two splits. Groups are
 stratified by (majority) label and dealt out, in a seeded shuffle, to the split
 furthest below its target share, so each label lands close to 80/10/10.
 
-Decontamination then drops training rows that share an n-gram (words, or
-characters for Chinese) with a validation/test row or with a user-supplied
-eval file; the ledger names the matching row and the shared n-gram.
+Decontamination then drops training rows whose n-grams (words, or characters for
+Chinese) overlap a validation/test row or a row of a user-supplied eval file by
+at least ``decontam_min_overlap``; the ledger names the matching row, the overlap
+and a shared n-gram.
 """
 
 from __future__ import annotations
@@ -68,20 +69,37 @@ def ngrams(text: str, p: SplitParams, dp: DedupParams) -> set[str]:
 
 def decontaminate(train: list[dict], references: list[tuple[str, str, str]], p: SplitParams,
                   dp: DedupParams) -> tuple[list[dict], list[dict]]:
-    """Drop train rows sharing an n-gram with any (id, origin, text) reference row."""
-    index: dict[str, tuple[str, str]] = {}
-    for rid, origin, text in references:
-        for g in ngrams(text, p, dp):
-            index.setdefault(g, (rid, origin))
+    """Drop train rows that overlap one (id, origin, text) reference row too much.
+
+    Overlap is the share of n-grams two rows have in common, over the smaller row's
+    n-gram count (so a train row that contains a whole eval question counts, however
+    long its answer). A row is contaminated at ``decontam_min_overlap`` or above;
+    ``0`` gives the classic rule "any shared n-gram" (GPT-3's 13-grams), which on
+    templated data flags rows that share only boilerplate.
+    """
+    ref_grams = [ngrams(text, p, dp) for _, _, text in references]
+    index: dict[str, list[int]] = defaultdict(list)
+    for j, grams in enumerate(ref_grams):
+        for g in grams:
+            index[g].append(j)
     kept, dropped = [], []
     for rec in train:
-        hit = next((g for g in sorted(ngrams(full_text(rec), p, dp)) if g in index), None)
-        if hit is None:
+        grams = ngrams(full_text(rec), p, dp)
+        shared = Counter(j for g in grams for j in index.get(g, ()))
+        best = None
+        for j, n in shared.items():
+            score = n / min(len(grams), len(ref_grams[j]))
+            if score >= p.decontam_min_overlap and (best is None or (score, -j) > (best[0], -best[1])):
+                best = (score, j)
+        if best is None:
             kept.append(rec)
-        else:
-            rid, origin = index[hit]
-            dropped.append(drop(rec, "split", "contamination", matched_id=rid, matched_in=origin, ngram=hit,
-                                n=p.decontam_char_ngram if cjk_ratio(hit) >= 0.3 else p.decontam_ngram))
+            continue
+        score, j = best
+        rid, origin, _ = references[j]
+        example = min(grams & ref_grams[j])
+        dropped.append(drop(rec, "split", "contamination", matched_id=rid, matched_in=origin,
+                            overlap=round(score, 4), shared_ngrams=shared[j], ngram=example,
+                            min_overlap=p.decontam_min_overlap))
     return kept, dropped
 
 
