@@ -64,9 +64,9 @@ def set_params(repo: Path, updates: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+def make_repo(root: Path) -> Path:
+    """A fresh copy of the tracked files, on the tiny config, with one extra source of bad rows."""
+    repo = root / "repo"
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
@@ -80,6 +80,18 @@ def repo(tmp_path_factory) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
     run("git init -q && git add -A && git commit -qm init", repo)
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("pipeline"))
+
+
+def lock_outs(lock_file: Path) -> dict[str, str]:
+    """md5 of every data and model output recorded in a dvc.lock (metrics files carry timings)."""
+    lock = yaml.safe_load(lock_file.read_text())
+    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])
+            if not o["path"].startswith("metrics/") and o["path"] != "models/checkpoints"}
 
 
 def read(path: Path) -> list[dict]:
@@ -117,6 +129,18 @@ def test_repro_end_to_end_accounts_for_every_row(repo):
     assert set(ev) >= {"base", "sft", "delta"} and {"rougeL", "bleu", "chrf", "exact_match", "loss"} <= set(ev["sft"])
     assert (repo / "models" / "sft" / "adapter_model.safetensors").is_file()
     assert (repo / "metrics" / "data_card.md").read_text().startswith("# Data card")
+    shutil.copy(repo / "dvc.lock", repo.parent / "first.lock")
+
+
+def test_a_second_fresh_copy_gives_identical_outputs(repo, tmp_path):
+    """Same inputs, same params: byte-identical data and (on CPU) model outputs, by dvc.lock md5."""
+    other = make_repo(tmp_path)
+    run("dvc repro", other)
+    first = lock_outs(repo.parent / "first.lock")
+    second = lock_outs(other / "dvc.lock")
+    assert set(first) >= {"data/raw", "data/collected", "data/dedup", "data/label_noise", "data/perplexity",
+                          "data/split", "models/base", "models/sft", "data/eval"}
+    assert first == second
 
 
 def test_second_repro_reruns_nothing(repo):

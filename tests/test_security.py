@@ -1,0 +1,93 @@
+"""Security defaults: no remote code, safetensors only, no pickles, safe YAML, secrets from env."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from sftpipe.config import ModelParams, Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "sftpipe").rglob("*.py")) + sorted((ROOT / "stages").rglob("*.py"))
+
+
+def _safe_loaders() -> set[str]:
+    import yaml
+
+    from sftpipe import config
+
+    names = {n for n, v in vars(config).items() if isinstance(v, type) and issubclass(v, yaml.SafeLoader)}
+    return names | {"yaml.SafeLoader", "yaml.CSafeLoader"}
+
+
+SAFE_LOADERS = _safe_loaders()
+
+
+def test_defaults_do_not_trust_remote_code():
+    assert ModelParams().trust_remote_code is False
+    assert load_params(ROOT / "params.yaml").model.trust_remote_code is False
+
+
+def test_no_param_can_hold_a_token():
+    fields = set()
+
+    def walk(model):
+        for name, f in model.model_fields.items():
+            fields.add(name)
+            ann = f.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann)
+
+    walk(Params)
+    assert not {f for f in fields if re.search(r"token|secret|password|api_key", f)} - {"num_virtual_tokens",
+                                                                                      "max_new_tokens"}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_source_has_no_unsafe_loading(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n and n.split(".")[0] in ("pickle", "dill", "joblib", "marshal", "shelve") for n in names)
+        if isinstance(node, ast.Call):
+            fn = ast.unparse(node.func)
+            kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            assert fn not in ("eval", "exec", "yaml.unsafe_load", "yaml.full_load"), fn
+            if fn == "yaml.load":  # only with a SafeLoader subclass (plain data, no Python objects)
+                assert kw.get("Loader") in SAFE_LOADERS, f"{path.name}: yaml.load with {kw.get('Loader')}"
+            if fn == "torch.load":
+                assert kw.get("weights_only") == "True"
+            if fn.endswith("from_pretrained") and "Tokenizer" not in fn and fn != "PeftModel.from_pretrained":
+                assert kw.get("use_safetensors") == "True", f"{path.name}: {fn} without use_safetensors=True"
+            assert kw.get("trust_remote_code") not in ("True",), f"{path.name}: hard-coded trust_remote_code"
+
+
+def test_model_loading_passes_the_safe_flags(monkeypatch, tmp_path):
+    import transformers
+
+    from sftpipe import modeling
+
+    seen = {}
+
+    class Fake:
+        def to(self, _):
+            return self
+
+    def fake_from_pretrained(path, **kw):
+        seen.update(kw)
+        return Fake()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    modeling.load_model(ModelParams(name_or_path=str(tmp_path)))
+    assert seen["use_safetensors"] is True and seen["trust_remote_code"] is False and seen["token"] == "hf_from_env"
+    seen.clear()
+    modeling.load_model(ModelParams(name_or_path=str(tmp_path), trust_remote_code=True))
+    assert seen["trust_remote_code"] is True
+
+
+def test_model_saved_by_training_is_safetensors_only(tiny_model_dir):
+    files = {p.name for p in Path(tiny_model_dir).iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
