@@ -180,13 +180,14 @@ THREADS_HELP = ("torch intra-op threads (default 1). With 2 threads on this 2-co
 
 # --------------------------------------------------------------------------- timing
 
-def interleave(runs: dict[str, Callable[[], dict]], repeats: int, warmup: bool = True,
+def interleave(runs: dict[str, Callable[[], dict]], repeats: int, warmup: bool | dict[str, Callable] = True,
                log=print) -> dict[str, list[dict]]:
     """Run every config ``repeats`` times, alternating the order between repeats.
 
     Each callable returns a dict of measurements (at least ``seconds``). With ``warmup`` every
     config runs once first, unrecorded, so lazy initialisation, allocator growth and caches are
-    not charged to whichever config happens to go first. Repeat r runs the configs in the
+    not charged to whichever config happens to go first (a dict gives a cheaper warm-up callable
+    per config). Repeat r runs the configs in the
     listed order when r is even and in reverse when odd, so drift in machine load over time
     hits all configs alike; ratios are then taken within each repeat.
     """
@@ -195,7 +196,7 @@ def interleave(runs: dict[str, Callable[[], dict]], repeats: int, warmup: bool =
     if warmup:
         for n in names:
             t0 = time.perf_counter()
-            runs[n]()
+            (warmup[n] if isinstance(warmup, dict) else runs[n])()
             log(f"  warm-up {n}: {time.perf_counter() - t0:.1f}s")
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
@@ -236,6 +237,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def hwm_rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM). Unlike ``ru_maxrss``, which Linux carries over from the
+    parent across fork and exec (a child of a 1.3 GiB process reports at least 1.3 GiB), this
+    starts afresh at exec, so it is the figure to read in a child process."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -269,7 +281,8 @@ class RssSampler:
 
 
 def child_peak_rss(argv: list[str], env: dict | None = None, timeout: float = 1800) -> dict:
-    """Run ``python argv`` in a fresh process; it must print one JSON line last. Adds its ru_maxrss."""
+    """Run ``python argv`` in a fresh process; it must print one JSON line last (with its own
+    :func:`hwm_rss_mb`), which is returned."""
     import subprocess
 
     proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout,
