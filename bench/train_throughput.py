@@ -30,9 +30,12 @@ and ratios are taken per repeat.
 
 Peak RSS: each config also runs once in a fresh child process that reports its VmHWM (the in-process
 figure cannot separate configs), next to the floor of a process that only imports and loads. The
-analysis (on by default; ``--no-analyze``) explains padding-free vs padded on CPU: one epoch of ours'
-real batches both ways, counted (positions, attention-score elements), timed forward+backward on the
-same LoRA model, and profiled (share of SDPA and matmul time), plus the mask SDPA receives.
+analysis (on by default; ``--no-analyze``) explains padding-free vs padded on CPU and ours vs TRL: one
+epoch of every trainer's own batches (ours padding-free, padded, padded without pad-to-8; TRL random
+and length-grouped), counted (positions, attention-score elements) and timed forward+backward on its
+own model and loss path (TRL's compute_loss), alternating batch by batch, which is far less noisy
+than whole runs; ours is also profiled (share of SDPA and matmul time), and the mask SDPA receives
+is shown.
 
     PYTHONPATH=. python bench/train_throughput.py                 # ~6 min on 2 shared cores
     PYTHONPATH=. python bench/train_throughput.py --steps 60 --repeats 5
@@ -83,7 +86,7 @@ LABELS = {"pf": "ours padding-free", "padded": "ours padded", "trl": "TRL SFTTra
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=40, help="optimizer steps per run (scale knob)")
+    ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run (scale knob)")
     ap.add_argument("--warmup-steps", type=int, default=0,
                     help="steps at the start of each run not timed (default 0: every config already had a "
                          "warm-up run, and timing the whole epoch makes every config process the same rows)")
@@ -117,12 +120,21 @@ def make_timer():
             self.t_begin = None
 
         def on_train_begin(self, args, state, control, **kw):
+            _sync()
             self.t_begin = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
+            _sync()  # GPU work queued by this step counts in this step
             self.marks.append((time.perf_counter(), state.global_step, state.num_input_tokens_seen))
 
     return StepTimer()
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def summarise(timer, t_start: float, warm: int, rss: RssSampler | None) -> dict:
@@ -140,8 +152,13 @@ def summarise(timer, t_start: float, warm: int, rss: RssSampler | None) -> dict:
 
 
 @contextlib.contextmanager
-def timer_in_fit(train_module, timer):
-    """Add the step timer to the callbacks ``fit`` builds (its own Throughput callback stays)."""
+def timer_in_fit(train_module, timer, no_final_save: bool = False):
+    """Add the step timer to the callbacks ``fit`` builds (its own Throughput callback stays).
+
+    ``no_final_save`` cancels the checkpoint the Trainer writes after the last step (fit saves by
+    steps, and the Trainer always saves at the end then): untimed anyway, but for a full fine-tune
+    of a 0.5B model it is gigabytes of disk writes per run.
+    """
     original = train_module._callbacks
 
     def with_timer():
@@ -154,6 +171,9 @@ def timer_in_fit(train_module, timer):
 
             def on_step_end(self, args, state, control, **kw):
                 timer.on_step_end(args, state, control, **kw)
+                if no_final_save:
+                    control.should_save = False
+                return control
 
         return Timed
 
@@ -171,12 +191,12 @@ def quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def train_params(args, steps: int, packing: str):
+def train_params(args, steps: int, packing: str, **kw):
     from sftpipe.config import TrainParams
 
     # save/eval far beyond the run: no intermediate checkpoints; fit has no validation rows here
     return TrainParams(max_steps=steps, batch_size=args.batch_size, max_length=args.max_length, packing=packing,
-                       save_steps=10**9, eval_steps=10**9)
+                       save_steps=10**9, eval_steps=10**9, **kw)
 
 
 def run_ours(records, mp, args, steps: int, packing: str, train_module=None, keep: dict | None = None) -> dict:
@@ -197,17 +217,27 @@ def run_ours(records, mp, args, steps: int, packing: str, train_module=None, kee
     return out
 
 
-def trl_setup(records, mp, args, steps: int, variant: str, timer=None, out_dir=None):
-    """An SFTTrainer configured like ours (see the module docstring); variant: trl, trl_gc, trl_full."""
+def trl_setup(records, mp, args, steps: int, variant: str, timer=None, out_dir=None, tp=None, callbacks=()):
+    """An SFTTrainer configured like ours (see the module docstring).
+
+    variant: trl, trl_gc, trl_full, trl_grouped; a ``_pf`` suffix turns on TRL's padding_free (needs
+    flash-attention). ``tp`` (TrainParams) defaults to ours' for this bench; on a GPU the model and
+    mixed precision follow ``tp.precision`` exactly as ``sftpipe.train.fit`` sets them.
+    """
+    import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from sftpipe.config import LoraParams
-    from sftpipe.modeling import load_model, load_tokenizer
+    from sftpipe.modeling import dtype_for, load_model, load_tokenizer
     from sftpipe.templates import apply_template
     from sftpipe.train import peft_config
 
-    tp = train_params(args, steps, "padded")
+    tp = tp or train_params(args, steps, "padded")
+    on_gpu = torch.cuda.is_available()
+    dtype = dtype_for(tp.precision)
+    padding_free = variant.endswith("_pf")
+    variant = variant.removesuffix("_pf")
     tok = load_tokenizer(mp)
     apply_template(tok, mp.template)
     assistant_only = variant != "trl_full"
@@ -219,14 +249,17 @@ def trl_setup(records, mp, args, steps: int, variant: str, timer=None, out_dir=N
         gradient_accumulation_steps=tp.grad_accum, learning_rate=tp.lr, max_steps=tp.max_steps,
         lr_scheduler_type=tp.scheduler, warmup_steps=tp.warmup_ratio, weight_decay=tp.weight_decay,
         logging_steps=tp.logging_steps, save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
-        dataloader_num_workers=0, use_cpu=True, seed=tp.seed, data_seed=tp.seed,
-        max_length=tp.max_length, packing=False, padding_free=False, assistant_only_loss=assistant_only,
-        gradient_checkpointing=variant == "trl_gc", bf16=False, fp16=False,
+        dataloader_num_workers=0, use_cpu=not on_gpu, seed=tp.seed, data_seed=tp.seed,
+        # TRL's padding_free does not enforce max_length without packing: rows must already fit
+        max_length=None if padding_free else tp.max_length, packing=False, padding_free=padding_free,
+        assistant_only_loss=assistant_only, gradient_checkpointing=variant == "trl_gc",
+        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
         train_sampling_strategy="group_by_length" if variant == "trl_grouped" else "random",
         include_num_input_tokens_seen="non_padding")
     ds = Dataset.from_dict({"messages": [r["messages"] for r in records]})
     return SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
-                      peft_config=peft_config(tp, LoraParams(), []), callbacks=[timer] if timer else None)
+                      peft_config=peft_config(tp, LoraParams(), []),
+                      callbacks=[*([timer] if timer else []), *callbacks] or None)
 
 
 def run_trl(records, mp, args, steps: int, variant: str = "trl", keep: dict | None = None) -> dict:
@@ -236,7 +269,7 @@ def run_trl(records, mp, args, steps: int, variant: str = "trl", keep: dict | No
         trainer = trl_setup(records, mp, args, steps, variant, timer, d)
         trainer.train()
     if keep is not None:
-        keep.update(trainer=trainer)
+        keep.update(train_dataset=trainer.train_dataset)  # not the trainer: it would keep the model alive
     return summarise(timer, t_start, args.warmup_steps if steps > args.warmup_steps else 0, rss)
 
 
@@ -295,7 +328,7 @@ def _tiny_model_for_check(mp):
     return load_model(mp, for_training=True)
 
 
-def compare_tokenization(records, mp, args, trl_trainer) -> str:
+def compare_tokenization(records, mp, args, trl_dataset) -> str:
     """TRL's prepared rows against ours (tokenize_rows): same ids, same trained positions?"""
     from sftpipe.config import TrainParams
     from sftpipe.formatting import IGNORE
@@ -306,7 +339,7 @@ def compare_tokenization(records, mp, args, trl_trainer) -> str:
     tok = load_tokenizer(mp)
     apply_template(tok, mp.template)
     ours, _ = tokenize_rows(records, tok, TrainParams(max_length=args.max_length))
-    theirs = trl_trainer.train_dataset
+    theirs = trl_dataset
     a_ids, a_lab = ours["input_ids"], ours["labels"]
     b_ids, b_lab = theirs["input_ids"], theirs["labels"]
     if len(a_ids) != len(b_ids):
@@ -335,21 +368,57 @@ SDPA_OPS = ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_fla
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
+ANALYSIS = {"pf": "ours padding-free", "padded": "ours padded", "padded_trim": "ours padded, no pad-8",
+            "trl": "TRL (random batches)", "trl_grouped": "TRL, group_by_length"}
+
+
+def _trim(batch: dict) -> dict:
+    """A padded batch cut to its longest real row: what the collator gives without pad_to_multiple_of=8."""
+    w = int(batch["attention_mask"].sum(1).max())
+    return {k: v[:, :w] if hasattr(v, "dim") and v.dim() == 2 else v for k, v in batch.items()}
+
+
 def analyze(records, mp, args, n_profiled: int) -> str:
-    """Why padding-free is faster or slower than padded here: one epoch of ours' real batches (the same
-    rows both ways), counted, timed forward+backward on the same LoRA model, and profiled."""
+    """Where the time goes, with per-batch interleaving (much less noisy than whole runs).
+
+    One epoch of each trainer's own batches (the same rows every way): counted (positions, attention
+    score elements), then forward+backward timed batch by batch, configs alternating, on each
+    trainer's own model and loss path (TRL's ``compute_loss`` with its fused LM head). Profiles of
+    ours both ways give the SDPA and matmul share; the mask SDPA receives is shown too.
+    """
     import torch
     from torch.profiler import ProfilerActivity, profile
     from transformers.masking_utils import create_causal_mask
 
-    batches, models = {}, {}
+    batches, steps = {}, {}
+    keys = ("input_ids", "attention_mask", "labels", "position_ids")
+
+    def ours_step(model):
+        def step(b):
+            model(**{k: v for k, v in b.items() if k in keys}).loss.backward()
+            model.zero_grad(set_to_none=True)
+        return step
+
+    def trl_step(trainer):
+        def step(b):
+            trainer.compute_loss(trainer.model, dict(b)).backward()
+            trainer.model.zero_grad(set_to_none=True)
+        return step
+
     for name, packing in (("pf", "padding_free"), ("padded", "padded")):
         keep: dict = {}
         run_ours(records, mp, args, 1, packing, keep=keep)
         batches[name] = list(keep["trainer"].get_train_dataloader())
-        models[name] = keep["trainer"].model.train()
-    with tempfile.TemporaryDirectory() as d, quiet():
-        batches["trl"] = list(trl_setup(records, mp, args, 1, "trl", None, d).get_train_dataloader())
+        steps[name] = ours_step(keep["trainer"].model.train())
+    batches["padded_trim"] = [_trim(b) for b in batches["padded"]]
+    steps["padded_trim"] = steps["padded"]
+    tmp = tempfile.TemporaryDirectory()
+    for name in ("trl", "trl_grouped"):
+        with quiet():
+            tr = trl_setup(records, mp, args, 1, name, None, tmp.name)
+        tr.model.train()
+        batches[name] = list(tr.get_train_dataloader())
+        steps[name] = trl_step(tr)
 
     stats = {}
     for name, bs in batches.items():
@@ -365,33 +434,29 @@ def analyze(records, mp, args, n_profiled: int) -> str:
                 att += ids.shape[1] ** 2
         stats[name] = {"real": real, "pos": pos, "att": att, "n": len(bs)}
 
-    def step(model, b):
-        keys = ("input_ids", "attention_mask", "labels", "position_ids")
-        model(**{k: v for k, v in b.items() if k in keys}).loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    for name in ("pf", "padded"):  # warm both
-        step(models[name], batches[name][0])
-    secs = {"pf": 0.0, "padded": 0.0}
-    for i in range(max(len(batches["pf"]), len(batches["padded"]))):
-        for name in (("pf", "padded") if i % 2 == 0 else ("padded", "pf")):
+    names = list(batches)
+    for name in names:  # warm every path
+        steps[name](batches[name][0])
+    secs = dict.fromkeys(names, 0.0)
+    for i in range(max(len(b) for b in batches.values())):
+        for name in (names if i % 2 == 0 else names[::-1]):
             if i < len(batches[name]):
                 t0 = time.perf_counter()
-                step(models[name], batches[name][i])
+                steps[name](batches[name][i])
                 secs[name] += time.perf_counter() - t0
 
     shares = {}
     for name in ("pf", "padded"):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for b in spaced(batches[name], n_profiled):
-                step(models[name], b)
+                steps[name](b)
         ev = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in ev)
         attn = sum(e.cpu_time_total for e in ev if e.key in SDPA_OPS)
         mm = sum(e.self_cpu_time_total for e in ev if e.key in MATMUL_OPS)
         shares[name] = (attn / total, mm / total)
 
-    cfg = models["pf"].get_base_model().config
+    cfg = mp and _config_of(mp)
     masks = {}
     for name in ("pf", "padded"):
         b = sorted(batches[name], key=lambda x: x["input_ids"].shape[1])[len(batches[name]) // 2]  # median width
@@ -401,30 +466,40 @@ def analyze(records, mp, args, n_profiled: int) -> str:
                                past_key_values=None, position_ids=b.get("position_ids"))
         masks[name] = (None if m is None else tuple(m.shape), None if m is None else float(m.float().mean()),
                        time.perf_counter() - t0)
+    tmp.cleanup()
 
+    base = stats["padded"]["real"] / secs["padded"]
     rows = []
-    for name in ("pf", "padded", "trl"):
+    for name in names:
         st = stats[name]
-        timed = name in secs
-        rows.append([LABELS[name], st["n"], st["real"], st["pos"], f"{100 * (st['pos'] / st['real'] - 1):.0f}%",
-                     st["att"] / st["n"],
-                     f"{secs[name]:.1f}" if timed else "-", f"{st['real'] / secs[name]:.0f}" if timed else "-",
-                     f"{100 * shares[name][0]:.0f}%" if timed else "-", f"{100 * shares[name][1]:.0f}%" if timed else "-"])
+        tps = st["real"] / secs[name]
+        rows.append([ANALYSIS[name], st["n"], st["real"], st["pos"], f"{100 * (st['pos'] / st['real'] - 1):.0f}%",
+                     st["att"] / st["n"], secs[name], tps, f"{tps / base:.2f}x",
+                     f"{100 * shares[name][0]:.0f}%" if name in shares else "-",
+                     f"{100 * shares[name][1]:.0f}%" if name in shares else "-"])
     lines = [table(["one epoch", "batches", "real tok", "positions", "pad", "attn elems/batch", "fwd+bwd s",
-                    "tok/s", "SDPA share", "matmul share"], rows,
-                   title=f"analysis: one epoch of each config's own batches (same rows); fwd+bwd of ours' LoRA "
-                         f"model, batches alternated; op shares from torch.profiler on {n_profiled} batches "
+                    "tok/s", "vs padded", "SDPA share", "matmul share"], rows,
+                   title=f"analysis: one epoch of each trainer's own batches (same rows), forward+backward only, "
+                         f"alternating batch by batch; op shares from torch.profiler on {n_profiled} batches "
                          f"(attn elems = score entries per head and layer)")]
     for name in ("pf", "padded"):
         shape, density, dt = masks[name]
-        lines.append(f"  mask SDPA receives, {LABELS[name]} (median-width batch): "
+        lines.append(f"  mask SDPA receives, {ANALYSIS[name]} (median-width batch): "
                      + ("None (is_causal)" if shape is None else
                         f"bool {shape}, {100 * density:.1f}% True, built in {1e3 * dt:.1f} ms"))
     pf, pd = stats["pf"], stats["padded"]
     lines.append(f"  over the epoch padding-free feeds {pd['pos'] / pf['pos']:.2f}x fewer positions than padded but "
-                 f"{pf['att'] / pd['att']:.1f}x more attention-score elements; fwd+bwd real tokens/s padded / "
-                 f"padding-free = {(pd['real'] / secs['padded']) / (pf['real'] / secs['pf']):.2f}")
+                 f"{pf['att'] / pd['att']:.1f}x more attention-score elements; forward+backward real tokens/s "
+                 f"padded / padding-free = {(pd['real'] / secs['padded']) / (pf['real'] / secs['pf']):.2f}")
     return "\n".join(lines)
+
+
+def _config_of(mp):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(mp.name_or_path)
+    cfg._attn_implementation = "sdpa"
+    return cfg
 
 
 # --------------------------------------------------------------------------- main
@@ -481,8 +556,8 @@ def main(argv=None):
           f"max_length {args.max_length}, {len(records)} rows; 1 short warm-up run each, then {args.repeats} "
           f"interleaved repeats")
     res = interleave(runs, args.repeats, warmup=warm)
-    if keep_trl.get("trainer") is not None:
-        print(compare_tokenization(records, mp, args, keep_trl["trainer"]))
+    if keep_trl.get("train_dataset") is not None:
+        print(compare_tokenization(records, mp, args, keep_trl.pop("train_dataset")))
 
     rss = {}
     if not args.no_rss:
