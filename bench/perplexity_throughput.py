@@ -11,7 +11,13 @@ figure is printed. Throughput is rows/s and tokens/s (tokens of the scored rows,
 after ``max_length`` cutting: what the model actually reads), reported as the median over
 ``--repeats`` interleaved repeats, and as the median of the per-repeat ratios ours / loop.
 
-    PYTHONPATH=. python bench/perplexity_throughput.py            # ~2-3 min on 2 cores
+The proposed patches in bench/proposed/perplexity_*.patch run as extra configs (applied verbatim to
+a temporary copy of sftpipe/perplexity.py). One torch thread by default (see ``--threads``); the
+"GFLOP/s" column shows how close each config gets to the core's matmul rate, which is what bounds
+the gain from batching for a model this small.
+
+    PYTHONPATH=. python bench/perplexity_throughput.py            # ~1.5 min on 2 cores
+    PYTHONPATH=. python bench/perplexity_throughput.py --threads 2 --repeats 5   # idle machine
     PYTHONPATH=. python bench/perplexity_throughput.py --rows 2000 --repeats 5
 """
 
