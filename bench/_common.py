@@ -151,7 +151,7 @@ def patched_module(module: str, *patch_files: str | Path):
     tmp.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
     for patch_file in patch_files:
         proc = subprocess.run(["patch", "--quiet", "--forward", "-p2", str(tmp), str(patch_file)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{patch_file} does not apply to {src}: {proc.stdout}{proc.stderr}")
     name = f"sftpipe._proposed_{module}_" + "_".join(Path(f).stem for f in patch_files)
@@ -286,7 +286,7 @@ def child_peak_rss(argv: list[str], env: dict | None = None, timeout: float = 18
     import subprocess
 
     proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"child {argv} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -337,9 +337,10 @@ def main(argv=None):
         runs, warm = {}, {}
         for n in names:
             recs = data["dense" if n == "ours_dense" else "variable"]
-            runs[n] = (lambda n=n, recs=recs: run_config(n, method, recs, model_dir, args, args.steps))
-            warm[n] = (lambda n=n, recs=recs: run_config(n, method, recs, model_dir, args, max(3, args.steps // 4),
-                                                         keep=keep_trl if n == "trl" and not keep_trl else None))
+            runs[n] = (lambda n=n, recs=recs, m=method: run_config(n, m, recs, model_dir, args, args.steps))
+            warm[n] = (lambda n=n, recs=recs, m=method: run_config(n, m, recs, model_dir, args, max(3, args.steps // 4),
+                                                                   keep=keep_trl if n == "trl" and not keep_trl
+                                                                   else None))
         print(f"\n{method}: {names}; 1 short warm-up run each, then {args.repeats} interleaved repeats")
         results[method] = interleave(runs, args.repeats, warmup=warm)
         if keep_trl.get("train_dataset") is not None:
@@ -372,7 +373,8 @@ def main(argv=None):
                 out_rows, title=f"training throughput, {'tiny' if args.tiny else 'Qwen2-0.5B'} shape, seq_len "
                                 f"{args.seq_len}, batch {args.batch_size}, {args.repeats} repeats (median; ratios = "
                                 f"median [min..max] of per-repeat ratios)"))
-    print("ours_dense trains on different (full-length) rows: no ratios; it is this stack's MFU ceiling")
+    if "ours_dense" in names:
+        print("ours_dense trains on different (full-length) rows: no ratios; it is this stack's MFU ceiling")
     print(f"tokens = real (non-padding) tokens/s. MFU = tokens/s x model FLOPs per token / {args.peak_flops:.3g}; "
           f"model FLOPs per token = 6N (full) or 4N + 6N_lora (LoRA), N = {fm['N'] / 1e6:.1f}M (all Linear "
           f"weights incl. the tied LM head), plus attention 12*L*H*hd*n = {fm['attn']} * n for a row of n tokens "
