@@ -7,10 +7,12 @@ absolute numbers move with the load, ratios of neighbouring runs move much less.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import resource
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -148,6 +150,7 @@ def patched_module(module: str, *patch_files: str | Path):
 
     src = REPO / "sftpipe" / f"{module}.py"
     tmp = Path(tempfile.mkdtemp(prefix="sftbench-patch-")) / f"{module}.py"
+    atexit.register(shutil.rmtree, tmp.parent, True)  # kept until exit: tracebacks read the source
     tmp.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
     for patch_file in patch_files:
         proc = subprocess.run(["patch", "--quiet", "--forward", "-p2", str(tmp), str(patch_file)],
