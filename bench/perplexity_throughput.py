@@ -1,0 +1,208 @@
+"""Perplexity scoring throughput: ``score_rows`` against an unbatched loop, same process, interleaved.
+
+Baseline: one row at a time, in the given order (no sorting), the same encoding
+(``encode_for_scoring``), the same model, under ``torch.no_grad``, the same mean NLL over the
+scored positions. Ours: ``sftpipe.perplexity.score_rows`` (length-sorted batches under
+``torch.inference_mode``) at the default batch size, plus the batch sizes in ``--batch-sizes``.
+Both sides include the encoding, since ``score_rows`` does it too.
+
+The scores of every configuration are checked against the baseline (``--rtol``) before any
+figure is printed. Throughput is rows/s and tokens/s (tokens of the scored rows, prompt included,
+after ``max_length`` cutting: what the model actually reads), reported as the median over
+``--repeats`` interleaved repeats, and as the median of the per-repeat ratios ours / loop.
+
+The proposed patches in bench/proposed/perplexity_*.patch run as extra configs (applied verbatim to
+a temporary copy of sftpipe/perplexity.py). One torch thread by default (see ``--threads``); the
+"GFLOP/s" column shows how close each config gets to the core's matmul rate, which is what bounds
+the gain from batching for a model this small.
+
+    PYTHONPATH=. python bench/perplexity_throughput.py            # ~1.5 min on 2 cores
+    PYTHONPATH=. python bench/perplexity_throughput.py --threads 2 --repeats 5   # idle machine
+    PYTHONPATH=. python bench/perplexity_throughput.py --rows 2000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (THREADS_HELP, assets, command_line, interleave, machine, median_of,  # noqa: E402
+                           patched_module, peak_rss_mb, pick, ratios, set_threads, setup_env, spread, table)
+
+PROPOSED = Path(__file__).resolve().parent / "proposed"
+PATCHES = {  # config name -> patches to sftpipe/perplexity.py, applied in order
+    "scored": [PROPOSED / "perplexity_scored_positions.patch"],
+    "scored+bounded": [PROPOSED / "perplexity_scored_positions.patch", PROPOSED / "perplexity_bounded_padding.patch"],
+}
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=600, help="rows to score per run (scale knob)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats after one warm-up")
+    ap.add_argument("--batch-sizes", default="8,32,64", help="extra batch sizes for score_rows")
+    ap.add_argument("--mode", choices=["response", "full"], default=None, help="default: params default")
+    ap.add_argument("--template", choices=["plain", "chat"], default=None, help="default: params default")
+    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--rows-per-lang", type=int, default=600, help="sample size to draw --rows from")
+    ap.add_argument("--assets", default=None, help="directory to build/reuse the model and rows in")
+    ap.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    ap.add_argument("--no-proposed", action="store_true",
+                    help="skip score_rows with the proposed patches (bench/proposed/perplexity_*.patch)")
+    return ap.parse_args(argv)
+
+
+def loop_scores(model, tokenizer, records, p) -> list[float | None]:
+    """The unbatched baseline: one forward per row, in input order."""
+    import torch
+    import torch.nn.functional as F
+
+    from sftpipe.formatting import IGNORE
+    from sftpipe.perplexity import encode_for_scoring
+
+    dev = next(model.parameters()).device
+    out: list[float | None] = []
+    with torch.no_grad():
+        for rec in records:
+            ids, scored = encode_for_scoring(tokenizer, rec, p)
+            if not any(scored[1:]):
+                out.append(None)
+                continue
+            logits = model(input_ids=torch.tensor([ids], device=dev)).logits[0].float()
+            tgt = torch.tensor([t if s else IGNORE for t, s in zip(ids, scored)], device=dev)
+            nll = F.cross_entropy(logits[:-1], tgt[1:], ignore_index=IGNORE, reduction="sum")
+            n = int((tgt[1:] != IGNORE).sum())
+            out.append(math.exp(min(float(nll) / max(n, 1), 50.0)))
+    return out
+
+
+def agree(a: list[float | None], b: list[float | None], rtol: float) -> tuple[bool, float]:
+    """Same rows scored, and every score within rtol; returns (ok, max relative difference)."""
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        if (x is None) != (y is None):
+            return False, math.inf
+        if x is not None:
+            worst = max(worst, abs(x - y) / abs(y))
+    return worst <= rtol, worst
+
+
+def padding_overhead(lengths: list[int], bs: int) -> float:
+    """Padded positions / real positions when length-sorted rows are batched by ``bs``."""
+    s = sorted(lengths)
+    padded = sum(max(s[i:i + bs]) * len(s[i:i + bs]) for i in range(0, len(s), bs))
+    return padded / sum(s) - 1
+
+
+def linear_params(model) -> int:
+    """Weights of every nn.Linear, LM head included (tied or not): 2x this is the matmul FLOPs per token."""
+    import torch
+
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def main(argv=None):
+    args = parse(argv)
+    setup_env()
+    threads = set_threads(args.threads)
+    from sftpipe.config import ModelParams, PerplexityParams
+    from sftpipe.modeling import load_model, load_tokenizer
+    from sftpipe.perplexity import encode_for_scoring, score_rows
+
+    print(f"machine: {machine()}")
+    records, model_dir, _tmp = assets(args)
+    records = pick(records, args.rows)
+    mp = ModelParams(name_or_path=str(model_dir))
+    model, tok = load_model(mp).eval(), load_tokenizer(mp)  # exactly as stages/perplexity.py loads them
+    base = PerplexityParams()
+    upd = {k: v for k, v in (("mode", args.mode), ("template", args.template)) if v}
+    base = base.model_copy(update=upd)
+    sizes = sorted({base.batch_size, *(int(x) for x in args.batch_sizes.split(",") if x)})
+
+    enc = [encode_for_scoring(tok, r, base) for r in records]
+    scorable = [(ids, sc) for ids, sc in enc if any(sc[1:])]
+    lengths = [len(ids) for ids, _ in scorable]
+    n_rows, n_tok = len(lengths), sum(lengths)
+    n_scored = sum(sum(sc[1:]) for _, sc in scorable)
+    flop_tok = 2 * linear_params(model)
+    print(f"data: {len(records)} rows ({n_rows} scorable), {n_tok} tokens (mean {n_tok / n_rows:.1f}, "
+          f"max {max(lengths)}), {100 * n_scored / n_tok:.0f}% of them scored; mode={base.mode} "
+          f"template={base.template} max_length={base.max_length}; {flop_tok / 1e6:.1f} MFLOP/token in matmuls")
+
+    scores: dict[str, list] = {}
+
+    def timed(name, fn):
+        def run():
+            t0 = time.perf_counter()
+            s = fn()
+            dt = time.perf_counter() - t0
+            scores.setdefault(name, s)
+            return {"seconds": dt, "rows_per_s": n_rows / dt, "tokens_per_s": n_tok / dt}
+        return run
+
+    runs = {"loop": timed("loop", lambda: loop_scores(model, tok, records, base))}
+    pads = {"loop": 0.0}
+    for bs in sizes:
+        p = base.model_copy(update={"batch_size": bs})
+        name = f"score_rows bs{bs}"
+        runs[name] = timed(name, lambda p=p: score_rows(model, tok, records, p))
+        pads[name] = padding_overhead(lengths, bs)
+    if not args.no_proposed:
+        for label, files in PATCHES.items():
+            mod = patched_module("perplexity", *files)
+            name = f"proposed {label} bs{base.batch_size}"
+            runs[name] = timed(name, lambda f=mod.score_rows: f(model, tok, records, base))
+            if hasattr(mod, "_batches"):
+                order = sorted(range(n_rows), key=lambda i: lengths[i])
+                pads[name] = sum(max(lengths[i] for i in b) * len(b)
+                                 for b in mod._batches(order, lengths, base.batch_size)) / n_tok - 1
+            else:
+                pads[name] = pads[f"score_rows bs{base.batch_size}"]
+
+    print(f"runs: {list(runs)}; 1 warm-up each, then {args.repeats} interleaved repeats")
+    res = interleave(runs, args.repeats)
+
+    checks = {}
+    for name in runs:
+        if name != "loop":
+            ok, worst = agree(scores[name], scores["loop"], args.rtol)
+            checks[name] = worst
+            if not ok:
+                raise SystemExit(f"{name}: scores disagree with the loop (max rel diff {worst:.3g} > {args.rtol})")
+
+    default = f"score_rows bs{base.batch_size}"
+    rows = []
+    for name, rs in res.items():
+        rows.append([name + (" (default)" if name == default else ""),
+                     median_of(rs, "seconds"), median_of(rs, "rows_per_s"), median_of(rs, "tokens_per_s"),
+                     spread(ratios(rs, res["loop"], "rows_per_s")), f"{100 * pads[name]:.0f}%",
+                     flop_tok * median_of(rs, "tokens_per_s") / 1e9,
+                     "-" if name == "loop" else f"{checks[name]:.1e}"])
+    print()
+    print(table(["config", "median s", "rows/s", "tokens/s", "ratio vs loop", "pad", "GFLOP/s*", "max rel diff"],
+                rows, title=f"perplexity scoring, {n_rows} rows, {threads} torch thread(s), {args.repeats} repeats "
+                            f"(median; ratio = median [min..max] of per-repeat ratios)"))
+    print("* 2 x (nn.Linear weights) x real tokens / s: the useful matmul rate, padding and skipped logits not "
+          "counted")
+    r = statistics.median(ratios(res[default], res["loop"], "rows_per_s"))
+    print(f"\ndefault batch size {base.batch_size}: {r:.2f}x the unbatched loop "
+          f"(target >= 3x: {'met' if r >= 3 else 'NOT met'}); every config's scores agree with the loop "
+          f"within rtol {args.rtol}")
+    if not args.no_proposed:
+        for label, files in PATCHES.items():
+            name = f"proposed {label} bs{base.batch_size}"
+            r2 = statistics.median(ratios(res[name], res["loop"], "rows_per_s"))
+            r3 = statistics.median(ratios(res[name], res[default], "rows_per_s"))
+            print(f"proposed {' + '.join(f.name for f in files)}: {r2:.2f}x the loop, {r3:.2f}x score_rows as it is")
+    print(f"peak RSS (process): {peak_rss_mb():.0f} MiB")
+    print(f"command: {command_line()}")
+
+
+if __name__ == "__main__":
+    main()
