@@ -49,6 +49,43 @@ def encode_for_scoring(tokenizer, rec: dict, p: PerplexityParams) -> tuple[list[
     return ids, scored
 
 
+# Config attributes with which a model's forward rescales or caps its logits after the LM head.
+_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier",
+                         "lm_head_multiplier")
+
+
+def _scored_logits(model, ids, att, keep):
+    """fp32 logits of the next token at the positions where ``keep`` (batch, width - 1) is True, row-major.
+
+    The LM head (vocab x hidden, a large share of a small model's FLOPs) and the softmax run only on
+    scored positions: prompt and padding positions need no logits. Models whose forward post-processes
+    the logits (soft-capping, scaling) go through their own forward instead.
+    """
+    cfg = model.config.get_text_config()
+    if any(getattr(cfg, a, None) is not None for a in _LOGIT_POSTPROCESSING):
+        return model(input_ids=ids, attention_mask=att).logits[:, :-1][keep].float()
+    hidden = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
+    return model.get_output_embeddings()(hidden[keep]).float()
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, max_pad: float = 0.1) -> list[list[int]]:
+    """Length-sorted ``order`` cut into batches of at most ``batch_size`` rows, closing a batch early when
+    the next (longer) row would make padding exceed ``max_pad`` of the batch's real tokens."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if cur and (len(cur) == batch_size or n * (len(cur) + 1) > (1 + max_pad) * (real + n)):
+            out.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += n
+    if cur:
+        out.append(cur)
+    return out
+
+
 def score_rows(model, tokenizer, records: list[dict], p: PerplexityParams, progress=None) -> list[float | None]:
     """Perplexity per row (None when there is nothing to score)."""
     import torch
@@ -59,8 +96,8 @@ def score_rows(model, tokenizer, records: list[dict], p: PerplexityParams, progr
     dev = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
-        for b in range(0, len(order), p.batch_size):
-            idx = [i for i in order[b:b + p.batch_size] if any(encoded[i][1][1:])]
+        for batch in _batches(order, [len(e[0]) for e in encoded], p.batch_size):
+            idx = [i for i in batch if any(encoded[i][1][1:])]
             if idx:
                 width = max(len(encoded[i][0]) for i in idx)
                 ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -71,16 +108,18 @@ def score_rows(model, tokenizer, records: list[dict], p: PerplexityParams, progr
                     ids[row, :len(seq)] = torch.tensor(seq)
                     att[row, :len(seq)] = 1
                     tgt[row, :len(seq)] = torch.tensor([t if s else IGNORE for t, s in zip(seq, scored)])
-                logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits.float()
                 shift_t = tgt[:, 1:].to(dev)
-                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), shift_t,
-                                                        ignore_index=IGNORE, reduction="none")
-                n = (shift_t != IGNORE).sum(1)
-                mean = (nll.sum(1) / n.clamp(min=1)).cpu().tolist()
+                keep = shift_t != IGNORE
+                logits = _scored_logits(model, ids.to(dev), att.to(dev), keep)
+                nll = torch.nn.functional.cross_entropy(logits, shift_t[keep], reduction="none")
+                row_of = torch.arange(len(idx), device=dev)[:, None].expand_as(keep)[keep]
+                n = keep.sum(1)
+                total = torch.zeros(len(idx), device=dev, dtype=nll.dtype).index_add_(0, row_of, nll)
+                mean = (total / n.clamp(min=1)).cpu().tolist()
                 for row, i in enumerate(idx):
                     out[i] = math.exp(min(mean[row], 50.0))
             if progress is not None:
-                progress.update(len(order[b:b + p.batch_size]))
+                progress.update(len(batch))
     return out
 
 
