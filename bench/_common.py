@@ -7,12 +7,10 @@ absolute numbers move with the load, ratios of neighbouring runs move much less.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import resource
 import shlex
-import shutil
 import statistics
 import sys
 import tempfile
@@ -135,34 +133,6 @@ def pick(records: list[dict], n: int | None, seed: int = 0) -> list[dict]:
         return list(records)
     idx = sorted(random.Random(seed).sample(range(len(records)), n))
     return [records[i] for i in idx]
-
-
-def patched_module(module: str, *patch_files: str | Path):
-    """Import ``sftpipe.<module>`` with proposed patches applied in order, as a separate module.
-
-    The patches (unified diffs against ``sftpipe/<module>.py``, each on top of the previous) are
-    applied to a temporary copy with ``patch``, and that copy is imported under a private name inside
-    the ``sftpipe`` package so relative imports resolve. The tracked source is never touched, and the
-    bench measures exactly the text of the proposed patches.
-    """
-    import importlib.util
-    import subprocess
-
-    src = REPO / "sftpipe" / f"{module}.py"
-    tmp = Path(tempfile.mkdtemp(prefix="sftbench-patch-")) / f"{module}.py"
-    atexit.register(shutil.rmtree, tmp.parent, True)  # kept until exit: tracebacks read the source
-    tmp.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
-    for patch_file in patch_files:
-        proc = subprocess.run(["patch", "--quiet", "--forward", "-p2", str(tmp), str(patch_file)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{patch_file} does not apply to {src}: {proc.stdout}{proc.stderr}")
-    name = f"sftpipe._proposed_{module}_" + "_".join(Path(f).stem for f in patch_files)
-    spec = importlib.util.spec_from_file_location(name, tmp)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def set_threads(n: int | None) -> int:

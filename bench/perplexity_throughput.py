@@ -11,10 +11,8 @@ figure is printed. Throughput is rows/s and tokens/s (tokens of the scored rows,
 after ``max_length`` cutting: what the model actually reads), reported as the median over
 ``--repeats`` interleaved repeats, and as the median of the per-repeat ratios ours / loop.
 
-The proposed patches in bench/proposed/perplexity_*.patch run as extra configs (applied verbatim to
-a temporary copy of sftpipe/perplexity.py). One torch thread by default (see ``--threads``); the
-"GFLOP/s" column shows how close each config gets to the core's matmul rate, which is what bounds
-the gain from batching for a model this small.
+One torch thread by default (see ``--threads``); the "GFLOP/s" column shows how close each config
+gets to the core's matmul rate, which is what bounds the gain from batching for a model this small.
 
     PYTHONPATH=. python bench/perplexity_throughput.py            # ~1.5 min on 2 cores
     PYTHONPATH=. python bench/perplexity_throughput.py --threads 2 --repeats 5   # idle machine
@@ -33,13 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (THREADS_HELP, assets, command_line, interleave, machine, median_of,  # noqa: E402
-                           patched_module, peak_rss_mb, pick, ratios, set_threads, setup_env, spread, table)
-
-PROPOSED = Path(__file__).resolve().parent / "proposed"
-PATCHES = {  # config name -> patches to sftpipe/perplexity.py, applied in order
-    "scored": [PROPOSED / "perplexity_scored_positions.patch"],
-    "scored+bounded": [PROPOSED / "perplexity_scored_positions.patch", PROPOSED / "perplexity_bounded_padding.patch"],
-}
+                           peak_rss_mb, pick, ratios, set_threads, setup_env, spread, table)
 
 
 def parse(argv=None):
@@ -53,8 +45,6 @@ def parse(argv=None):
     ap.add_argument("--rows-per-lang", type=int, default=600, help="sample size to draw --rows from")
     ap.add_argument("--assets", default=None, help="directory to build/reuse the model and rows in")
     ap.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
-    ap.add_argument("--no-proposed", action="store_true",
-                    help="skip score_rows with the proposed patches (bench/proposed/perplexity_*.patch)")
     return ap.parse_args(argv)
 
 
@@ -94,10 +84,12 @@ def agree(a: list[float | None], b: list[float | None], rtol: float) -> tuple[bo
 
 
 def padding_overhead(lengths: list[int], bs: int) -> float:
-    """Padded positions / real positions when length-sorted rows are batched by ``bs``."""
-    s = sorted(lengths)
-    padded = sum(max(s[i:i + bs]) * len(s[i:i + bs]) for i in range(0, len(s), bs))
-    return padded / sum(s) - 1
+    """Padded positions / real positions with score_rows' own batching (length-sorted, bounded padding)."""
+    from sftpipe.perplexity import _batches
+
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in _batches(order, lengths, bs))
+    return padded / sum(lengths) - 1
 
 
 def linear_params(model) -> int:
@@ -153,18 +145,6 @@ def main(argv=None):
         name = f"score_rows bs{bs}"
         runs[name] = timed(name, lambda p=p: score_rows(model, tok, records, p))
         pads[name] = padding_overhead(lengths, bs)
-    if not args.no_proposed:
-        for label, files in PATCHES.items():
-            mod = patched_module("perplexity", *files)
-            name = f"proposed {label} bs{base.batch_size}"
-            runs[name] = timed(name, lambda f=mod.score_rows: f(model, tok, records, base))
-            if hasattr(mod, "_batches"):
-                order = sorted(range(n_rows), key=lambda i: lengths[i])
-                pads[name] = sum(max(lengths[i] for i in b) * len(b)
-                                 for b in mod._batches(order, lengths, base.batch_size)) / n_tok - 1
-            else:
-                pads[name] = pads[f"score_rows bs{base.batch_size}"]
-
     print(f"runs: {list(runs)}; 1 warm-up each, then {args.repeats} interleaved repeats")
     res = interleave(runs, args.repeats)
 
@@ -194,12 +174,6 @@ def main(argv=None):
     print(f"\ndefault batch size {base.batch_size}: {r:.2f}x the unbatched loop "
           f"(target >= 3x: {'met' if r >= 3 else 'NOT met'}); every config's scores agree with the loop "
           f"within rtol {args.rtol}")
-    if not args.no_proposed:
-        for label, files in PATCHES.items():
-            name = f"proposed {label} bs{base.batch_size}"
-            r2 = statistics.median(ratios(res[name], res["loop"], "rows_per_s"))
-            r3 = statistics.median(ratios(res[name], res[default], "rows_per_s"))
-            print(f"proposed {' + '.join(f.name for f in files)}: {r2:.2f}x the loop, {r3:.2f}x score_rows as it is")
     print(f"peak RSS (process): {peak_rss_mb():.0f} MiB")
     print(f"command: {command_line()}")
 

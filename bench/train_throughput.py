@@ -15,9 +15,7 @@ seed, fp32 on CPU, no gradient checkpointing, SDPA attention.
              TRL's own defaults gradient_checkpointing=True and bf16=True are turned off to match ours.
 Optional (``--configs``): ``trl_gc`` (TRL with its default gradient checkpointing), ``trl_full`` (TRL,
 full-sequence loss on the unmodified template), ``trl_grouped`` (TRL with the length-grouped sampler
-ours uses, to separate batching from the rest of the step), and ours with proposed patches to sftpipe/train.py
-from bench/proposed/ applied verbatim: ``auto_patched`` (packing=auto -> padded under SDPA),
-``padded_nopad8`` (no pad_to_multiple_of=8 on CPU), ``auto_both`` (both).
+ours uses, to separate batching from the rest of the step).
 
 Throughput counts real (non-padding) input tokens the same way for every config: the Trainer's own
 ``include_num_input_tokens_seen="non_padding"`` counter, read at each ``on_step_end``. By default a
@@ -55,15 +53,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (THREADS_HELP, RssSampler, assets, child_peak_rss, command_line,  # noqa: E402
-                           hwm_rss_mb, interleave, machine, median_of, patched_module, peak_rss_mb, pick,
+                           hwm_rss_mb, interleave, machine, median_of, peak_rss_mb, pick,
                            ratios, set_threads, setup_env, spread, table)
 
-PROPOSED = Path(__file__).resolve().parent / "proposed"
-# config -> (packing, patches to sftpipe/train.py applied in order)
-PATCHED = {"auto_patched": ("auto", [PROPOSED / "train_packing_auto.patch"]),
-           "padded_nopad8": ("padded", [PROPOSED / "train_pad_multiple_gpu_only.patch"]),
-           "auto_both": ("auto", [PROPOSED / "train_packing_auto.patch",
-                                  PROPOSED / "train_pad_multiple_gpu_only.patch"])}
 
 # Our ChatML (sftpipe.templates.CHATML) with TRL's {% generation %} markers around what our loss
 # masks train under loss_on=response: each reply and its <|im_end|>; the newline after it is not.
@@ -79,9 +71,7 @@ CHATML_GENERATION = (
 
 LABELS = {"pf": "ours padding-free", "padded": "ours padded", "trl": "TRL SFTTrainer",
           "trl_gc": "TRL, grad ckpt (its default)", "trl_full": "TRL, full-seq loss",
-          "trl_grouped": "TRL, group_by_length",
-          "auto_patched": "ours auto, packing patch", "padded_nopad8": "ours padded, pad-8 patch",
-          "auto_both": "ours auto, both patches"}
+          "trl_grouped": "TRL, group_by_length"}
 
 
 def parse(argv=None):
@@ -199,11 +189,11 @@ def train_params(args, steps: int, packing: str, **kw):
                        save_steps=10**9, eval_steps=10**9, **kw)
 
 
-def run_ours(records, mp, args, steps: int, packing: str, train_module=None, keep: dict | None = None) -> dict:
+def run_ours(records, mp, args, steps: int, packing: str, keep: dict | None = None) -> dict:
     import sftpipe.train
     from sftpipe.config import LoraParams
 
-    mod = train_module or sftpipe.train
+    mod = sftpipe.train
     timer = make_timer()
     with tempfile.TemporaryDirectory(prefix="sftbench-train-") as d, timer_in_fit(mod, timer), quiet(), \
             RssSampler() as rss:
@@ -278,10 +268,6 @@ def runner(name: str, records, mp, args, steps: int, keep=None):
         return lambda: run_ours(records, mp, args, steps, "padding_free", keep=keep)
     if name == "padded":
         return lambda: run_ours(records, mp, args, steps, "padded", keep=keep)
-    if name in PATCHED:
-        packing, files = PATCHED[name]
-        mod = patched_module("train", *files)
-        return lambda: run_ours(records, mp, args, steps, packing, train_module=mod, keep=keep)
     if name in ("trl", "trl_gc", "trl_full", "trl_grouped"):
         return lambda: run_trl(records, mp, args, steps, name, keep=keep)
     raise SystemExit(f"unknown config {name!r}; choose from {', '.join(LABELS)}")
