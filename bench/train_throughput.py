@@ -219,7 +219,7 @@ def trl_setup(records, mp, args, steps: int, variant: str, timer=None, out_dir=N
     from trl import SFTConfig, SFTTrainer
 
     from sftpipe.config import LoraParams
-    from sftpipe.modeling import dtype_for, load_model, load_tokenizer
+    from sftpipe.modeling import dtype_for, load_model, load_tokenizer, weights_precision
     from sftpipe.templates import apply_template
     from sftpipe.train import peft_config
 
@@ -233,7 +233,7 @@ def trl_setup(records, mp, args, steps: int, variant: str, timer=None, out_dir=N
     assistant_only = variant != "trl_full"
     if assistant_only:
         tok.chat_template = CHATML_GENERATION
-    model = load_model(mp, precision=tp.precision, for_training=True)
+    model = load_model(mp, precision=weights_precision(tp.method, tp.precision))
     cfg = SFTConfig(
         output_dir=str(out_dir), per_device_train_batch_size=tp.batch_size,
         gradient_accumulation_steps=tp.grad_accum, learning_rate=tp.lr, max_steps=tp.max_steps,
@@ -311,7 +311,7 @@ def template_checks(records, mp, args) -> list[str]:
 def _tiny_model_for_check(mp):
     from sftpipe.modeling import load_model
 
-    return load_model(mp, for_training=True)
+    return load_model(mp, precision="fp32")
 
 
 def compare_tokenization(records, mp, args, trl_dataset) -> str:
@@ -503,7 +503,7 @@ def child_main(args):
 
         from sftpipe.modeling import load_model, load_tokenizer
 
-        load_model(mp, for_training=True), load_tokenizer(mp)
+        load_model(mp, precision="fp32"), load_tokenizer(mp)
         res = {}
     else:
         res = runner(args.child, records, mp, args, args.steps)()

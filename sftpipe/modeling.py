@@ -70,14 +70,19 @@ def attn_implementation(mp: ModelParams) -> str:
     return "sdpa"
 
 
-def load_model(mp: ModelParams, path: str | None = None, precision: str = "auto", for_training: bool = False):
-    """AutoModelForCausalLM from safetensors, on the GPU when present."""
+def weights_precision(method: str, precision: str) -> str:
+    """Dtype to load weights in for training. Full fine-tuning keeps fp32 master weights (the
+    Trainer autocasts to bf16/fp16), so small AdamW updates are not lost to bf16 rounding; the
+    frozen base under an adapter can live in the compute dtype (peft keeps adapters in fp32)."""
+    return "fp32" if method == "full" else precision
+
+
+def load_model(mp: ModelParams, path: str | None = None, precision: str = "auto"):
+    """AutoModelForCausalLM from safetensors, on the GPU when present (fp32 on CPU)."""
     from transformers import AutoModelForCausalLM
 
     path = path or mp.name_or_path
     dtype = dtype_for(precision)
-    if for_training and dtype != dtype_for("fp32") and device() == "cpu":
-        dtype = dtype_for("fp32")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
                                                      attn_implementation=attn_implementation(mp),

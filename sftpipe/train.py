@@ -168,12 +168,12 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
                               TrainingArguments, set_seed)
     from transformers.integrations import DVCLiveCallback
 
-    from .modeling import attn_implementation, dtype_for, load_model, load_tokenizer
+    from .modeling import attn_implementation, dtype_for, load_model, load_tokenizer, weights_precision
 
     set_seed(tp.seed)
     tokenizer = load_tokenizer(mp)
     template = apply_template(tokenizer, mp.template)
-    model = load_model(mp, precision=tp.precision, for_training=True)
+    model = load_model(mp, precision=weights_precision(tp.method, tp.precision))
     old_vocab = model.get_input_embeddings().num_embeddings
     new_ids = list(range(old_vocab, len(tokenizer))) if len(tokenizer) > old_vocab else []
     if new_ids:
