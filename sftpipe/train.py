@@ -154,7 +154,7 @@ def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Tra
     """Fine-tune, then save the adapter (or weights) to ``out_dir``; returns the run summary."""
     trainer, tokenizer, template, summary = fit(train_rows, val_rows, mp, tp, lp, ckpt_dir, live_dir, data_files)
     if trainer.is_world_process_zero():
-        save(trainer.model, tokenizer, tp, mp, template, Path(out_dir), summary)
+        save(trainer.model, tokenizer, tp, mp, template, Path(out_dir))
     return summary
 
 
@@ -248,12 +248,14 @@ def _step_of(ckpt: str | None) -> int:
     return int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
 
 
-def save(model, tokenizer, tp: TrainParams, mp: ModelParams, template: str, out_dir: Path, summary: dict) -> None:
-    """Adapter (or full weights) in the standard format, safetensors only; optional merged model."""
+def save(model, tokenizer, tp: TrainParams, mp: ModelParams, template: str, out_dir: Path) -> None:
+    """Adapter (or full weights) in the standard format, safetensors only; optional merged model.
+    Nothing run-dependent (timings) goes in here, so the same run gives the same bytes."""
     from .io import atomic_path, write_json
 
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        _sort_target_modules(tmp / "adapter_config.json")
         tokenizer.save_pretrained(tmp)
         info = {"method": tp.method, "base_model": mp.name_or_path, "template": template,
                 "adapter": tp.method != "full", "merged": False}
@@ -262,7 +264,17 @@ def save(model, tokenizer, tp: TrainParams, mp: ModelParams, template: str, out_
             merged.save_pretrained(tmp / "merged", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "merged")
             info["merged"] = True
-        write_json(tmp / INFO_FILE, {**info, "summary": summary})
+        write_json(tmp / INFO_FILE, info)
+
+
+def _sort_target_modules(path: Path) -> None:
+    """peft writes target_modules from a set, in hash-seed order; sort it so equal runs give equal bytes."""
+    if not path.is_file():
+        return
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_sft(mp: ModelParams, sft_dir: str | Path, precision: str = "auto"):

@@ -37,7 +37,7 @@ def test_every_method_trains_and_reloads_with_identical_generations(tmp_path, ti
     assert 0 < summary["trainable_params"] <= summary["total_params"]
     if method != "full":
         assert summary["trainable_params"] < summary["total_params"] / 2
-    save(trainer.model, tok, t, mp, template, tmp_path / "sft", summary)
+    save(trainer.model, tok, t, mp, template, tmp_path / "sft")
     files = {p.name for p in (tmp_path / "sft").iterdir()}
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     assert ("adapter_model.safetensors" in files) == (method != "full")
