@@ -159,13 +159,20 @@ def test_changing_lora_r_reruns_only_train_and_evaluate(repo):
 def test_sigkill_during_training_then_repro_resumes(repo):
     set_params(repo, {"train": {"max_steps": 400, "save_steps": 5, "eval_steps": 1000, "logging_steps": 5}})
     ckpt = repo / "models" / "checkpoints"
-    proc = subprocess.Popen("dvc repro train", shell=True, cwd=repo, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    stamp = ckpt / "fingerprint.json"
+    old_stamp = stamp.read_text() if stamp.is_file() else None  # the lora.r=4 run's checkpoints are still here
+
+    def new_checkpoints():
+        fresh = stamp.is_file() and stamp.read_text() != old_stamp  # a new run wiped the other run's checkpoints
+        return list(ckpt.glob("checkpoint-*/trainer_state.json")) if fresh else []
+    # dvc itself (not a shell) leads the process group, so wait() reaps it and its rwlock entry is stale
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "train"], cwd=repo, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not list(ckpt.glob("checkpoint-*/trainer_state.json")):
-            time.sleep(0.5)
-        assert list(ckpt.glob("checkpoint-*/trainer_state.json")), "no checkpoint appeared"
+        while time.time() < deadline and not new_checkpoints():
+            time.sleep(0.2)
+        assert new_checkpoints(), "no checkpoint appeared"
         time.sleep(1.0)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
