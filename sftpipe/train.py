@@ -239,8 +239,11 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
                "global_step": trainer.state.global_step, "resumed_from_step": _step_of(resume),
                "tokens_per_s": round(trainer.state.num_input_tokens_seen / wall, 1) if wall > 0 else None,
                "train_wall_s": round(wall, 1), **{f"data_{k}": v for k, v in stats.as_dict().items()}}
-    if has_val:
-        summary["eval_loss"] = round(trainer.evaluate()["eval_loss"], 4)
+    if has_val:  # token-weighted, like the evaluate stage (the Trainer's eval_loss averages per-batch means)
+        from .evaluation import response_loss
+
+        loss, _ = response_loss(trainer.model.eval(), tokenizer, val_rows, tp.batch_size, tp.max_length)
+        summary["val_loss"] = round(loss, 4)
     return trainer, tokenizer, template, summary
 
 

@@ -38,9 +38,9 @@ def cli(params, data, out, checkpoints, live, metrics):
                     out, checkpoints, live, data_files=files)
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(metrics, summary)
-    log.info("%s on %d rows: %d steps, train loss %.4f, eval loss %s, %.0f tokens/s, %.2f%% params trainable",
+    log.info("%s on %d rows: %d steps, train loss %.4f, validation loss %s, %.0f tokens/s, %.2f%% params trainable",
              summary["method"], summary["data_rows"], summary["global_step"], summary["train_loss"],
-             summary.get("eval_loss"), summary["tokens_per_s"] or 0,
+             summary.get("val_loss"), summary["tokens_per_s"] or 0,
              100 * summary["trainable_params"] / summary["total_params"])
 
 
