@@ -65,12 +65,11 @@ def response_loss(model, tokenizer, records: list[dict], batch_size: int, max_le
                 ids[row, :n] = torch.tensor(encs[i].input_ids)
                 att[row, :n] = 1
                 lab[row, :n] = torch.tensor(encs[i].labels)
-            logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits.float()
-            tgt = lab[:, 1:].to(dev)
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tgt, ignore_index=IGNORE,
-                                                    reduction="sum")
-            total += float(nll)
-            count += int((tgt != IGNORE).sum())
+            # the model's own loss: peft's prompt/prefix tuning prepend virtual tokens and align labels
+            mean = model(input_ids=ids.to(dev), attention_mask=att.to(dev), labels=lab.to(dev)).loss
+            n = int((lab[:, 1:] != IGNORE).sum())
+            total += float(mean) * n
+            count += n
     return total / max(count, 1), count
 
 
