@@ -30,6 +30,8 @@ from .templates import apply_template
 
 log = logging.getLogger("sftpipe")
 ADAPTER_METHODS = ("lora", "dora", "rslora")
+# Code that shapes a run: a checkpoint written by other code is never resumed.
+CODE_FILES = [Path(__file__).with_name(n) for n in ("train.py", "formatting.py", "templates.py", "modeling.py")]
 INFO_FILE = "sft_info.json"
 
 
@@ -132,19 +134,29 @@ def _callbacks():
     class Throughput(TrainerCallback):
         """Adds tokens/s (non-padding tokens) and, on GPU, peak memory to every log line."""
 
+        rate: float | None = None  # tokens/s of this process's steps (a resumed run counts only its own)
+
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.tok0 = time.perf_counter(), state.num_input_tokens_seen
+
+        def _update(self, state):
+            dt = time.perf_counter() - self.t0
+            if dt > 0 and state.num_input_tokens_seen > self.tok0:
+                self.rate = round((state.num_input_tokens_seen - self.tok0) / dt, 1)
 
         def on_log(self, args, state, control, logs=None, **kw):
             import torch
 
             if logs is None or "loss" not in logs:
                 return
-            dt = time.perf_counter() - self.t0
-            if dt > 0:
-                logs["tokens_per_s"] = round((state.num_input_tokens_seen - self.tok0) / dt, 1)
+            self._update(state)
+            if self.rate is not None:
+                logs["tokens_per_s"] = self.rate
             if torch.cuda.is_available():
                 logs["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+
+        def on_train_end(self, args, state, control, **kw):
+            self._update(state)
 
     return Throughput
 
@@ -155,6 +167,10 @@ def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Tra
     trainer, tokenizer, template, summary = fit(train_rows, val_rows, mp, tp, lp, ckpt_dir, live_dir, data_files)
     if trainer.is_world_process_zero():
         save(trainer.model, tokenizer, tp, mp, template, Path(out_dir))
+        # finished: a rerun (forced, or after a change the fingerprint does not see) starts afresh;
+        # checkpoints only ever serve to resume an interrupted run
+        for ckpt in Path(ckpt_dir).glob("checkpoint-*"):
+            shutil.rmtree(ckpt)
     return summary
 
 
@@ -206,7 +222,7 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
     early = tp.early_stopping_patience is not None and has_val
     ckpt_dir = Path(ckpt_dir)
     fp = fingerprint({"model": mp.model_dump(), "train": tp.model_dump(), "lora": lp.model_dump(),
-                      "packing": packing}, data_files)
+                      "packing": packing}, [*data_files, *CODE_FILES])
     resume = last_checkpoint(ckpt_dir, fp)
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=tp.batch_size, per_device_eval_batch_size=tp.batch_size,
@@ -224,7 +240,8 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
         remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=not on_gpu, save_only_model=False)
     live = Live(dir=str(live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
-    callbacks = [_callbacks()(), DVCLiveCallback(live=live)]
+    throughput = _callbacks()()
+    callbacks = [throughput, DVCLiveCallback(live=live)]
     if early:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.early_stopping_patience))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds if has_val else None,
@@ -237,7 +254,7 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
     summary = {"method": tp.method, "packing": packing, "template": template, "trainable_params": trainable,
                "total_params": total, "train_loss": round(result.training_loss, 4),
                "global_step": trainer.state.global_step, "resumed_from_step": _step_of(resume),
-               "tokens_per_s": round(trainer.state.num_input_tokens_seen / wall, 1) if wall > 0 else None,
+               "tokens_per_s": throughput.rate,
                "train_wall_s": round(wall, 1), **{f"data_{k}": v for k, v in stats.as_dict().items()}}
     if has_val:  # token-weighted, like the evaluate stage (the Trainer's eval_loss averages per-batch means)
         from .evaluation import response_loss
