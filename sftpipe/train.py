@@ -167,10 +167,11 @@ def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Tra
     trainer, tokenizer, template, summary = fit(train_rows, val_rows, mp, tp, lp, ckpt_dir, live_dir, data_files)
     if trainer.is_world_process_zero():
         save(trainer.model, tokenizer, tp, mp, template, Path(out_dir))
-        # finished: a rerun (forced, or after a change the fingerprint does not see) starts afresh;
-        # checkpoints only ever serve to resume an interrupted run
-        for ckpt in Path(ckpt_dir).glob("checkpoint-*"):
-            shutil.rmtree(ckpt)
+        # Finished: checkpoints only ever serve to resume an interrupted run. Emptying the directory
+        # means a rerun starts afresh, and every finished run leaves the same (empty) DVC output, so
+        # switching between experiments never makes the train stage look changed.
+        for entry in Path(ckpt_dir).iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     return summary
 
 
