@@ -11,15 +11,17 @@ from stages._common import log, stage
 
 
 def _relaunch_on_multi_gpu() -> None:
-    """With several GPUs visible, rerun this command under `accelerate launch` (DDP)."""
+    """With several GPUs visible, rerun this command under `accelerate launch`: DDP over all of them,
+    or the accelerate config file named by SFTPIPE_ACCELERATE_CONFIG (e.g. configs/accelerate/fsdp.yaml)."""
     import torch
 
     n = torch.cuda.device_count()
     if n > 1 and "LOCAL_RANK" not in os.environ and not os.environ.get("SFTPIPE_SINGLE_PROCESS"):
         launcher = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
-        log.info("%d GPUs visible: relaunching under accelerate launch", n)
-        os.execv(launcher, [launcher, "launch", "--multi_gpu", "--num_processes", str(n),
-                            "-m", "stages.train", *sys.argv[1:]])
+        config = os.environ.get("SFTPIPE_ACCELERATE_CONFIG")
+        how = ["--config_file", config] if config else ["--multi_gpu", "--num_processes", str(n)]
+        log.info("%d GPUs visible: relaunching under accelerate launch %s", n, " ".join(how))
+        os.execv(launcher, [launcher, "launch", *how, "-m", "stages.train", *sys.argv[1:]])
 
 
 @stage("train", help="Fine-tune the model (LoRA, DoRA, rsLoRA, full, prompt or prefix tuning).")
