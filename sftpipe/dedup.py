@@ -276,7 +276,7 @@ def dedup_records(records: list[dict], p: DedupParams) -> FilterResult:
         "largest_cluster": int(cluster_sizes.max()) if len(cluster_sizes) else 0,
         "exact_duplicates": int(exact.sum()),
         "near_duplicates": int(len(near_idx)),
-        "bands": res.bands, "rows": res.rows, "threshold": res.threshold,
+        "bands": res.bands, "band_rows": res.rows, "threshold": res.threshold,
         "candidate_pairs": int(len(res.pairs)),
         "accepted_pairs": int(res.accepted.sum()),
         "verified_pairs": int(res.accepted.sum()) if res.verify else 0,

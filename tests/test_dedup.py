@@ -306,4 +306,4 @@ def test_ledger_arithmetic_evidence_and_meta():
     hist = res.details["cluster_size_hist"]
     assert sum(int(k) * v for k, v in hist.items()) == len(recs)
     assert sum(hist.values()) == len(res.kept)
-    assert m["candidate_pairs"] >= m["verified_pairs"] > 0 and (m["bands"], m["rows"]) == dedup.lsh_params(P)
+    assert m["candidate_pairs"] >= m["verified_pairs"] > 0 and (m["bands"], m["band_rows"]) == dedup.lsh_params(P)
