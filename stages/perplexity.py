@@ -22,7 +22,7 @@ def cli(params, inp, out, metrics, plot):
         result = FilterResult(kept=records, extra_metrics={"skipped": "disabled"})
     else:
         mp = params.model.model_copy(update={"name_or_path": p.model or params.model.name_or_path})
-        model, tokenizer = load_model(mp).eval(), load_tokenizer(mp)
+        model, tokenizer = load_model(mp, precision=p.precision).eval(), load_tokenizer(mp)
         with progress(len(records), "perplexity") as bar:
             scores = score_rows(model, tokenizer, records, p, bar)
         result = perplexity_filter(records, scores, p)

@@ -36,6 +36,17 @@ def test_batched_scores_equal_one_by_one(lm, template):
     assert all(s is not None and s > 1 for s in batched)
 
 
+def test_bf16_precision_loads_bf16_weights_and_scores_close_to_fp32(lm, tiny_model_dir):
+    model, tok = lm
+    p = PerplexityParams(precision="bf16", batch_size=4, max_length=128)
+    model16 = load_model(ModelParams(name_or_path=str(tiny_model_dir)), precision=p.precision).eval()
+    assert str(next(model16.parameters()).dtype) == "torch.bfloat16"
+    fp32, bf16 = score_rows(model, tok, ROWS, p), score_rows(model16, tok, ROWS, p)
+    assert np.allclose(bf16, fp32, rtol=0.05) and not np.allclose(bf16, fp32, rtol=1e-7)
+    with pytest.raises(ValueError):
+        PerplexityParams(precision="fp8")
+
+
 def test_long_prompt_is_cut_from_the_left_keeping_the_response(lm):
     _, tok = lm
     p = PerplexityParams(max_length=32)
