@@ -8,7 +8,7 @@ from stages._common import log, progress, stage
 
 
 @stage("evaluate", help="Score base and SFT models on the test split.")
-@click.option("--test", "test_path", default="data/split/test.jsonl", show_default=True)
+@click.option("--test", "test_path", default=None, help="default: evaluate.test_file")
 @click.option("--sft", "sft_dir", default="models/sft", show_default=True)
 @click.option("--metrics", default="metrics/eval.json", show_default=True)
 @click.option("--details", default="metrics/eval_details.json", show_default=True)
@@ -21,7 +21,7 @@ def cli(params, test_path, sft_dir, metrics, details, deltas, predictions):
     from sftpipe.train import load_sft
 
     ep = params.evaluate
-    rows = read_jsonl(test_path)[: ep.max_rows]
+    rows = read_jsonl(test_path or ep.test_file)[: ep.max_rows]
     sft, tok = load_sft(params.model, sft_dir)
     base = load_model(params.model).eval()
     if base.get_input_embeddings().num_embeddings < len(tok):
