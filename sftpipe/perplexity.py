@@ -200,9 +200,8 @@ def perplexity_filter(records: list[dict], scores: list[float | None], p: Perple
 
 def histogram_rows(result: FilterResult, bins: int = 40) -> list[list]:
     """Plot rows (group, log10 ppl bin centre, kept, dropped): the cut shows where 'dropped' starts."""
-    pts = [(r["meta"]["ppl_group"], r["meta"]["ppl"], "kept") for r in result.kept if r["meta"]["ppl"]]
-    pts += [(d["record"]["meta"]["ppl_group"], d["record"]["meta"]["ppl"], "dropped")
-            for d in result.dropped if d["record"]["meta"]["ppl"]]
+    rows = [(r, "kept") for r in result.kept] + [(d["record"], "dropped") for d in result.dropped]
+    pts = [(r["meta"]["ppl_group"], r["meta"]["ppl"], kind) for r, kind in rows if r["meta"].get("ppl")]
     if not pts:
         return []
     logs = np.log10([p for _, p, _ in pts])

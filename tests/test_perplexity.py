@@ -81,3 +81,11 @@ def test_filter_drops_outliers_per_group_and_keeps_scores():
     assert d["reason"] == "perplexity_high" and d["evidence"]["rule"] == "mad" and d["evidence"]["ppl"] == 1e5
     assert all("ppl" in r["meta"] and r["meta"]["ppl_group"] in ("en", "zh") for r in res.kept)
     assert set(res.details["bounds"]) == {"en", "zh"}
+
+
+def test_histogram_of_an_unscored_pass_through_is_empty():
+    # perplexity.enabled: false passes rows through unscored: no plot rows, no KeyError
+    from sftpipe.ledger import FilterResult
+    from sftpipe.perplexity import histogram_rows
+
+    assert histogram_rows(FilterResult(kept=[rec(0, "q", "a")])) == []
