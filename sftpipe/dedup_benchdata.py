@@ -87,15 +87,20 @@ def _vocab() -> _Vocab:
     return _VOCAB
 
 
+def _token_rows(rng: np.random.Generator, n: int, tokens: list[str], probs, lo: int, hi: int) -> list[list[str]]:
+    """n rows of lo..hi tokens each, drawn from ``tokens`` with ``probs``."""
+    lens = rng.integers(lo, hi + 1, n)
+    idx = rng.choice(len(tokens), size=int(lens.sum()), p=probs).tolist()
+    ends = np.cumsum(lens).tolist()
+    return [[tokens[k] for k in idx[end - length:end]] for end, length in zip(ends, lens.tolist())]
+
+
 def english_texts(rng: np.random.Generator, n: int) -> list[str]:
     v = _vocab()
-    lens = rng.integers(60, 81, n)
-    idx = rng.choice(len(v.en), size=int(lens.sum()), p=v.en_p).tolist()
+    rows = _token_rows(rng, n, v.en, v.en_p, 60, 80)
     extras = rng.random((n, 4))
-    out, pos = [], 0
-    for i in range(n):
-        words = [v.en[k] for k in idx[pos:pos + lens[i]]]
-        pos += lens[i]
+    out = []
+    for i, words in enumerate(rows):
         sents, j = [], 0
         while j < len(words):
             k = min(len(words), j + int(rng.integers(6, 17)))
@@ -116,13 +121,10 @@ def english_texts(rng: np.random.Generator, n: int) -> list[str]:
 
 def chinese_texts(rng: np.random.Generator, n: int) -> list[str]:
     v = _vocab()
-    lens = rng.integers(100, 151, n)
-    idx = rng.choice(len(v.zh), size=int(lens.sum()), p=v.zh_p).tolist()
+    rows = _token_rows(rng, n, v.zh, v.zh_p, 100, 150)
     extras = rng.random((n, 3))
-    out, pos = [], 0
-    for i in range(n):
-        chars = [v.zh[k] for k in idx[pos:pos + lens[i]]]
-        pos += lens[i]
+    out = []
+    for i, chars in enumerate(rows):
         parts, j = [], 0
         while j < len(chars):
             k = min(len(chars), j + int(rng.integers(8, 26)))

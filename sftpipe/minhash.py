@@ -33,7 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .schema import _CJK, _LETTER
+from .schema import _CJK, _LETTER, CJK_RATIO, cjk_ratio
 
 _N_CP = 0x110000
 _MASK64 = (1 << 64) - 1
@@ -44,7 +44,7 @@ _LEN_MIX = 0xD6E8FEB86659FD93        # adds the length, so "\0a" and "a" differ
 _F64 = (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)   # MurmurHash3 fmix64
 _F32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)                   # MurmurHash3 fmix32
 MAX_HASH = np.uint32(0xFFFFFFFF)     # an empty MinHash holds this everywhere
-CJK_CHAR_MODE = 0.3                  # auto shingling: char n-grams when cjk_ratio >= this
+CJK_CHAR_MODE = CJK_RATIO            # auto shingling: char n-grams when cjk_ratio >= this
 
 
 # ---------------------------------------------------------------------------
@@ -88,8 +88,7 @@ def use_char_shingles(normalized: str, shingle: str = "auto") -> bool:
     """Whether a normalized text is shingled by characters (CJK) rather than words."""
     if shingle != "auto":
         return shingle == "char"
-    letters = len(_LETTER.findall(normalized))
-    return bool(letters) and len(_CJK.findall(normalized)) / letters >= CJK_CHAR_MODE
+    return cjk_ratio(normalized) >= CJK_CHAR_MODE
 
 
 def shingles(normalized: str, char_mode: bool, n: int) -> list[str]:

@@ -55,9 +55,12 @@ def cjk_ratio(text: str) -> float:
     return len(_CJK.findall(text)) / letters if letters else 0.0
 
 
+CJK_RATIO = 0.3   # a text whose letters are at least this share CJK is Chinese (lang, char n-grams)
+
+
 def detect_lang(text: str) -> str:
     """'zh' when CJK characters make up at least 30% of the letters, else 'en'."""
-    return "zh" if cjk_ratio(text) >= 0.3 else "en"
+    return "zh" if cjk_ratio(text) >= CJK_RATIO else "en"
 
 
 def make_record(rid: str, messages: list[dict], source: str, label: Any = None,

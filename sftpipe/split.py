@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from .config import DedupParams, SplitParams
 from .dedup import near_duplicate_groups, normalize
 from .ledger import FilterResult, drop
-from .schema import cjk_ratio, full_text
+from .schema import detect_lang, full_text
 
 SPLITS = ("train", "validation", "test")
 
@@ -56,7 +56,7 @@ def assign_splits(records: list[dict], p: SplitParams, dp: DedupParams) -> tuple
 def ngrams(text: str, p: SplitParams, dp: DedupParams) -> set[str]:
     """Word n-grams, or character n-grams for Chinese (no spaces); short texts give themselves."""
     norm = normalize(text, dp.normalize)
-    if cjk_ratio(text) >= 0.3:
+    if detect_lang(text) == "zh":
         units, n, sep = [c for c in norm if not c.isspace()], p.decontam_char_ngram, ""
     else:
         units, n, sep = norm.split(), p.decontam_ngram, " "
