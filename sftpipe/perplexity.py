@@ -59,12 +59,13 @@ def _scored_logits(model, ids, att, keep):
 
     The LM head (vocab x hidden, a large share of a small model's FLOPs) and the softmax run only on
     scored positions: prompt and padding positions need no logits. Models whose forward post-processes
-    the logits (soft-capping, scaling) go through their own forward instead.
+    the logits (soft-capping, scaling) go through their own forward instead. No KV cache: scoring reads
+    each row once, and the config's ``use_cache=True`` would copy every layer's keys and values for nothing.
     """
     cfg = model.config.get_text_config()
     if any(getattr(cfg, a, None) is not None for a in _LOGIT_POSTPROCESSING):
-        return model(input_ids=ids, attention_mask=att).logits[:, :-1][keep].float()
-    hidden = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1]
+        return model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1][keep].float()
+    hidden = model.base_model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
     return model.get_output_embeddings()(hidden[keep]).float()
 
 

@@ -36,6 +36,21 @@ def test_batched_scores_equal_one_by_one(lm, template):
     assert all(s is not None and s > 1 for s in batched)
 
 
+@pytest.mark.parametrize("softcap", [False, True])
+def test_scoring_builds_no_kv_cache(lm, softcap, monkeypatch):
+    """Scoring reads each row once: a KV cache would only copy every layer's keys and values."""
+    model, tok = lm
+    if softcap:  # models that post-process logits go through their own forward
+        monkeypatch.setattr(model.config, "final_logit_softcapping", 30.0, raising=False)
+    caches = []
+    hook = model.base_model.register_forward_hook(lambda m, a, out: caches.append(out.past_key_values))
+    try:
+        assert all(s is not None for s in score_rows(model, tok, ROWS, PerplexityParams(batch_size=2)))
+    finally:
+        hook.remove()
+    assert caches and all(c is None for c in caches)
+
+
 def test_bf16_precision_loads_bf16_weights_and_scores_close_to_fp32(lm, tiny_model_dir):
     model, tok = lm
     p = PerplexityParams(precision="bf16", batch_size=4, max_length=128)
