@@ -151,6 +151,50 @@ THREADS_HELP = ("torch intra-op threads (default 1). With 2 threads on this 2-co
                 "on an idle one")
 
 
+class OtherLoad:
+    """How busy the machine was with work other than this process, over a ``with`` block.
+
+    From ``/proc/stat`` (all CPUs' busy and steal time) minus this process's own CPU time, in cores:
+    0.0 on an idle machine, 1.0 when another process kept one core busy throughout. Steal is time the
+    hypervisor gave the CPUs to other guests. Multi-threaded timings are only comparable when both are
+    near 0, since a thread that loses its core stalls the others at every OpenMP barrier.
+    ``None`` where ``/proc/stat`` does not exist.
+    """
+
+    @staticmethod
+    def _sample():
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except OSError:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = sum(fields[i] for i in (0, 1, 2, 5, 6)) / hz  # user nice system irq softirq
+        t = os.times()
+        return time.perf_counter(), busy, fields[7] / hz if len(fields) > 7 else 0.0, t.user + t.system
+
+    def __enter__(self):
+        self.start, self.other, self.steal = self._sample(), None, None
+        return self
+
+    def __exit__(self, *exc):
+        end = self._sample()
+        if self.start and end:
+            wall = end[0] - self.start[0]
+            self.other = max(0.0, (end[1] - self.start[1]) - (end[3] - self.start[3])) / wall
+            self.steal = (end[2] - self.start[2]) / wall
+
+    @property
+    def busy(self) -> bool:
+        return self.other is not None and (self.other >= 0.2 or self.steal >= 0.2)
+
+    def summary(self) -> str:
+        if self.other is None:
+            return "other load: unknown (no /proc/stat)"
+        warn = ("  WARNING: the machine was busy; multi-threaded ratios are unreliable, rerun on an idle one"
+                if self.busy else "")
+        return f"other load during the run: {self.other:.2f} cores by other processes, {self.steal:.2f} stolen{warn}"
+
+
 # --------------------------------------------------------------------------- timing
 
 def interleave(runs: dict[str, Callable[[], dict]], repeats: int, warmup: bool | dict[str, Callable] = True,
