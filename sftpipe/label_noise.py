@@ -54,13 +54,24 @@ def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
     return np.concatenate(out)
 
 
-def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int) -> np.ndarray:
+def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: float, num_proc: int = 1) -> np.ndarray:
+    """Out-of-fold class probabilities that depend on the data, not on the machine.
+
+    Which rows cleanlab flags turns on small probability differences, so the fit is made precise:
+    float64, and a tight ``tol`` (at sklearn's default 1e-4, L-BFGS stops wherever rounding led it and
+    2 to 4 of ~220 flagged rows changed between AVX2 and AVX-512 BLAS kernels; bench/cross_cpu.py).
+    BLAS runs one thread per fit, since its thread count changes summation order; the folds run in
+    ``num_proc`` processes instead, with identical results for any ``num_proc`` or core count.
+    """
+    from joblib import parallel_config
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from threadpoolctl import threadpool_limits
 
-    clf = LogisticRegression(C=C, max_iter=2000)
+    clf = LogisticRegression(C=C, tol=tol, max_iter=10_000)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(clf, X, y, cv=cv, method="predict_proba")
+    with threadpool_limits(1), parallel_config(backend="loky", inner_max_num_threads=1):
+        return cross_val_predict(clf, X.astype(np.float64), y, cv=cv, method="predict_proba", n_jobs=num_proc)
 
 
 def find_issues(labels: np.ndarray, probs: np.ndarray, p: LabelNoiseParams) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +104,7 @@ def label_noise_records(records: list[dict], p: LabelNoiseParams) -> FilterResul
         if not p.embedding_model:
             raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
         X = embedding_features(texts, p.embedding_model)
-    probs = out_of_fold_probs(X, y, folds, p.C, p.seed)
+    probs = out_of_fold_probs(X, y, folds, p.C, p.seed, p.tol, p.num_proc)
     issues, quality = find_issues(y, probs, p)
     predicted = probs.argmax(1)
     kept, dropped = [], []

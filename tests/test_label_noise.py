@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from sftpipe.collect import collect
 from sftpipe.config import CollectParams, LabelNoiseParams, SampleParams, Source
-from sftpipe.label_noise import label_noise_records
+from sftpipe.label_noise import label_noise_records, out_of_fold_probs, tfidf_features
 from sftpipe.sample import SOURCES, generate
+from sftpipe.schema import text_of
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,21 @@ def test_detects_flipped_labels_with_f1_above_0_7(flipped):
     assert len(res.kept) + len(res.dropped) == len(records)
     ev = res.dropped[0]["evidence"]
     assert ev["given_label"] != ev["predicted_label"] and 0 <= ev["label_quality"] <= 1
+
+
+def test_probabilities_do_not_depend_on_processes_or_blas_threads(flipped):
+    """BLAS threading changes summation order, so the fit pins it: num_proc and core count change no bit."""
+    from threadpoolctl import threadpool_limits
+
+    records, _ = flipped
+    X = tfidf_features([text_of(r, "all") for r in records])
+    classes = sorted({r["label"] for r in records})
+    y = np.array([classes.index(r["label"]) for r in records])
+    p = LabelNoiseParams()
+    with threadpool_limits(2):
+        sequential = out_of_fold_probs(X, y, p.folds, p.C, p.seed, p.tol, num_proc=1)
+    parallel = out_of_fold_probs(X, y, p.folds, p.C, p.seed, p.tol, num_proc=2)
+    assert np.array_equal(sequential, parallel)
 
 
 def test_flag_and_relabel_keep_every_row(flipped):
