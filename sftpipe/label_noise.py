@@ -57,11 +57,12 @@ def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
 def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: float, num_proc: int = 1) -> np.ndarray:
     """Out-of-fold class probabilities that depend on the data, not on the machine.
 
-    Which rows cleanlab flags turns on small probability differences, so the fit is made precise:
-    float64, and a tight ``tol`` (at sklearn's default 1e-4, L-BFGS stops wherever rounding led it and
-    2 to 4 of ~220 flagged rows changed between AVX2 and AVX-512 BLAS kernels; bench/cross_cpu.py).
-    BLAS runs one thread per fit, since its thread count changes summation order; the folds run in
-    ``num_proc`` processes instead, with identical results for any ``num_proc`` or core count.
+    Which rows cleanlab flags turns on small probability differences, and L-BFGS amplifies rounding
+    differences whenever they change a line-search step. So the fit runs in float64 (in float32, 2 to 4
+    of ~220 flagged rows changed between AVX2 and AVX-512 BLAS kernels) and BLAS on one thread (its
+    thread count changes summation order); the folds run in ``num_proc`` processes instead, with
+    identical results for any ``num_proc`` or core count. A tighter ``tol`` gets closer to the optimum
+    but lets the two kernel families part ways in the last iterations (bench/cross_cpu.py).
     """
     from joblib import parallel_config
     from sklearn.linear_model import LogisticRegression
