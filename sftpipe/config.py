@@ -129,7 +129,6 @@ class LabelNoiseParams(Section):
     action: Literal["drop", "flag", "relabel"] = "drop"
     C: float = Field(10.0, gt=0.0)
     tol: float = Field(1e-4, gt=0.0)         # the logistic regression's stopping tolerance
-    num_proc: int = Field(1, ge=1)            # processes for the cross-validation folds
     min_class_size: int = Field(10, ge=2)
     seed: int = 0
 

@@ -54,25 +54,24 @@ def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
     return np.concatenate(out)
 
 
-def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: float, num_proc: int = 1) -> np.ndarray:
+def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: float) -> np.ndarray:
     """Out-of-fold class probabilities that depend on the data, not on the machine.
 
     Which rows cleanlab flags turns on small probability differences, and L-BFGS amplifies rounding
     differences whenever they change a line-search step. So the fit runs in float64 (in float32, 2 to 4
-    of ~220 flagged rows changed between AVX2 and AVX-512 BLAS kernels) and BLAS on one thread (its
-    thread count changes summation order); the folds run in ``num_proc`` processes instead, with
-    identical results for any ``num_proc`` or core count. A tighter ``tol`` gets closer to the optimum
-    but lets the two kernel families part ways in the last iterations (bench/cross_cpu.py).
+    of ~220 flagged rows changed between AVX2 and AVX-512 BLAS kernels) and BLAS on one thread: its
+    thread count changes summation order, and on these small matrices one thread was 2x faster too.
+    A tighter ``tol`` gets closer to the optimum but lets the two kernel families part ways in the last
+    iterations (bench/cross_cpu.py).
     """
-    from joblib import parallel_config
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
 
     clf = LogisticRegression(C=C, tol=tol, max_iter=10_000)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    with threadpool_limits(1), parallel_config(backend="loky", inner_max_num_threads=1):
-        return cross_val_predict(clf, X.astype(np.float64), y, cv=cv, method="predict_proba", n_jobs=num_proc)
+    with threadpool_limits(1):
+        return cross_val_predict(clf, X.astype(np.float64), y, cv=cv, method="predict_proba")
 
 
 def find_issues(labels: np.ndarray, probs: np.ndarray, p: LabelNoiseParams) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +104,7 @@ def label_noise_records(records: list[dict], p: LabelNoiseParams) -> FilterResul
         if not p.embedding_model:
             raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
         X = embedding_features(texts, p.embedding_model)
-    probs = out_of_fold_probs(X, y, folds, p.C, p.seed, p.tol, p.num_proc)
+    probs = out_of_fold_probs(X, y, folds, p.C, p.seed, p.tol)
     issues, quality = find_issues(y, probs, p)
     predicted = probs.argmax(1)
     kept, dropped = [], []
