@@ -67,6 +67,18 @@ def command_line() -> str:
 
 # --------------------------------------------------------------------------- assets
 
+def sample_records(params, raw: str | Path) -> list[dict]:
+    """The sample generated with ``params`` (a SampleParams) into ``raw``, read back through ``collect``
+    as the pipeline reads it."""
+    from sftpipe.collect import collect
+    from sftpipe.config import CollectParams, Source
+    from sftpipe.sample import SOURCES, generate
+
+    raw = Path(raw)
+    generate(params, raw)
+    return collect(CollectParams(sources=[Source(path=str(raw / f), name=n) for n, f in SOURCES.items()])).records
+
+
 def build_assets(work: str | Path, rows_per_lang: int = 600, corpus_rows: int = 12000, vocab_size: int = 3000,
                  seed: int = 0, log=print) -> tuple[list[dict], Path]:
     """Sample rows (generated, then collected like the pipeline does) and the default tiny LLaMA.
@@ -79,17 +91,13 @@ def build_assets(work: str | Path, rows_per_lang: int = 600, corpus_rows: int = 
     import torch
 
     from sftpipe.basemodel import build_model, train_tokenizer
-    from sftpipe.collect import collect
-    from sftpipe.config import BaseParams, CollectParams, SampleParams, Source
+    from sftpipe.config import BaseParams, SampleParams
     from sftpipe.io import write_jsonl
-    from sftpipe.sample import SOURCES, generate, pretrain_corpus
+    from sftpipe.sample import pretrain_corpus
 
     work = Path(work)
     t0 = time.perf_counter()
-    raw = work / "raw"
-    generate(SampleParams(rows_per_lang=rows_per_lang), raw)
-    res = collect(CollectParams(sources=[Source(path=str(raw / f), name=n) for n, f in SOURCES.items()]))
-    records = res.records
+    records = sample_records(SampleParams(rows_per_lang=rows_per_lang), work / "raw")
     base = BaseParams(vocab_size=vocab_size, seed=seed)
     tok = train_tokenizer(pretrain_corpus(list(base.languages), corpus_rows, seed), base.vocab_size)
     torch.manual_seed(seed)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import child_peak_rss, command_line, machine, setup_env, table  # noqa: E402
+from bench._common import child_peak_rss, command_line, machine, sample_records, setup_env, table  # noqa: E402
 
 # The kernels an AVX2-only x86-64 CPU gets, forced on a newer one.
 AVX2 = {"OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
@@ -67,19 +67,15 @@ def child(args) -> dict:
 
 
 def sample_rows(seed: int, rows_per_lang: int, work: Path) -> Path:
-    from sftpipe.collect import collect
-    from sftpipe.config import CollectParams, SampleParams, Source
+    from sftpipe.config import SampleParams
     from sftpipe.io import write_jsonl
-    from sftpipe.sample import SOURCES, generate
 
-    raw = work / f"raw{seed}"
-    generate(SampleParams(seed=seed, rows_per_lang=rows_per_lang), raw)
-    res = collect(CollectParams(sources=[Source(path=str(raw / f), name=n) for n, f in SOURCES.items()]))
-    write_jsonl(work / f"rows{seed}.jsonl", res.records)
-    return work / f"rows{seed}.jsonl"
+    path = work / f"rows{seed}.jsonl"
+    write_jsonl(path, sample_records(SampleParams(seed=seed, rows_per_lang=rows_per_lang), work / f"raw{seed}"))
+    return path
 
 
-def compare(stage: str, argv: list[str]) -> list:
+def compare(argv: list[str]) -> list:
     """Run ``argv`` natively and with AVX2 kernels; (dropped, ids decided differently, stored values differing)."""
     clear = {k: "" for k in AVX2}  # the native run must not inherit a forced setting
     native, avx2 = child_peak_rss(argv, env=clear), child_peak_rss(argv, env=AVX2)
@@ -109,11 +105,11 @@ def main(argv=None):
             path = sample_rows(seed, args.rows_per_lang, Path(work))
             for tol in tols:
                 argv_ = [me, "--child", "label_noise", "--rows", str(path), "--tol", str(tol)]
-                rows.append([f"label_noise tol={tol:g}", seed, *compare("label_noise", argv_)])
+                rows.append([f"label_noise tol={tol:g}", seed, *compare(argv_)])
                 print(f"  {rows[-1]}", flush=True)
             if args.perplexity:
                 argv_ = [me, "--child", "perplexity", "--rows", str(path), "--perplexity", args.perplexity]
-                rows.append(["perplexity", seed, *compare("perplexity", argv_)])
+                rows.append(["perplexity", seed, *compare(argv_)])
                 print(f"  {rows[-1]}", flush=True)
     print()
     print(table(["stage", "sample seed", "dropped native", "dropped AVX2", "ids decided differently",

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sftpipe.collect import collect
-from sftpipe.config import CollectParams, LabelNoiseParams, SampleParams, Source
-from sftpipe.label_noise import label_noise_records
-from sftpipe.sample import SOURCES, generate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import sample_records  # noqa: E402
+from sftpipe.config import LabelNoiseParams, SampleParams  # noqa: E402
+from sftpipe.label_noise import label_noise_records  # noqa: E402
 
 
 def prf(found: set, true: set) -> tuple[float, float, float]:
@@ -36,10 +38,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        generate(SampleParams(rows_per_lang=args.rows_per_lang, label_flip_rate=args.flip, seed=args.seed,
-                              exact_dup_rate=0, near_dup_rate=0, garbage_rate=0), d)
-        rows = collect(CollectParams(sources=[Source(path=str(Path(d) / f), name=n)
-                                              for n, f in SOURCES.items()])).records
+        rows = sample_records(SampleParams(rows_per_lang=args.rows_per_lang, label_flip_rate=args.flip,
+                                           seed=args.seed, exact_dup_rate=0, near_dup_rate=0, garbage_rate=0), d)
         truth = {json.loads(x)["id"]: json.loads(x) for x in (Path(d) / "truth.jsonl").read_text().splitlines()}
     flips = {i for i, t in truth.items() if t["defect"] == "label_flip"}
     print(f"{len(rows)} rows, {len(flips)} flipped labels ({args.flip:.0%}, seed {args.seed})\n")
