@@ -161,6 +161,42 @@ def _callbacks():
     return Throughput
 
 
+def _trainer_class():
+    """``Trainer`` whose length-grouped sampler draws each epoch's order from ``data_seed + epoch``.
+
+    transformers' ``LengthGroupedSampler`` shuffles with the global torch RNG when the iterator is created.
+    A run resumed mid-epoch creates it before the checkpoint's RNG state is restored, so it trained that
+    epoch's remaining batches in another order than the uninterrupted run (the adapter differed after
+    resume). Seeding by epoch makes the order a function of (data_seed, epoch) alone, like accelerate's
+    seedable random sampler does for padding-free runs, and the same on every process.
+    """
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self, *args, seed: int, **kw):
+            super().__init__(*args, **kw)
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=gen))
+
+    class SFTTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
+                                                       seed=self.args.data_seed)
+            return sampler
+
+    return SFTTrainer
+
+
 def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: TrainParams, lp: LoraParams,
           out_dir: str | Path, ckpt_dir: str | Path, live_dir: str | Path, data_files: list[str] = ()) -> dict:
     """Fine-tune, then save the adapter (or weights) to ``out_dir``; returns the run summary."""
@@ -181,7 +217,7 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
     import torch
     from dvclive import Live
     from peft import get_peft_model
-    from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, EarlyStoppingCallback, Trainer,
+    from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, EarlyStoppingCallback,
                               TrainingArguments, set_seed)
     from transformers.integrations import DVCLiveCallback
 
@@ -245,7 +281,7 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
     callbacks = [throughput, DVCLiveCallback(live=live)]
     if early:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.early_stopping_patience))
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds if has_val else None,
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds if has_val else None,
                       data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
     if resume:
         log.info("train: resuming from %s", resume)
