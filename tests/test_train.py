@@ -23,33 +23,106 @@ def tp(**kw):
     return TrainParams(**{**base, **kw})
 
 
+def logits(model, tok, rows):
+    """Next-token logits over each row's whole conversation, right-padded batch."""
+    import torch
+
+    from sftpipe.formatting import encode
+
+    encs = [encode(tok, r["messages"]).input_ids for r in rows]
+    width = max(map(len, encs))
+    ids = torch.full((len(encs), width), tok.pad_token_id)
+    att = torch.zeros((len(encs), width), dtype=torch.long)
+    for i, e in enumerate(encs):
+        ids[i, :len(e)], att[i, :len(e)] = torch.tensor(e), 1
+    with torch.inference_mode():
+        # prompt tuning prepends its virtual tokens' positions to the logits: keep the real ones
+        return model(input_ids=ids, attention_mask=att).logits[:, -width:] * att[..., None]
+
+
 @pytest.mark.parametrize("method,packing", [("lora", "padding_free"), ("lora", "padded"), ("dora", "auto"),
                                             ("rslora", "auto"), ("full", "auto"), ("prompt_tuning", "auto"),
                                             ("prefix_tuning", "auto")])
-def test_every_method_trains_and_reloads_with_identical_generations(tmp_path, tiny_model_dir, method, packing):
-    mp = ModelParams(name_or_path=str(tiny_model_dir))
-    t = tp(method=method, packing=packing, merge=method == "lora")
+def test_every_method_trains_and_reloads_with_identical_generations(tmp_path, lookup_model_dir, method, packing):
+    """Fine-tuning the lookup model (whose generations are real text): the loss falls, and the saved
+    model reloads with the in-memory model's logits and generations, which differ from the base's."""
+    import torch
+
+    from sftpipe.evaluation import response_loss
+    from sftpipe.modeling import load_model, load_tokenizer
+
+    mp = ModelParams(name_or_path=str(lookup_model_dir))
+    base, tok0 = load_model(mp).eval(), load_tokenizer(mp)
+    before, _ = response_loss(base, tok0, ROWS, batch_size=8, max_length=64)
+    lr = 5e-2 if method.endswith("tuning") else 5e-3  # virtual tokens start random and need larger steps
+    t = tp(method=method, packing=packing, merge=method == "lora", max_steps=6, lr=lr)
     trainer, tok, template, summary = fit(ROWS, ROWS[:4], mp, t, LoraParams(r=4), tmp_path / "ckpt", tmp_path / "live")
-    assert summary["global_step"] == 4 and summary["method"] == method and template == "tokenizer"
+    assert summary["global_step"] == 6 and summary["method"] == method and template == "tokenizer"
     # auto: padded under SDPA (the tiny model's default attention), padding-free only with flash-attention
     assert summary["packing"] == ("padded" if method.endswith("tuning") else
                                   "padding_free" if packing == "padding_free" else "padded")
     assert 0 < summary["trainable_params"] <= summary["total_params"]
     if method != "full":
         assert summary["trainable_params"] < summary["total_params"] / 2
-    save(trainer.model, tok, t, mp, template, tmp_path / "sft")
+    trained = trainer.model.eval()
+    after, _ = response_loss(trained, tok, ROWS, batch_size=8, max_length=64)
+    assert after < before, f"{method}: loss {before:.3f} -> {after:.3f} did not fall"
+    save(trained, tok, t, mp, template, tmp_path / "sft")
     files = {p.name for p in (tmp_path / "sft").iterdir()}
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     assert ("adapter_model.safetensors" in files) == (method != "full")
     probe = ROWS[:3] + ROWS[-1:]
-    in_memory = generate(trainer.model.eval(), tok, probe, max_new_tokens=8, batch_size=2)
+    in_memory = generate(trained, tok, probe, max_new_tokens=8, batch_size=2)
+    assert all(in_memory), "the lookup model generates text for every prompt"
     model, tok2 = load_sft(mp, tmp_path / "sft")
+    reloaded = logits(model, tok2, probe)
+    # equal up to fp32 summation order (~1e-5 on logits of magnitude ~10); the base is >100x further away
+    assert (reloaded - logits(trained, tok, probe)).abs().max() < 1e-4
+    assert (reloaded - logits(base, tok0, probe)).abs().max() > 1e-2, "the reloaded model is the base model"
     assert generate(model, tok2, probe, max_new_tokens=8, batch_size=2) == in_memory
     if method == "lora":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         merged = AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "merged", use_safetensors=True).eval()
+        assert torch.allclose(logits(merged, tok, probe), reloaded, atol=1e-4)
         assert generate(merged, AutoTokenizer.from_pretrained(tmp_path / "sft" / "merged"), probe, 8, 2) == in_memory
+
+
+@pytest.mark.parametrize("loss_on", ["response", "all", "last_turn"])
+def test_trainer_receives_labels_that_follow_loss_on(tmp_path, tiny_model_dir, loss_on, monkeypatch):
+    """What the Trainer computes its loss on, batch by batch, is each row's encoding under train.loss_on."""
+    from transformers import Trainer
+
+    from sftpipe.formatting import IGNORE, encode
+    from sftpipe.modeling import load_tokenizer
+
+    seen = []
+    original = Trainer.compute_loss
+
+    def spy(self, model, inputs, *a, **kw):
+        seen.append((inputs["input_ids"].clone(), inputs["labels"].clone(), inputs["attention_mask"].clone()))
+        return original(self, model, inputs, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "compute_loss", spy)
+    mp = ModelParams(name_or_path=str(tiny_model_dir))
+    tok = load_tokenizer(mp)
+    fit(ROWS, [], mp, tp(loss_on=loss_on, packing="padded", max_steps=8), LoraParams(r=4), tmp_path / "c",
+        tmp_path / "l")
+    expected = {tuple(e.input_ids): e.labels for e in (encode(tok, r["messages"], loss_on, 64) for r in ROWS)}
+    rows_seen = 0
+    for ids, labels, att in seen:
+        for i in range(ids.shape[0]):
+            n = int(att[i].sum())
+            assert labels[i, n:].eq(IGNORE).all()
+            assert labels[i, :n].tolist() == expected[tuple(ids[i, :n].tolist())]
+            rows_seen += 1
+    assert rows_seen == 8 * 4
+    # the multi-turn rows tell the policies apart: what is trained differs
+    multi = encode(tok, ROWS[-1]["messages"], loss_on)
+    trained = sum(x != IGNORE for x in multi.labels)
+    assert {"response": 0 < trained < len(multi.labels), "all": trained == len(multi.labels),
+            "last_turn": trained < sum(x != IGNORE for x in encode(tok, ROWS[-1]["messages"], "response").labels)
+            }[loss_on]
 
 
 def test_resumes_from_last_checkpoint_with_same_fingerprint(tmp_path, tiny_model_dir):
@@ -77,3 +150,28 @@ def test_truncation_policy_counts(tiny_model_dir):
     ds2, stats2 = tokenize_rows(ROWS, tok, tp(max_length=40, truncation="truncate"))
     assert stats2.truncated == 8 and stats2.dropped_too_long == 0 and len(ds2) == len(ROWS)
     assert all(len(x) <= 40 for x in ds2["input_ids"]) and ds2["length"] == [len(x) for x in ds2["input_ids"]]
+
+
+@pytest.mark.parametrize("packing,save_steps,grad_accum", [("padded", 4, 1), ("padding_free", 4, 1),
+                                                           ("padded", 6, 1), ("padded", 2, 2)])
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, tiny_model_dir, packing, save_steps,
+                                                                   grad_accum):
+    """Three epochs with dropout; resume mid-epoch (epoch 2), at an epoch boundary, and under gradient
+    accumulation: every trained weight equals the uninterrupted run's, bit for bit."""
+    import shutil
+
+    import torch
+
+    mp = ModelParams(name_or_path=str(tiny_model_dir))
+    rows = [r for r in ROWS if r["id"].startswith("s:")]  # 24 rows: 6 steps per epoch at batch 4
+    t = tp(epochs=3, max_steps=-1, save_steps=save_steps, eval_steps=100, packing=packing, grad_accum=grad_accum)
+    lora = LoraParams(r=4, dropout=0.1)
+    first, _, _, done = fit(rows, [], mp, t, lora, tmp_path / "ckpt", tmp_path / "live")
+    uninterrupted = {k: v.clone() for k, v in first.model.state_dict().items()}
+    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("checkpoint-*"))
+    assert steps[-1] == done["global_step"] and len(steps) == 2
+    shutil.rmtree(tmp_path / "ckpt" / f"checkpoint-{steps[-1]}")  # killed after the previous save
+    second, _, _, again = fit(rows, [], mp, t, lora, tmp_path / "ckpt", tmp_path / "live")
+    assert again["resumed_from_step"] == steps[0] > 0 and again["global_step"] == done["global_step"]
+    resumed = second.model.state_dict()
+    assert [k for k in uninterrupted if not torch.equal(uninterrupted[k], resumed[k])] == []
