@@ -31,3 +31,16 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     model.save_pretrained(d, safe_serialization=True)
     tiny_tokenizer.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def lookup_model_dir(tmp_path_factory, tiny_tokenizer):
+    """The tiny LLaMA trained on tests/lookup_model.LOOKUP (a few seconds), saved like a hub model.
+    Greedy decoding reproduces every lookup reply, so generations are real, prompt-dependent text."""
+    from lookup_model import train_lookup_model
+
+    d = tmp_path_factory.mktemp("lookup_base")
+    model, _ = train_lookup_model(tiny_tokenizer)
+    model.save_pretrained(d, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(d)
+    return d
