@@ -15,6 +15,7 @@ from datasketch import MinHash, MinHashLSH
 from sftpipe import dedup, dedup_benchdata as bd, ledger
 from sftpipe import minhash as M
 from sftpipe.config import DedupParams, NormalizeParams
+from sftpipe.schema import full_text
 
 P = DedupParams()
 NORM = NormalizeParams()
@@ -214,6 +215,13 @@ def test_verify_rejects_weak_candidates_the_estimate_would_accept():
     on = dedup.find_duplicates(data.texts, DedupParams(verify=True, **loose))
     off = dedup.find_duplicates(data.texts, DedupParams(verify=False, **loose))
     assert np.array_equal(on.pairs, off.pairs)                     # same candidates either way
+    # with verify, the similarity is the exact Jaccard of the shingle sets (reference code, Python sets)
+    sets = bd.shingle_sets(data.texts, P)
+    truth = np.array([len(sets[i] & sets[j]) / len(sets[i] | sets[j]) for i, j in on.pairs.tolist()])
+    assert on.similarity == pytest.approx(truth)
+    assert np.array_equal(on.accepted, truth >= 0.8)
+    # the check did real work: it rejected some LSH candidates and accepted others
+    assert (~on.accepted).sum() >= 50 and on.accepted.sum() >= 10, (on.accepted.sum(), len(on.accepted))
     exact = on.similarity
     assert (exact[on.accepted] >= 0.8).all()
     assert ((exact < 0.8) & off.accepted).any() or ((exact >= 0.8) & ~off.accepted).any()
@@ -264,6 +272,18 @@ def test_keep_policy(keep, kept):
     res = dedup.dedup_records(cluster_records(), DedupParams(keep=keep, field="prompt"))
     assert sorted(r["id"] for r in res.kept) == sorted([kept, "s:3"])
     assert {d["evidence"]["kept_id"] for d in res.dropped} == {kept}
+
+
+@pytest.mark.parametrize("keep,kept", [("longest_response", "k:2"), ("shortest_response", "k:1")])
+def test_keep_policy_measures_the_response_not_the_whole_row(keep, kept):
+    """The row with the longest response is the one with the shorter prompt + response."""
+    recs = [rec("k:1", EN + " Please answer in two full sentences.", "Nine to six."),
+            rec("k:2", EN, "From nine to six, except Sundays.")]
+    assert len(recs[0]["messages"][1]["content"]) < len(recs[1]["messages"][1]["content"])
+    assert len(full_text(recs[0])) > len(full_text(recs[1]))
+    res = dedup.dedup_records(recs, DedupParams(keep=keep, field="prompt"))
+    assert [r["id"] for r in res.kept] == [kept]
+    assert [d["evidence"]["kept_id"] for d in res.dropped] == [kept]
 
 
 def test_ties_broken_by_natural_id_order():

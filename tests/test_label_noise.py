@@ -13,13 +13,30 @@ from sftpipe.schema import text_of
 
 
 @pytest.fixture(scope="module")
-def flipped(tmp_path_factory):
+def sample(tmp_path_factory):
+    """The generated sample with 10% of its labels flipped, and truth.jsonl by id."""
     d = tmp_path_factory.mktemp("ln")
     generate(SampleParams(rows_per_lang=500, label_flip_rate=0.10, seed=5, exact_dup_rate=0, near_dup_rate=0,
                           garbage_rate=0), d)
     res = collect(CollectParams(sources=[Source(path=str(d / f), name=n) for n, f in SOURCES.items()]))
     truth = {json.loads(x)["id"]: json.loads(x) for x in (d / "truth.jsonl").read_text().splitlines()}
-    return res.records, {i for i, t in truth.items() if t["defect"] == "label_flip"}
+    return res.records, truth
+
+
+@pytest.fixture(scope="module")
+def flipped(sample):
+    records, truth = sample
+    return records, {i for i, t in truth.items() if t["defect"] == "label_flip"}
+
+
+@pytest.fixture(scope="module")
+def dropped(sample):
+    return label_noise_records(sample[0], LabelNoiseParams())
+
+
+@pytest.fixture(scope="module")
+def relabeled(sample):
+    return label_noise_records(sample[0], LabelNoiseParams(action="relabel"))
 
 
 def f1(found, true):
@@ -28,9 +45,9 @@ def f1(found, true):
     return 2 * p * r / max(p + r, 1e-9)
 
 
-def test_detects_flipped_labels_with_f1_above_0_7(flipped):
+def test_detects_flipped_labels_with_f1_above_0_7(flipped, dropped):
     records, flips = flipped
-    res = label_noise_records(records, LabelNoiseParams())
+    res = dropped
     found = {d["id"] for d in res.dropped}
     assert f1(found, flips) >= 0.7
     assert len(res.kept) + len(res.dropped) == len(records)
@@ -54,13 +71,13 @@ def test_probabilities_do_not_depend_on_blas_threads(flipped):
     assert np.array_equal(two, one)
 
 
-def test_flag_and_relabel_keep_every_row(flipped):
+def test_flag_and_relabel_keep_every_row(flipped, relabeled):
     records, flips = flipped
     flagged = label_noise_records(records, LabelNoiseParams(action="flag"))
     assert not flagged.dropped and len(flagged.kept) == len(records)
     marked = {r["id"] for r in flagged.kept if r["meta"].get("label_issue")}
     assert f1(marked, flips) >= 0.7
-    relabeled = label_noise_records(records, LabelNoiseParams(action="relabel"))
+    assert not relabeled.dropped and len(relabeled.kept) == len(records)
     changed = [r for r in relabeled.kept if r["meta"].get("label_issue")]
     assert changed and all(r["label"] != r["meta"]["label_original"] for r in changed)
 
@@ -70,3 +87,51 @@ def test_no_label_field_passes_everything_through(flipped):
     unlabeled = [{**r, "label": None} for r in records[:50]]
     res = label_noise_records(unlabeled, LabelNoiseParams())
     assert len(res.kept) == 50 and not res.dropped and "no label field" in res.extra_metrics["skipped"]
+
+
+def test_relabel_gives_flipped_rows_their_true_label_back(sample, dropped, relabeled):
+    records, truth = sample
+    given = {r["id"]: r["label"] for r in records}
+    predicted = {d["id"]: d["evidence"]["predicted_label"] for d in dropped.dropped}
+    changed = {r["id"]: r for r in relabeled.kept if r["meta"].get("label_issue")}
+    assert set(changed) == set(predicted) and len(changed) >= 50     # the same rows as the drop action
+    for rid, r in changed.items():
+        assert r["label"] == predicted[rid] != given[rid]           # the label becomes the prediction
+        assert r["meta"]["label_original"] == given[rid]            # and the given one is kept beside it
+    # checked against the truth: a flipped row's given label is the flip, its category the real label
+    flips = [r for r in changed.values() if truth[r["id"]]["defect"] == "label_flip"]
+    assert len(flips) >= 0.9 * len(changed)
+    assert all(r["meta"]["label_original"] == truth[r["id"]]["given_label"] for r in flips)
+    assert sum(r["label"] == truth[r["id"]]["category"] for r in flips) >= 0.9 * len(flips)
+    # rows that are not issues keep their label and get no label_original
+    for r in relabeled.kept:
+        if r["id"] not in changed:
+            assert r["label"] == given[r["id"]] and "label_original" not in r["meta"]
+
+
+def test_classes_below_min_class_size_pass_through_unchecked(sample):
+    """label_noise_records checks only the classes with >= min_class_size rows; the others pass untouched."""
+    records = sample[0][:300]
+    rare = {r["id"] for r in records[:6]}
+    rows = [{**r, "label": "geography"} if r["id"] in rare else r for r in records]
+    n_classes = len({r["label"] for r in records[6:]})
+
+    res = label_noise_records(rows, LabelNoiseParams(action="flag", min_class_size=7))
+    m = res.extra_metrics
+    assert m["classes"] == n_classes and m["checked"] == len(rows) - 6, m
+    assert "geography" not in res.details["per_class"]
+    out = {r["id"]: r for r in res.kept}
+    assert len(out) == len(rows)
+    for r in rows:
+        if r["id"] in rare:
+            assert out[r["id"]] == r                      # untouched: no label_quality, no flag, same label
+        else:
+            assert "label_quality" in out[r["id"]]["meta"]
+    # at exactly min_class_size rows the class is checked
+    res = label_noise_records(rows, LabelNoiseParams(action="flag", min_class_size=6))
+    assert res.extra_metrics["classes"] == n_classes + 1 and res.extra_metrics["checked"] == len(rows)
+    assert all("label_quality" in r["meta"] for r in res.kept)
+    # with fewer than two classes big enough there is nothing to compare: everything passes through
+    res = label_noise_records(rows, LabelNoiseParams(min_class_size=len(rows)))
+    assert len(res.kept) == len(rows) and not res.dropped and res.extra_metrics["checked"] == 0
+    assert res.extra_metrics["skipped"] == f"fewer than 2 classes with >= {len(rows)} rows"

@@ -2,17 +2,22 @@
 output), labels are stratified, and decontamination drops only real overlaps."""
 
 import json
+import logging
+import random
 from collections import Counter
 from itertools import combinations
 
 import pytest
+import yaml
 
 from sftpipe.collect import collect
 from sftpipe.config import CollectParams, DedupParams, SampleParams, Source, SplitParams
 from sftpipe.dedup import find_duplicates
+from sftpipe.io import write_jsonl
 from sftpipe.sample import SOURCES, generate
+from sftpipe.sample.vocab import ADJ, NOUN, REVERSE_WORDS_EN
 from sftpipe.schema import full_text
-from sftpipe.split import SPLITS, decontaminate, split_records
+from sftpipe.split import SPLITS, assign_splits, decontaminate, split_records
 
 DP = DedupParams()
 
@@ -84,5 +89,115 @@ def test_decontamination_drops_copies_of_eval_rows_only():
 def test_split_ledger_adds_up(records):
     parts, res = split_records(records, SplitParams(), DP)
     out = [r["id"] for s in SPLITS for r in parts[s]] + [d["id"] for d in res.dropped]
+    assert res.dropped, "the fixture must contain contaminated training rows for the check to mean anything"
     assert Counter(out) == Counter(r["id"] for r in records)
     assert all(d["reason"] == "contamination" for d in res.dropped)
+
+
+# --- decontamination through split_records and the split stage ---------------------------------
+
+WORDS = sorted(set(REVERSE_WORDS_EN) | {a for a, _ in ADJ} | {n for n, _ in NOUN})
+
+
+def words(rng, n):
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def leak_pairs():
+    """60 pairs (short row, long row): the long row repeats the short row's question and answer, then
+    goes on, so its word 5-gram Jaccard with the short row is ~0.3 (below group_threshold 0.5: the two
+    land in splits independently) while all of the short row's 8-grams are inside it (overlap 1.0)."""
+    rng = random.Random(3)
+    rows, pairs = [], []
+    for k in range(60):
+        q, a = words(rng, 12), words(rng, 6)
+        short = rec(f"short{k}", q, a)
+        long = rec(f"long{k}", q, a + " " + words(rng, 30))
+        rows += [short, long]
+        pairs.append((short["id"], long["id"]))
+    return rows, pairs
+
+
+def test_training_rows_that_contain_a_validation_or_test_row_are_dropped(leak_pairs):
+    rows, pairs = leak_pairs
+    p = SplitParams()
+    where = dict(zip([r["id"] for r in rows], assign_splits(rows, p, DP)[0]))
+    parts, res = split_records(rows, p, DP)
+    expected = {}                                    # dropped train id -> the eval row it copies
+    for a, b in pairs:
+        for train_id, other in ((a, b), (b, a)):
+            if where[train_id] == "train" and where[other] != "train":
+                expected[train_id] = other
+    by_split = Counter(where[expected[t]] for t in expected)
+    # the fixture must put some pairs across train/test and train/validation for the check to mean anything
+    assert by_split["test"] >= 2 and by_split["validation"] >= 2, by_split
+    got = {d["id"]: d["evidence"] for d in res.dropped}
+    assert set(got) == set(expected)
+    for train_id, ev in got.items():
+        other = expected[train_id]
+        assert ev["matched_id"] == other and ev["matched_in"] == where[other]
+        other_text = " ".join(full_text(next(r for r in rows if r["id"] == other)).split())
+        assert ev["overlap"] == 1.0 and ev["ngram"] in other_text
+    # the dropped rows are gone from train; validation and test rows are never dropped
+    assert not set(expected) & {r["id"] for r in parts["train"]}
+    assert all(where[d["id"]] == "train" for d in res.dropped)
+    assert {r["id"] for r in parts["test"]} == {i for i, s in where.items() if s == "test"}
+
+
+def run_split_stage(tmp_path, rows, eval_files):
+    """The split stage as `dvc repro` runs it, in-process; returns (click result, out dir)."""
+    from click.testing import CliRunner
+
+    from stages.split import cli
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out"
+    write_jsonl(inp, rows)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"collect": {"sources": [{"path": "unused.jsonl"}]},
+                                      "split": {"eval_files": [str(f) for f in eval_files]}}))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        result = CliRunner().invoke(cli, ["--params", str(params), "--inp", str(inp), "--out", str(out),
+                                          "--metrics", str(tmp_path / "split.json")])
+    finally:  # the stage sets up logging for a CLI run; give pytest its handlers back
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return result, out
+
+
+def test_split_stage_decontaminates_against_eval_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("SFTPIPE_DEBUG", raising=False)
+    rng = random.Random(8)
+    rows = [rec(k, words(rng, 12), words(rng, 20)) for k in range(60)]
+    copied = rows[::3]                                  # an outside eval set holds copies of 20 rows
+    ev = tmp_path / "my_eval.jsonl"
+    ev.write_text("".join(json.dumps({"id": f"q{k}", "instruction": r["messages"][0]["content"],
+                                      "output": r["messages"][1]["content"]}) + "\n" for k, r in enumerate(copied)))
+    result, out = run_split_stage(tmp_path, rows, [ev])
+    assert result.exit_code == 0, result.output
+    where = {json.loads(x)["id"]: s for s in SPLITS for x in (out / f"{s}.jsonl").read_text().splitlines()}
+    dropped = {d["id"]: d["evidence"] for d in map(json.loads, (out / "dropped.jsonl").read_text().splitlines())}
+    copied_ids = {r["id"]: f"eval0:q{k}" for k, r in enumerate(copied)}
+    assert len(dropped) >= 10 and set(dropped) <= set(copied_ids)
+    for rid, evidence in dropped.items():
+        assert evidence["matched_in"] == "eval_file" and evidence["matched_id"] == copied_ids[rid]
+    # every copied row is either dropped from train or sits in validation/test, where it is not dropped
+    assert all(rid in dropped or where[rid] != "train" for rid in copied_ids)
+    assert len(where) + len(dropped) == len(rows)
+
+
+def test_split_stage_refuses_an_eval_file_with_an_unreadable_row(tmp_path, monkeypatch):
+    monkeypatch.delenv("SFTPIPE_DEBUG", raising=False)
+    ev = tmp_path / "my_eval.jsonl"
+    ev.write_text(json.dumps({"instruction": "What is the capital of France?", "output": "Paris"}) + "\n"
+                  + '{"instruction": "What is the capital of Spain?", "output": \n'
+                  + json.dumps({"instruction": "Name a red fruit.", "output": "apple"}) + "\n")
+    rng = random.Random(9)
+    result, out = run_split_stage(tmp_path, [rec(k, words(rng, 12), words(rng, 12)) for k in range(10)], [ev])
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: split.eval_files: 1 row(s) could not be read"), line
+    assert f"{ev}:2: malformed JSON" in line, line          # names the file, the line and what is wrong
+    assert not (out / "train.jsonl").exists()
