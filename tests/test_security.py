@@ -88,6 +88,37 @@ def test_model_loading_passes_the_safe_flags(monkeypatch, tmp_path):
     assert seen["trust_remote_code"] is True
 
 
-def test_model_saved_by_training_is_safetensors_only(tiny_model_dir):
-    files = {p.name for p in Path(tiny_model_dir).iterdir()}
-    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def test_models_the_product_saves_are_safetensors_only(tmp_path):
+    """The base stage's pretrain() and the train stage's save() (adapter, full weights, merged model)."""
+    from sftpipe.basemodel import pretrain
+    from sftpipe.config import BaseParams, LoraParams, TrainParams
+    from sftpipe.sample import pretrain_corpus
+    from sftpipe.train import fit, save
+
+    p = BaseParams(corpus_rows=100, vocab_size=300, hidden_size=16, num_layers=1, num_heads=1, intermediate_size=16,
+                   seq_len=16, batch_size=2, steps=2)
+    pretrain(p, pretrain_corpus(["en", "zh"], p.corpus_rows, seed=0), tmp_path / "base", log=lambda *_: None)
+    mp = ModelParams(name_or_path=str(tmp_path / "base"))
+    rows = [{"id": f"s:{i}", "source": "s", "label": None, "meta": {},
+             "messages": [{"role": "user", "content": f"{i} + {i}?"}, {"role": "assistant", "content": str(2 * i)}]}
+            for i in range(4)]
+    for method in ("lora", "full"):
+        t = TrainParams(method=method, max_steps=1, batch_size=2, merge=method == "lora", max_length=32)
+        trainer, tok, template, _ = fit(rows, [], mp, t, LoraParams(r=2), tmp_path / f"ckpt_{method}",
+                                        tmp_path / f"live_{method}")
+        save(trainer.model, tok, t, mp, template, tmp_path / f"sft_{method}")
+    saved = [f for d in ("base", "sft_lora", "sft_full") for f in (tmp_path / d).rglob("*") if f.is_file()]
+    names = {f.relative_to(tmp_path).as_posix() for f in saved}
+    assert {"base/model.safetensors", "sft_lora/adapter_model.safetensors", "sft_lora/merged/model.safetensors",
+            "sft_full/model.safetensors"} <= names
+    assert [n for n in names if n.endswith(PICKLE_SUFFIXES)] == []
+    for f in saved:  # nothing pickled under another name: raw pickle (protocol 2+) or torch.save's zip of one
+        head = f.read_bytes()[:4]
+        assert head[:1] != b"\x80", f
+        if head == b"PK\x03\x04":
+            import zipfile
+
+            assert not any(n.endswith(".pkl") for n in zipfile.ZipFile(f).namelist()), f
