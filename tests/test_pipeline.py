@@ -3,7 +3,8 @@
 Covers: `dvc repro` end to end; every input id accounted for exactly once, stage by
 stage; a second `dvc repro` reruns nothing (`dvc status` is clean); changing only
 `lora.r` reruns only train and evaluate; and a training run killed with SIGKILL
-resumes from its last checkpoint on the next `dvc repro`.
+resumes from its last checkpoint on the next `dvc repro`, ending with the same model as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "sample": {"rows_per_lang": 150},
-    "base": {"corpus_rows": 600, "vocab_size": 600, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-             "intermediate_size": 64, "seq_len": 64, "batch_size": 8, "steps": 20},
-    "train": {"max_steps": 12, "batch_size": 8, "save_steps": 4, "eval_steps": 4, "logging_steps": 2},
-    "evaluate": {"max_rows": 16, "max_new_tokens": 8, "batch_size": 8},
+    # big enough to learn something in seconds: SFT must beat base on test loss and ROUGE-L
+    "base": {"corpus_rows": 600, "vocab_size": 600, "hidden_size": 64, "num_layers": 2, "num_heads": 2,
+             "intermediate_size": 128, "seq_len": 64, "batch_size": 16, "steps": 150, "lr": 0.01},
+    "train": {"max_steps": 60, "lr": 0.01, "batch_size": 8, "save_steps": 20, "eval_steps": 20, "logging_steps": 10},
+    "evaluate": {"max_rows": 32, "max_new_tokens": 8, "batch_size": 16},
 }
 BAD_SOURCE = "\n".join([
     json.dumps({"instruction": "Say hi", "output": "hi"}),
@@ -127,6 +129,16 @@ def test_repro_end_to_end_accounts_for_every_row(repo):
     assert Counter(final) == Counter(ids)
     ev = json.loads((repo / "metrics" / "eval.json").read_text())
     assert set(ev) >= {"base", "sft", "delta"} and {"rougeL", "bleu", "chrf", "exact_match", "loss"} <= set(ev["sft"])
+    # fine-tuning helped, even on the tiny config: lower test loss, better overlap with the references
+    base, sft = ev["base"], ev["sft"]
+    assert sft["loss"] < base["loss"] - 0.1 and sft["perplexity"] < base["perplexity"], ev
+    assert sft["rougeL"] > base["rougeL"] and sft["chrf"] > base["chrf"], ev
+    assert ev["delta"]["rougeL"] == pytest.approx(sft["rougeL"] - base["rougeL"], abs=1e-4)
+    test_rows = read(d / "split" / "test.jsonl")[:TINY["evaluate"]["max_rows"]]
+    preds = read(d / "eval" / "predictions.jsonl")
+    assert ev["rows"] == len(preds) == len(test_rows) and [p["id"] for p in preds] == [r["id"] for r in test_rows]
+    assert [p["reference"] for p in preds] == [r["messages"][-1]["content"] for r in test_rows]
+    assert sum(bool(p["sft"]) for p in preds) >= len(preds) // 2, "the SFT model generates text"
     assert (repo / "models" / "sft" / "adapter_model.safetensors").is_file()
     assert (repo / "metrics" / "data_card.md").read_text().startswith("# Data card")
     shutil.copy(repo / "dvc.lock", repo.parent / "first.lock")
@@ -183,3 +195,9 @@ def test_sigkill_during_training_then_repro_resumes(repo):
     assert "resuming from" in out.stderr + out.stdout
     summary = json.loads((repo / "metrics" / "train.json").read_text())
     assert summary["resumed_from_step"] >= 5 and summary["global_step"] == 400
+    # the resumed model is the uninterrupted run's, bit for bit (a finished run leaves no checkpoint,
+    # so the forced rerun starts from step 0)
+    resumed = lock_outs(repo / "dvc.lock")["models/sft"]
+    run("dvc repro -f -s train", repo)
+    assert json.loads((repo / "metrics" / "train.json").read_text())["resumed_from_step"] == 0
+    assert lock_outs(repo / "dvc.lock")["models/sft"] == resumed
