@@ -327,3 +327,51 @@ def test_ledger_arithmetic_evidence_and_meta():
     assert sum(int(k) * v for k, v in hist.items()) == len(recs)
     assert sum(hist.values()) == len(res.kept)
     assert m["candidate_pairs"] >= m["verified_pairs"] > 0 and (m["bands"], m["band_rows"]) == dedup.lsh_params(P)
+
+
+def test_empty_input_and_rows_without_duplicates_keep_everything():
+    res = dedup.dedup_records([], P)
+    assert res.kept == [] and res.dropped == [] and res.extra_metrics["clusters"] == 0
+    recs = [rec("u:1", EN, "a"), rec("u:2", ZH, "b"), rec("u:3", "a different question about birds and trees", "c")]
+    res = dedup.dedup_records(recs, P)
+    assert [r["id"] for r in res.kept] == ["u:1", "u:2", "u:3"] and res.dropped == []
+    assert [(r["meta"]["dedup_cluster"], r["meta"]["dedup_cluster_size"]) for r in res.kept] == \
+        [("u:1", 1), ("u:2", 1), ("u:3", 1)]
+    assert res.extra_metrics["exact_duplicates"] == 0 == res.extra_metrics["near_duplicates"]
+
+
+def test_exact_and_near_copies_get_their_own_reason_and_evidence():
+    """A byte-identical copy is an exact duplicate (Jaccard 1, no estimate); an edited copy is a near
+    duplicate whose evidence holds its exact Jaccard and MinHash estimate with the kept row, to 4 places."""
+    p = DedupParams(field="prompt")
+    recs = [rec("d:1", EN, "the longest reply"), rec("d:2", EN, "short"), rec("d:3", EN + " And more.", "mid")]
+    res = dedup.dedup_records(recs, p)
+    assert [r["id"] for r in res.kept] == ["d:1"]
+    dup = dedup.find_duplicates([EN, EN, EN + " And more."], p)
+    jac = float(dup.jaccard(np.array([2]), np.array([0]))[0])
+    est = float(dup.estimate(np.array([2]), np.array([0]))[0])
+    assert 0.8 <= jac < 1 and round(jac, 4) != round(jac, 5) and round(est, 4) != round(est, 5)
+    exact, near = res.dropped
+    assert (exact["id"], exact["reason"], near["id"], near["reason"]) == ("d:2", "exact_duplicate",
+                                                                          "d:3", "near_duplicate")
+    assert exact["evidence"] == {"cluster": "d:1", "kept_id": "d:1", "cluster_size": 3, "jaccard": 1.0,
+                                 "threshold": 0.8}
+    assert near["evidence"] == {"cluster": "d:1", "kept_id": "d:1", "cluster_size": 3, "jaccard": round(jac, 4),
+                                "threshold": 0.8, "minhash_estimate": round(est, 4)}
+    assert res.extra_metrics["exact_duplicates"] == 1 and res.extra_metrics["near_duplicates"] == 1
+
+
+def test_exact_only_dedup_drops_byte_identical_copies():
+    recs = [rec("e:1", EN, "x"), rec("e:2", EN, "y"), rec("e:3", EN + " And more.", "z")]
+    res = dedup.dedup_records(recs, DedupParams(field="prompt", near=False, keep="lowest_id"))
+    assert [r["id"] for r in res.kept] == ["e:1", "e:3"]
+    (d,) = res.dropped
+    assert (d["id"], d["reason"], d["evidence"]["jaccard"]) == ("e:2", "exact_duplicate", 1.0)
+    assert "minhash_estimate" not in d["evidence"]
+
+
+def test_rows_without_meta_get_the_cluster_fields():
+    recs = [{k: v for k, v in rec(f"m:{i}", EN).items() if k != "meta"} for i in (1, 2)]
+    res = dedup.dedup_records(recs, DedupParams(field="prompt", keep="lowest_id"))
+    assert [r["meta"] for r in res.kept] == [{"dedup_cluster": "m:1", "dedup_cluster_size": 2}]
+    assert [d["id"] for d in res.dropped] == ["m:2"]

@@ -92,3 +92,94 @@ def test_deltas_and_markdown():
     assert deltas(base, sft) == {"loss": -1.0, "rougeL": 0.5, "exact_match": 0.5}
     md = deltas_markdown(base, sft, {"c": {"rows": 3, "base": base, "sft": sft}})
     assert "| rougeL | 0.1000 | 0.6000 | +0.5000 |" in md and "| c | 3 |" in md
+
+
+def test_text_metrics_gathers_the_three_modules_rounded_to_4_places():
+    import sacrebleu
+
+    from sftpipe.evaluation import text_metrics
+
+    preds, refs = ["红色的猫", "Positive."], ["红色的狗", "positive"]
+    out = text_metrics(preds, refs)
+    # ROUGE-1/L per row: 3 of 4 characters (0.75), then the same word (1.0); ROUGE-2: 2 of 3 bigrams, then none
+    bleu = sacrebleu.corpus_bleu(preds, [refs], tokenize="zh").score
+    chrf = sacrebleu.corpus_chrf(preds, [refs]).score
+    assert out == {"rouge1": 0.875, "rouge2": 0.3333, "rougeL": 0.875, "bleu": round(bleu, 4),
+                   "chrf": round(chrf, 4), "exact_match": 0.5}
+    assert all(type(v) is float for v in out.values())
+    assert chrf != round(chrf, 4) and bleu != sacrebleu.corpus_bleu(preds, [refs], tokenize="13a").score
+
+
+def test_per_category_scores_each_label_on_its_own_rows():
+    from sftpipe.evaluation import per_category, text_metrics
+
+    rows = [{**r, "label": label} for r, label in zip(lookup_rows(), ["b", "a", None, "a"])]
+    refs = [r["messages"][-1]["content"] for r in rows]
+    base = [refs[0], "wrong", refs[2], refs[3]]
+    sft = ["wrong", refs[1], "wrong", refs[3]]
+    cats = per_category(rows, {"base": base, "sft": sft})
+    assert list(cats) == ["a", "b", "unlabeled"]                 # sorted; no label -> "unlabeled"
+    assert cats["a"] == {"rows": 2, "base": text_metrics(["wrong", refs[3]], [refs[1], refs[3]]),
+                         "sft": text_metrics([refs[1], refs[3]], [refs[1], refs[3]])}
+    assert [cats[c]["rows"] for c in cats] == [2, 1, 1]
+    assert [cats[c]["base"]["exact_match"] for c in cats] == [0.5, 1.0, 1.0]
+    assert [cats[c]["sft"]["exact_match"] for c in cats] == [1.0, 0.0, 0.0]
+
+
+def test_score_model_reports_loss_perplexity_and_text_metrics_against_the_last_reply(monkeypatch):
+    import sftpipe.evaluation as ev
+
+    rows = lookup_rows()[:3]
+    model, tok, progress = object(), object(), object()
+    generated = [REPLIES[0], "something else", REPLIES[2]]
+    calls = []
+
+    def fake_loss(*args):
+        calls.append(("loss", args))
+        return 0.693147, 17
+
+    def fake_generate(*args):
+        calls.append(("generate", args))
+        return generated
+
+    monkeypatch.setattr(ev, "response_loss", fake_loss)
+    monkeypatch.setattr(ev, "generate", fake_generate)
+    metrics, preds = ev.score_model("sft", model, tok, rows, 24, 3, 128, progress)
+    assert calls == [("loss", (model, tok, rows, 3, 128)), ("generate", (model, tok, rows, 24, 3, progress))]
+    assert preds == generated
+    assert metrics == {"loss": 0.6931, "perplexity": 2.0, "target_tokens": 17,
+                       **ev.text_metrics(generated, REPLIES[:3])}
+    assert metrics["exact_match"] == pytest.approx(2 / 3, abs=1e-4)
+    # a diverged model: the perplexity saturates at exp(50) instead of overflowing
+    monkeypatch.setattr(ev, "response_loss", lambda *a: (800.0, 17))
+    assert ev.score_model("sft", model, tok, rows, 24, 3, 128)[0]["perplexity"] == round(math.exp(50), 4)
+
+
+def test_deltas_are_rounded_to_4_places_and_skip_the_token_count():
+    base = {"loss": 2.0, "rougeL": 0.12344, "exact_match": 0.0, "target_tokens": 10, "only_base": 1.0}
+    sft = {"loss": 1.5, "rougeL": 0.12346, "exact_match": 0.5, "target_tokens": 12}
+    assert deltas(base, sft) == {"loss": -0.5, "rougeL": 0.0, "exact_match": 0.5}
+
+
+def test_deltas_markdown_is_the_whole_report():
+    base = {"loss": 2.0, "perplexity": 7.3891, "rougeL": 0.12344, "exact_match": 0.0, "target_tokens": 10}
+    sft = {"loss": 1.5, "perplexity": 4.4817, "rougeL": 0.12346, "exact_match": 0.5, "target_tokens": 12}
+    table = ("# SFT vs base on the test split\n"
+             "\n"
+             "| metric | base | sft | sft - base |\n"
+             "|---|---|---|---|\n"
+             "| loss | 2.0000 | 1.5000 | -0.5000 |\n"
+             "| perplexity | 7.3891 | 4.4817 | -2.9074 |\n"
+             "| rougeL | 0.1234 | 0.1235 | +0.0000 |\n"
+             "| exact_match | 0.0000 | 0.5000 | +0.5000 |\n")
+    assert deltas_markdown(base, sft, {}) == table
+    cats = {"qa": {"rows": 3, "base": {"rougeL": 0.25, "exact_match": 0.0}, "sft": {"rougeL": 0.5, "exact_match": 1 / 3}},
+            "zh": {"rows": 1, "base": {"rougeL": 1.0, "exact_match": 1.0}, "sft": {"rougeL": 0.0, "exact_match": 0.0}}}
+    assert deltas_markdown(base, sft, cats) == table + (
+        "\n"
+        "## Per category (ROUGE-L / exact match)\n"
+        "\n"
+        "| category | rows | base rougeL | sft rougeL | base EM | sft EM |\n"
+        "|---|---|---|---|---|---|\n"
+        "| qa | 3 | 0.250 | 0.500 | 0.000 | 0.333 |\n"
+        "| zh | 1 | 1.000 | 0.000 | 1.000 | 0.000 |\n")

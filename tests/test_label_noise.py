@@ -135,3 +135,71 @@ def test_classes_below_min_class_size_pass_through_unchecked(sample):
     res = label_noise_records(rows, LabelNoiseParams(min_class_size=len(rows)))
     assert len(res.kept) == len(rows) and not res.dropped and res.extra_metrics["checked"] == 0
     assert res.extra_metrics["skipped"] == f"fewer than 2 classes with >= {len(rows)} rows"
+
+
+def test_disabled_passes_every_row_through_as_a_copy(sample):
+    from collections import Counter
+
+    records = sample[0][:60]
+    res = label_noise_records(records, LabelNoiseParams(enabled=False))
+    assert res.kept == records and not res.dropped
+    assert all(a is not b for a, b in zip(res.kept, records))
+    n_classes = sum(1 for n in Counter(r["label"] for r in records).values() if n >= LabelNoiseParams().min_class_size)
+    assert res.extra_metrics == {"checked": 0, "classes": n_classes, "issues": 0, "skipped": "disabled"}
+
+
+def test_drop_ledger_and_metrics_describe_the_issues(sample, dropped):
+    from collections import Counter
+
+    records, _ = sample
+    res, p = dropped, LabelNoiseParams()
+    labels = Counter(r["label"] for r in records)
+    m = res.extra_metrics
+    assert (m["checked"], m["classes"], m["issues"]) == (len(records), len(labels), len(res.dropped))
+    assert m["folds"] == min(p.folds, min(labels.values()))
+    assert 0.8 < m["oof_accuracy"] < 1 and m["oof_accuracy"] == round(m["oof_accuracy"], 4)
+    assert res.details["per_class"] == {
+        c: {"rows": labels[c], "issues": sum(d["evidence"]["given_label"] == c for d in res.dropped)} for c in labels}
+    qualities = []
+    for d in res.dropped:
+        ev = d["evidence"]
+        assert (d["stage"], d["reason"], ev["filter_by"], ev["frac_noise"]) == ("label_noise", "label_issue",
+                                                                             p.filter_by, p.frac_noise)
+        assert ev["given_label"] == d["record"]["label"] != ev["predicted_label"]
+        assert ev["label_quality"] == d["record"]["meta"]["label_quality"] == round(ev["label_quality"], 4)
+        qualities.append(ev["label_quality"])
+    # the rows kept are checked too: a quality score each, no issue flag
+    assert all("label_quality" in r["meta"] and "label_issue" not in r["meta"] for r in res.kept)
+    assert len(set(qualities)) > 10
+
+
+def test_flag_marks_the_same_rows_with_their_predicted_label_and_leaves_the_input_alone(sample, dropped):
+    import copy
+
+    records, _ = sample
+    before = copy.deepcopy(records)
+    flagged = label_noise_records(records, LabelNoiseParams(action="flag"))
+    assert records == before
+    predicted = {d["id"]: d["evidence"]["predicted_label"] for d in dropped.dropped}
+    marked = {r["id"]: r for r in flagged.kept if r["meta"].get("label_issue")}
+    assert set(marked) == set(predicted) and flagged.extra_metrics["issues"] == len(marked)
+    given = {r["id"]: r["label"] for r in records}
+    for rid, r in marked.items():
+        assert r["meta"]["label_predicted"] == predicted[rid] != r["label"] == given[rid]
+        assert "label_original" not in r["meta"]
+    assert all(r["label"] == given[r["id"]] and "label_predicted" not in r["meta"]
+               for r in flagged.kept if r["id"] not in marked)
+
+
+def test_two_classes_are_enough_and_unlabelled_rows_pass_through(sample):
+    from collections import Counter
+
+    records = sample[0]
+    a, b = [c for c, _ in Counter(r["label"] for r in records).most_common(2)]
+    rows = [r for r in records if r["label"] in (a, b)]
+    unlabelled = {**rows[0], "id": "extra:unlabelled", "label": None}
+    res = label_noise_records(rows + [unlabelled], LabelNoiseParams(action="flag"))
+    m = res.extra_metrics
+    assert (m["classes"], m["checked"]) == (2, len(rows)) and "skipped" not in m
+    assert res.kept[-1] == unlabelled                      # untouched: no quality score, no flag
+    assert all("label_quality" in r["meta"] for r in res.kept[:-1])

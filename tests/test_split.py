@@ -201,3 +201,71 @@ def test_split_stage_refuses_an_eval_file_with_an_unreadable_row(tmp_path, monke
     assert line.startswith("error: split.eval_files: 1 row(s) could not be read"), line
     assert f"{ev}:2: malformed JSON" in line, line          # names the file, the line and what is wrong
     assert not (out / "train.jsonl").exists()
+
+
+NATO = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+        "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def test_ngrams_are_word_or_character_windows():
+    from sftpipe.split import ngrams
+
+    p = SplitParams(decontam_ngram=3, decontam_char_ngram=3)
+    assert ngrams("One two, three four five", p, DP) == {"one two three", "two three four", "three four five"}
+    assert ngrams("one two", p, DP) == {"one two"}                  # shorter than n: the text itself
+    assert ngrams("红色的猫很可爱", p, DP) == {"红色的", "色的猫", "的猫很", "猫很可", "很可爱"}
+    assert ngrams("  ", p, DP) == set()
+
+
+def test_overlap_at_exactly_the_threshold_is_contamination_and_the_ledger_says_why():
+    p = SplitParams(decontam_ngram=3, decontam_min_overlap=0.5)
+    train = [rec(0, "alpha bravo charlie", "delta echo foxtrot"), rec(1, "golf hotel india", "juliet kilo lima")]
+    # 4 trigrams on each side, 2 shared: overlap 2 / 4 = 0.5
+    kept, dropped = decontaminate(train, [("v:1", "validation", "alpha bravo charlie delta xray yankee")], p, DP)
+    assert [r["id"] for r in kept] == ["t:1"]
+    (d,) = dropped
+    assert (d["id"], d["stage"], d["reason"]) == ("t:0", "split", "contamination")
+    assert d["evidence"] == {"matched_id": "v:1", "matched_in": "validation", "overlap": 0.5, "shared_ngrams": 2,
+                             "ngram": "alpha bravo charlie", "min_overlap": 0.5}
+    # one shared trigram of the reference's 3: overlap 1/3, to 4 places; below 0.5 the row stays
+    ref = ("e:1", "eval_file", "golf hotel india whiskey zulu")
+    kept, dropped = decontaminate(train, [ref], SplitParams(decontam_ngram=3, decontam_min_overlap=0.3), DP)
+    assert [(d["id"], d["evidence"]["overlap"], d["evidence"]["shared_ngrams"]) for d in dropped] == [("t:1", 0.3333, 1)]
+    assert decontaminate(train, [ref], p, DP) == (train, [])
+
+
+def test_a_row_matching_several_references_equally_names_the_first():
+    p = SplitParams(decontam_ngram=3)
+    train = [rec(0, " ".join(NATO[:12]), " ".join(NATO[12:24]))]
+    refs = [(f"e:{k}", "eval_file", " ".join(NATO[2 * k:2 * k + 3])) for k in range(11)]  # each one trigram of the row
+    _, dropped = decontaminate(train, refs, p, DP)
+    assert (dropped[0]["evidence"]["matched_id"], dropped[0]["evidence"]["overlap"]) == ("e:0", 1.0)
+    _, dropped = decontaminate(train, refs[::-1], p, DP)
+    assert dropped[0]["evidence"]["matched_id"] == "e:10"
+
+
+def test_chinese_rows_are_matched_on_character_ngrams():
+    p = SplitParams(decontam_char_ngram=3)
+    zh = "请帮我给小明写一份邀请"
+    kept, dropped = decontaminate([rec(0, zh, "好的"), rec(1, "今天天气很好", "是的")], [("v:1", "test", zh)], p, DP)
+    assert [r["id"] for r in kept] == ["t:1"]
+    ev = dropped[0]["evidence"]
+    assert ev["ngram"] in zh and len(ev["ngram"]) == 3 and ev["shared_ngrams"] == len(zh) - 2
+
+
+def test_split_metrics_and_per_label_details_count_rows_and_groups(records):
+    parts, res = split_records(records, SplitParams(decontaminate=False), DP)
+    sizes = Counter(r["meta"]["split_group"] for s in SPLITS for r in parts[s])
+    assert res.extra_metrics == {**{s: len(parts[s]) for s in SPLITS}, "groups": len(sizes),
+                                 "multi_row_groups": sum(1 for n in sizes.values() if n > 1)}
+    assert res.extra_metrics["multi_row_groups"] > 10 and res.extra_metrics["groups"] < len(records)
+    per_label = {}
+    for s in SPLITS:
+        for r in parts[s]:
+            per_label.setdefault(r.get("label") or "unlabeled", dict.fromkeys(SPLITS, 0))[s] += 1
+    assert res.details == {"per_label": per_label} and list(res.details["per_label"]) == sorted(per_label)
+    # rows without a label are counted as "unlabeled"
+    rows = [rec(k, f"question number {word} about the weather", "an answer") for k, word in enumerate(NATO[:10])]
+    _, res = split_records(rows, SplitParams(decontaminate=False), DP)
+    assert res.details["per_label"] == {"unlabeled": {s: res.extra_metrics[s] for s in SPLITS}}
+    assert sum(res.extra_metrics[s] for s in SPLITS) == 10
