@@ -1,9 +1,16 @@
 """Mutation run (mutmut 3) over the code the tests must pin down; by hand, outside CI (slow).
 
     .venv/bin/python -m pip install -c constraints.txt -e ".[mutation]"
-    .venv/bin/python scripts/mutation.py                      # every target, ~1 h+ on 2 cores
-    .venv/bin/python scripts/mutation.py ledger metrics dedup # some targets
-    .venv/bin/python scripts/mutation.py --sample 40 perplexity  # 40 random mutants per function
+    .venv/bin/python scripts/mutation.py                 # every target: ~2,100 mutants, hours on 2 cores
+    .venv/bin/python scripts/mutation.py ledger metrics dedup            # ~5 to 10 min each
+    .venv/bin/python scripts/mutation.py --sample 20 --seed 1 split      # 20 random mutants per function
+    .venv/bin/python scripts/mutation.py --functions x_bounds perplexity # some functions
+    .venv/bin/python scripts/mutation.py --mutants 'sftpipe.dedup.x__survivors__mutmut_1*' dedup
+    .venv/bin/python scripts/mutation.py --tests-from HEAD~1 ledger      # baseline: older tests, same code
+
+Every run first runs the selected test files once under mutmut's stats (2 to 5 min); the mutants of
+perplexity, evaluation, formatting and label_noise then run model-training fixtures and take ~10 s
+to minutes each (a surviving formatting mutant runs most of test_train.py).
 
 Targets: formatting, ledger, split, perplexity, evaluation, metrics (the evaluate metric
 modules), dedup (survivor choice: _id_key, _survivors and the part of dedup_records that
@@ -65,12 +72,14 @@ OUT_OF_SCOPE = [
 ]
 
 # mutmut's statuses: "survived" and "no tests" (no test calls the function) are the mutants the tests
-# miss; "suspicious" ones ran oddly; "timeout" and "segfault" (killed by a signal) count as caught.
+# miss; "suspicious" ones ran oddly; "timeout" counts as caught. "segfault" means the mutant's test run
+# was killed by a signal (SIGKILL/SIGSEGV: out of memory, or killed from outside): no verdict, run it again.
 ALIVE = ("survived", "no tests", "suspicious")
+NO_VERDICT = ("segfault", "not checked")
 
 
 def sh(cmd, cwd, **kw):
-    return subprocess.run(cmd, cwd=cwd, check=True, text=True, **kw)
+    return subprocess.run(cmd, cwd=cwd, check=True, **{"text": True, **kw})
 
 
 def copy_tree(dst: Path) -> None:
@@ -156,9 +165,13 @@ def main() -> None:
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--functions", default="",
                     help="comma-separated globs on mutmut's function names (x_score_rows, x_encode*): only these")
+    ap.add_argument("--mutants", default="",
+                    help="comma-separated globs on full mutant names (sftpipe.dedup.x__survivors__mutmut_12): only these")
     ap.add_argument("--sample", type=int, default=0, help="at most this many mutants per function (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy (mutmut browse/show there)")
+    ap.add_argument("--tests-from", metavar="REV",
+                    help="run the tests/ of this git revision against the working tree's code (a baseline)")
     args = ap.parse_args()
     targets = args.targets or list(TARGETS)
     if set(targets) - set(TARGETS):
@@ -169,12 +182,20 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sftpipe-mutation-work-"))
     try:
         copy_tree(work)
+        if args.tests_from:
+            shutil.rmtree(work / "tests")
+            archive = sh(["git", "archive", args.tests_from, "tests"], REPO, capture_output=True, text=False).stdout
+            sh(["tar", "-x", "-C", str(work)], work, input=archive, text=False)
         exclude_statements(work)
         per_target = mutant_names(work, targets)
         if args.functions:
             globs = args.functions.split(",")
             per_target = {t: [n for n in ns if any(fnmatch.fnmatchcase(n.partition("__mutmut_")[0].rpartition(".")[2], g)
                                                    for g in globs)] for t, ns in per_target.items()}
+        if args.mutants:
+            globs = args.mutants.split(",")
+            per_target = {t: [n for n in ns if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+                          for t, ns in per_target.items()}
         if args.sample:
             per_target = {t: sample(ns, args.sample, args.seed) for t, ns in per_target.items()}
         selected = [n for t in targets for n in per_target[t]]
@@ -213,7 +234,7 @@ def main() -> None:
             by_module = defaultdict(Counter)
             for n in per_target[t]:
                 by_module[mangled_name_from_mutant_name(n).rpartition(".")[0]][status.get(n, "not checked")] += 1
-                if status.get(n, "not checked") in ALIVE:
+                if status.get(n, "not checked") in ALIVE + ("segfault",):
                     alive.append((n, status.get(n, "not checked")))
             for mod, c in sorted(by_module.items()):
                 rows.append((t, mod, c))
@@ -222,14 +243,18 @@ def main() -> None:
         cols = ["killed", "survived", "timeout", "no tests", "segfault", "suspicious", "not checked"]
         lines = [f"mutmut {version()}, {len(selected)} mutants, wall {wall / 60:.1f} min, "
                  f"max-children {args.max_children}" + (f", sample {args.sample}/function seed {args.seed}"
-                                                        if args.sample else ""),
+                                                        if args.sample else "")
+                 + (f", tests from {args.tests_from}" if args.tests_from else ""),
                  "", f"{'target':<12} {'module':<52} {'mutants':>7} " + " ".join(f"{c:>11}" for c in cols)]
         for t, mod, c in rows + [("TOTAL", "", grand)]:
             lines.append(f"{t:<12} {mod:<52} {sum(c.values()):>7} " + " ".join(f"{c[k]:>11}" for k in cols))
         n_alive = sum(grand[k] for k in ALIVE)
-        checked = sum(grand.values()) - grand["not checked"]
-        lines += ["", f"survival rate (survived + no tests + suspicious, over the mutants checked): "
+        checked = sum(grand.values()) - sum(grand[k] for k in NO_VERDICT)
+        lines += ["", f"survival rate (survived + no tests + suspicious, over the mutants with a verdict): "
                       f"{n_alive}/{checked} = {100 * n_alive / max(checked, 1):.1f}%"]
+        if grand["segfault"]:
+            lines.append(f"{grand['segfault']} mutants without a verdict (test run killed by a signal): "
+                         "listed in survivors.txt, run them again")
         if grand["not checked"]:
             lines.append(f"{grand['not checked']} mutants not checked (run interrupted?)")
         summary = "\n".join(lines) + "\n"

@@ -114,7 +114,10 @@ def test_per_category_scores_each_label_on_its_own_rows():
     from sftpipe.evaluation import per_category, text_metrics
 
     rows = [{**r, "label": label} for r, label in zip(lookup_rows(), ["b", "a", None, "a"])]
+    # a two-turn conversation: the reference is the last reply
+    rows[3] = {**rows[3], "messages": rows[0]["messages"] + rows[3]["messages"]}
     refs = [r["messages"][-1]["content"] for r in rows]
+    assert refs[3] == REPLIES[3]
     base = [refs[0], "wrong", refs[2], refs[3]]
     sft = ["wrong", refs[1], "wrong", refs[3]]
     cats = per_category(rows, {"base": base, "sft": sft})
@@ -130,13 +133,14 @@ def test_score_model_reports_loss_perplexity_and_text_metrics_against_the_last_r
     import sftpipe.evaluation as ev
 
     rows = lookup_rows()[:3]
+    rows[1] = {**rows[1], "messages": rows[0]["messages"] + rows[1]["messages"]}   # two turns: the last reply counts
     model, tok, progress = object(), object(), object()
-    generated = [REPLIES[0], "something else", REPLIES[2]]
+    generated = [REPLIES[0], REPLIES[1], "something else"]
     calls = []
 
     def fake_loss(*args):
         calls.append(("loss", args))
-        return 0.693147, 17
+        return 0.5, 17
 
     def fake_generate(*args):
         calls.append(("generate", args))
@@ -147,7 +151,7 @@ def test_score_model_reports_loss_perplexity_and_text_metrics_against_the_last_r
     metrics, preds = ev.score_model("sft", model, tok, rows, 24, 3, 128, progress)
     assert calls == [("loss", (model, tok, rows, 3, 128)), ("generate", (model, tok, rows, 24, 3, progress))]
     assert preds == generated
-    assert metrics == {"loss": 0.6931, "perplexity": 2.0, "target_tokens": 17,
+    assert metrics == {"loss": 0.5, "perplexity": 1.6487, "target_tokens": 17,             # e ** 0.5, 4 places
                        **ev.text_metrics(generated, REPLIES[:3])}
     assert metrics["exact_match"] == pytest.approx(2 / 3, abs=1e-4)
     # a diverged model: the perplexity saturates at exp(50) instead of overflowing
@@ -183,3 +187,15 @@ def test_deltas_markdown_is_the_whole_report():
         "|---|---|---|---|---|---|\n"
         "| qa | 3 | 0.250 | 0.500 | 0.000 | 0.333 |\n"
         "| zh | 1 | 1.000 | 0.000 | 1.000 | 0.000 |\n")
+
+
+def test_generation_reports_progress_per_batch(lm):
+    model, tok = lm
+    done = []
+
+    class Progress:
+        def update(self, n):
+            done.append(n)
+
+    out = generate(model, tok, ROWS, max_new_tokens=2, batch_size=5, progress=Progress())
+    assert len(out) == len(ROWS) and done == [5, 5, len(ROWS) - 10]

@@ -102,3 +102,61 @@ def test_pad_equal_to_eos_does_not_mask_eos(tiny_tokenizer):
     enc = encode(t, SINGLE_EN, "response")
     (a, b), = trained_spans(enc.labels)
     assert enc.labels[b - 1] == t.eos_token_id
+
+
+def test_an_empty_reply_trains_only_its_end_of_turn_marker(tiny_tokenizer):
+    import copy
+
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, "chatml")
+    enc = encode(t, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}], "response")
+    end = t.convert_tokens_to_ids("<|im_end|>")
+    (a, b), = trained_spans(enc.labels)
+    assert enc.labels[a:b] == [end] and enc.input_ids[b:] == t("\n", add_special_tokens=False)["input_ids"]
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused(tiny_tokenizer):
+    import copy
+
+    from sftpipe.errors import UserError
+
+    t = copy.deepcopy(tiny_tokenizer)
+    # marks whichever message is last, so rendering more turns changes the text of earlier ones
+    t.chat_template = ("{% for m in messages %}{% if loop.last %}LAST {% endif %}{{ m['role'] }}: {{ m['content'] }}\n"
+                       "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    with pytest.raises(UserError) as err:
+        encode(t, SINGLE_EN, "response")
+    assert str(err.value) == ("chat template is not prefix-stable (rendering a conversation changes earlier turns), "
+                              "so response-only masks cannot be built; set model.template to a named template "
+                              "(chatml, alpaca, vicuna, zh)")
+
+
+def test_segments_get_no_special_tokens_from_the_tokenizer(tiny_tokenizer):
+    """A tokenizer that adds BOS to every call (LLaMA-style) must not put one before each segment."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    plain = copy.deepcopy(tiny_tokenizer)
+    apply_template(plain, "chatml")
+    bos = copy.deepcopy(plain)
+    bos.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", plain.convert_tokens_to_ids("<|endoftext|>"))])
+    assert bos("hi")["input_ids"][0] == plain.convert_tokens_to_ids("<|endoftext|>")
+    for messages in (SINGLE_EN, MULTI_ZH):
+        assert encode(bos, messages, "response") == encode(plain, messages, "response")
+
+
+def test_turns_after_the_last_reply_are_never_trained_under_response(tiny_tokenizer):
+    import copy
+
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, "chatml")
+    enc = encode(t, SINGLE_EN + [{"role": "user", "content": "Thanks!"}], "response")
+    reply = encode(t, SINGLE_EN, "response")
+    assert len(enc.input_ids) > len(reply.input_ids) and enc.labels[len(reply.labels):] == \
+        [IGNORE] * (len(enc.labels) - len(reply.labels))
+    assert enc.labels[:len(reply.labels)] == reply.labels and enc.prompt_len == reply.prompt_len
+    # no reply at all: nothing trained, and no prompt before a reply
+    alone = encode(t, SINGLE_EN[:1], "response")
+    assert alone.input_ids and set(alone.labels) == {IGNORE} and alone.prompt_len == 0

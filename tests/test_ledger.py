@@ -47,6 +47,11 @@ def test_accounting_error_names_the_stage_and_at_most_five_ids_of_each_kind():
     assert str(err.value) == ("dedup: kept (0) + dropped (7) != input (7); "
                               "lost ids ['i0', 'i1', 'i2', 'i3', 'i4']..., "
                               "unexpected/duplicated ids ['z0', 'z1', 'z2', 'z3', 'z4']...")
+    # six: five shown, then the ellipsis
+    with pytest.raises(AccountingError) as err:
+        check_accounting("dedup", inp[:6], [], [f"z{k}" for k in range(6)])
+    assert "lost ids ['i0', 'i1', 'i2', 'i3', 'i4']..., " in str(err.value)
+    assert str(err.value).endswith("unexpected/duplicated ids ['z0', 'z1', 'z2', 'z3', 'z4']...")
     # exactly five of each: all of them shown, no ellipsis
     with pytest.raises(AccountingError) as err:
         check_accounting("split", inp[:5], ["a", "b", "c"], ["d", "e"])
