@@ -40,7 +40,7 @@ def setup_env() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     import sftpipe.config
 
-    # sftpipe is a namespace package and /work/main's checkout is installed editable in the venv:
+    # the venv may hold an editable install of another checkout (/work/main):
     # make sure this checkout's modules are the ones measured.
     where = Path(sftpipe.config.__file__).resolve()
     if REPO not in where.parents:
@@ -70,7 +70,7 @@ def command_line() -> str:
 def sample_records(params, raw: str | Path) -> list[dict]:
     """The sample generated with ``params`` (a SampleParams) into ``raw``, read back through ``collect``
     as the pipeline reads it."""
-    from sftpipe.collect import collect
+    from sftpipe.collect.sources import collect
     from sftpipe.config import CollectParams, Source
     from sftpipe.sample import SOURCES, generate
 
@@ -90,7 +90,7 @@ def build_assets(work: str | Path, rows_per_lang: int = 600, corpus_rows: int = 
     """
     import torch
 
-    from sftpipe.basemodel import build_model, train_tokenizer
+    from sftpipe.model.basemodel import build_model, train_tokenizer
     from sftpipe.config import BaseParams, SampleParams
     from sftpipe.io import write_jsonl
     from sftpipe.sample import pretrain_corpus

@@ -54,7 +54,7 @@ def child(args) -> dict:
         res = label_noise_records(records, LabelNoiseParams(tol=args.tol))
         key = "label_quality"
     else:
-        from sftpipe.modeling import load_model, load_tokenizer
+        from sftpipe.model.loading import load_model, load_tokenizer
         from sftpipe.perplexity import perplexity_filter, score_rows
 
         mp, p = ModelParams(name_or_path=args.perplexity), PerplexityParams()

@@ -1,6 +1,6 @@
 """Quality of near-duplicate detection against exact Jaccard ground truth.
 
-Builds an English + Chinese set (sftpipe.dedup_benchdata: originals plus edited
+Builds an English + Chinese set (sftpipe.sample.neardup: originals plus edited
 variants over a wide range of similarity), computes the ground truth EXACTLY
 (every pair whose Jaccard on the reference shingle strings reaches the
 threshold, from a sparse product of the shingle incidence matrix), then runs
@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from sftpipe import dedup, dedup_benchdata as bd  # noqa: E402
+from sftpipe.dedup import clusters as dedup  # noqa: E402
+from sftpipe.sample import neardup as bd  # noqa: E402
 from sftpipe.config import DedupParams  # noqa: E402
 
 TARGET = 0.95

@@ -2,12 +2,12 @@
 
 Input: generated alpaca-sized rows, half English (60-80 words), half Chinese
 (100-150 characters), 10% of them edited variants of other rows
-(sftpipe.dedup_benchdata). Everything is timed end to end, texts -> clusters
+(sftpipe.sample.neardup). Everything is timed end to end, texts -> clusters
 (exact groups, normalize, shingle, MinHash, LSH, exact-Jaccard check,
 union-find), in this process, after a warm-up that builds the per-process
 lookup tables (reported separately as "setup").
 
-* ours:       sftpipe.dedup.find_duplicates, num_proc 1 and 2;
+* ours:       sftpipe.dedup.clusters.find_duplicates, num_proc 1 and 2;
 * baseline A: per distinct text, one datasketch ``MinHash(num_perm, seed,
               hashfunc=shingle_hash)`` with ``update()`` per shingle (the
               reference normalize/shingles), inserted into ``MinHashLSH`` with
@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from sftpipe import dedup, dedup_benchdata as bd  # noqa: E402
-from sftpipe import minhash as M  # noqa: E402
+from sftpipe.dedup import clusters as dedup  # noqa: E402
+from sftpipe.sample import neardup as bd  # noqa: E402
+from sftpipe.dedup import lsh, sketch  # noqa: E402
 from sftpipe.config import DedupParams  # noqa: E402
 
 
@@ -63,9 +64,9 @@ def peak_rss_mb() -> float:
 
 def setup(p: DedupParams) -> float:
     t = time.perf_counter()
-    M._tables()
-    M._pre_table(p.normalize.nfkc, p.normalize.lowercase)
-    M._fold_table(p.normalize.punctuation, p.normalize.digits)
+    sketch._tables()
+    sketch._pre_table(p.normalize.nfkc, p.normalize.lowercase)
+    sketch._fold_table(p.normalize.punctuation, p.normalize.digits)
     dedup.lsh_params(p)
     dedup.find_duplicates(["warm up", "热身"], p.model_copy(update={"num_proc": 1}))
     return time.perf_counter() - t
@@ -106,31 +107,31 @@ def baseline_a(texts: list[str], p: DedupParams):
     bands, rows = dedup.lsh_params(p)
     exact_rep = dedup.exact_groups(texts)
     uniq = np.flatnonzero(exact_rep == np.arange(len(texts)))
-    lsh = MinHashLSH(num_perm=p.num_perm, params=(bands, rows))
+    index = MinHashLSH(num_perm=p.num_perm, params=(bands, rows))
     sketches, sets = [], []
     for k, i in enumerate(uniq.tolist()):
-        norm = M.normalize(texts[i], p.normalize)
-        char = M.use_char_shingles(norm, p.shingle)
+        norm = sketch.normalize(texts[i], p.normalize)
+        char = sketch.use_char_shingles(norm, p.shingle)
         seen: list[int] = []
 
         def hashfunc(s, seen=seen):      # keeps each hash for the exact check, without hashing twice
-            h = M.shingle_hash(s)
+            h = sketch.shingle_hash(s)
             seen.append(h)
             return h
         m = MinHash(num_perm=p.num_perm, seed=p.seed, hashfunc=hashfunc)
-        for sh in M.shingles(norm, char, p.char_ngram if char else p.word_ngram):
+        for sh in sketch.shingles(norm, char, p.char_ngram if char else p.word_ngram):
             m.update(sh)
         sets.append(sorted(set(seen)))
         if seen:                         # a text with no shingle joins nothing
-            lsh.insert(k, m)
+            index.insert(k, m)
         sketches.append(m)
     pairs = sorted({(min(k, j), max(k, j)) for k, m in enumerate(sketches) if sets[k]
-                    for j in lsh.query(m) if j != k})
+                    for j in index.query(m) if j != k})
     pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
     flat = np.array([h for s in sets for h in s], dtype=np.uint32)
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
-    sim = M.exact_jaccard(pairs, flat, offsets) if p.verify else None
-    comp = M.union_find(len(uniq), pairs[sim >= p.threshold])
+    sim = lsh.exact_jaccard(pairs, flat, offsets) if p.verify else None
+    comp = lsh.union_find(len(uniq), pairs[sim >= p.threshold])
     row_of = np.full(len(texts), -1)
     row_of[uniq] = np.arange(len(uniq))
     return uniq[comp[row_of[exact_rep]]], uniq[pairs]

@@ -60,7 +60,7 @@ def loop_scores(model, tokenizer, records, p) -> list[float | None]:
     import torch
     import torch.nn.functional as F
 
-    from sftpipe.formatting import IGNORE
+    from sftpipe.model.formatting import IGNORE
     from sftpipe.perplexity import encode_for_scoring
 
     dev = next(model.parameters()).device
@@ -111,7 +111,7 @@ def main(argv=None):
     setup_env()
     threads = set_threads(args.threads)
     from sftpipe.config import ModelParams, PerplexityParams
-    from sftpipe.modeling import load_model, load_tokenizer
+    from sftpipe.model.loading import load_model, load_tokenizer
     from sftpipe.perplexity import encode_for_scoring, score_rows
 
     print(f"machine: {machine()}")

@@ -12,7 +12,7 @@ every row fits in ``--seq-len`` (1024); ``dense`` rows fill exactly ``--seq-len`
 
 Configs (``--configs``; each runs for every method in ``--methods``, lora and full):
 
-* ``ours_padded`` / ``ours_pf``: ``sftpipe.train.fit`` with packing=padded (length-grouped padded
+* ``ours_padded`` / ``ours_pf``: ``sftpipe.model.train.fit`` with packing=padded (length-grouped padded
   batches) / padding_free (DataCollatorWithFlattening), SDPA; ``*_fa2`` with flash_attention_2
 * ``trl``: TRL ``SFTTrainer``, its default padding (no length grouping), SDPA, assistant-only loss via
   our ChatML with generation markers (the same rows and loss masks as ours); ``trl_pf_fa2``: TRL's
@@ -100,7 +100,7 @@ def word_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from sftpipe.templates import CHATML
+    from sftpipe.model.templates import CHATML
 
     names = SPECIALS + ROLES
     vocab = {t: i for i, t in enumerate(names)}
@@ -145,22 +145,22 @@ def word_tokenizer_redirect(model_dir: Path):
     transformers 5.23's AutoTokenizer lists qwen2 in MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS and so
     loads any directory whose config.json says qwen2 as Qwen2Tokenizer, rebuilding a byte-level BPE
     from our word-level vocabulary (every word becomes [UNK]-like garbage). A directory without a
-    config.json loads as saved. ``sftpipe.modeling.load_tokenizer`` is what both ``fit`` and the TRL
+    config.json loads as saved. ``sftpipe.model.loading.load_tokenizer`` is what both ``fit`` and the TRL
     setup call, so it is redirected there; the model still loads from ``model_dir``.
     """
-    import sftpipe.modeling
+    import sftpipe.model.loading
 
-    original = sftpipe.modeling.load_tokenizer
+    original = sftpipe.model.loading.load_tokenizer
 
     def load(mp, path=None):
         path = path or mp.name_or_path
         return original(mp, str(model_dir / TOKENIZER_SUBDIR) if Path(path) == model_dir else path)
 
-    sftpipe.modeling.load_tokenizer = load
+    sftpipe.model.loading.load_tokenizer = load
     try:
         yield
     finally:
-        sftpipe.modeling.load_tokenizer = original
+        sftpipe.model.loading.load_tokenizer = original
 
 
 def synthetic_records(n: int, seq_len: int, vocab_size: int, median: float, seed: int, dense: bool) -> list[dict]:
@@ -188,12 +188,12 @@ def synthetic_records(n: int, seq_len: int, vocab_size: int, median: float, seed
 
 def row_lengths(records, model_dir, seq_len) -> list[int]:
     """Token count of every row as ours tokenizes and truncates it (TRL's are checked equal on the CPU)."""
-    import sftpipe.modeling
+    import sftpipe.model.loading
     from sftpipe.config import ModelParams, TrainParams
-    from sftpipe.train import tokenize_rows
+    from sftpipe.model.train import tokenize_rows
 
     with word_tokenizer_redirect(model_dir):
-        tok = sftpipe.modeling.load_tokenizer(ModelParams(name_or_path=str(model_dir)))
+        tok = sftpipe.model.loading.load_tokenizer(ModelParams(name_or_path=str(model_dir)))
     probe = records[0]["messages"][0]["content"]
     if len(tok(probe, add_special_tokens=False)["input_ids"]) != len(probe.split()):
         raise SystemExit(f"{model_dir}: the tokenizer does not load as the word-level one it was saved as")
@@ -257,7 +257,7 @@ def run_config(name: str, method: str, records, model_dir, args, steps: int, kee
 
 
 def _run_config(name: str, method: str, records, model_dir, args, steps: int, keep=None) -> dict:
-    import sftpipe.train
+    import sftpipe.model.train
     from bench.train_throughput import make_timer, quiet, summarise, timer_in_fit, train_params, trl_setup
     from sftpipe.config import LoraParams, ModelParams
 
@@ -270,8 +270,8 @@ def _run_config(name: str, method: str, records, model_dir, args, steps: int, ke
     with tempfile.TemporaryDirectory(prefix="sftbench-gpu-") as d, quiet(), word_tokenizer_redirect(model_dir):
         t_start = time.perf_counter()
         if name.startswith("ours"):
-            with timer_in_fit(sftpipe.train, timer, no_final_save=True):
-                trainer, *_ = sftpipe.train.fit(records, [], mp, tp, LoraParams(), Path(d) / "ckpt", Path(d) / "live")
+            with timer_in_fit(sftpipe.model.train, timer, no_final_save=True):
+                trainer, *_ = sftpipe.model.train.fit(records, [], mp, tp, LoraParams(), Path(d) / "ckpt", Path(d) / "live")
         else:
             trainer = trl_setup(records, mp, args, steps, "trl_pf" if name == "trl_pf_fa2" else "trl", timer, d, tp)
             trainer.train()
@@ -292,7 +292,7 @@ def main(argv=None):
     import trl
     from transformers.utils import is_flash_attn_2_available
 
-    from sftpipe.modeling import dtype_for
+    from sftpipe.model.loading import dtype_for
 
     gpu = torch.cuda.is_available()
     print(f"machine: {machine()}")

@@ -2,10 +2,10 @@
 
 Same tiny model (params.yaml shape, random weights), same rows, same max length (256), same
 per-device batch (16, no accumulation), same number of optimizer steps, same LoRA (r8, alpha 16,
-dropout 0.05, all-linear, built by ``sftpipe.train.peft_config``), same optimizer, schedule and
+dropout 0.05, all-linear, built by ``sftpipe.model.train.peft_config``), same optimizer, schedule and
 seed, fp32 on CPU, no gradient checkpointing, SDPA attention.
 
-* ``pf``     ours: ``sftpipe.train.fit`` with ``packing=padding_free`` (DataCollatorWithFlattening)
+* ``pf``     ours: ``sftpipe.model.train.fit`` with ``packing=padding_free`` (DataCollatorWithFlattening)
 * ``padded`` ours: ``fit`` with ``packing=padded`` (DataCollatorForSeq2Seq, group_by_length sampler)
 * ``trl``    TRL ``SFTTrainer`` on a conversational "messages" dataset, assistant-only loss, its default
              padding (packing=False, padding_free=False, no length grouping). Our ChatML template has
@@ -57,7 +57,7 @@ from bench._common import (THREADS_HELP, RssSampler, assets, child_peak_rss, com
                            ratios, set_threads, setup_env, spread, table)
 
 
-# Our ChatML (sftpipe.templates.CHATML) with TRL's {% generation %} markers around what our loss
+# Our ChatML (sftpipe.model.templates.CHATML) with TRL's {% generation %} markers around what our loss
 # masks train under loss_on=response: each reply and its <|im_end|>; the newline after it is not.
 CHATML_GENERATION = (
     "{% for m in messages %}"
@@ -190,10 +190,10 @@ def train_params(args, steps: int, packing: str, **kw):
 
 
 def run_ours(records, mp, args, steps: int, packing: str, keep: dict | None = None) -> dict:
-    import sftpipe.train
+    import sftpipe.model.train
     from sftpipe.config import LoraParams
 
-    mod = sftpipe.train
+    mod = sftpipe.model.train
     timer = make_timer()
     with tempfile.TemporaryDirectory(prefix="sftbench-train-") as d, timer_in_fit(mod, timer), quiet(), \
             RssSampler() as rss:
@@ -212,16 +212,16 @@ def trl_setup(records, mp, args, steps: int, variant: str, timer=None, out_dir=N
 
     variant: trl, trl_gc, trl_full, trl_grouped; a ``_pf`` suffix turns on TRL's padding_free (needs
     flash-attention). ``tp`` (TrainParams) defaults to ours' for this bench; on a GPU the model and
-    mixed precision follow ``tp.precision`` exactly as ``sftpipe.train.fit`` sets them.
+    mixed precision follow ``tp.precision`` exactly as ``sftpipe.model.train.fit`` sets them.
     """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from sftpipe.config import LoraParams
-    from sftpipe.modeling import dtype_for, load_model, load_tokenizer, weights_precision
-    from sftpipe.templates import apply_template
-    from sftpipe.train import peft_config
+    from sftpipe.model.loading import dtype_for, load_model, load_tokenizer, weights_precision
+    from sftpipe.model.templates import apply_template
+    from sftpipe.model.train import peft_config
 
     tp = tp or train_params(args, steps, "padded")
     on_gpu = torch.cuda.is_available()
@@ -277,8 +277,8 @@ def runner(name: str, records, mp, args, steps: int, keep=None):
 
 def template_checks(records, mp, args) -> list[str]:
     """What TRL does with our template as it is, and whether the marked copy renders the same text."""
-    from sftpipe.modeling import load_tokenizer
-    from sftpipe.templates import apply_template
+    from sftpipe.model.loading import load_tokenizer
+    from sftpipe.model.templates import apply_template
 
     notes = []
     tok = load_tokenizer(mp)
@@ -309,7 +309,7 @@ def template_checks(records, mp, args) -> list[str]:
 
 
 def _tiny_model_for_check(mp):
-    from sftpipe.modeling import load_model
+    from sftpipe.model.loading import load_model
 
     return load_model(mp, precision="fp32")
 
@@ -317,10 +317,10 @@ def _tiny_model_for_check(mp):
 def compare_tokenization(records, mp, args, trl_dataset) -> str:
     """TRL's prepared rows against ours (tokenize_rows): same ids, same trained positions?"""
     from sftpipe.config import TrainParams
-    from sftpipe.formatting import IGNORE
-    from sftpipe.modeling import load_tokenizer
-    from sftpipe.templates import apply_template
-    from sftpipe.train import tokenize_rows
+    from sftpipe.model.formatting import IGNORE
+    from sftpipe.model.loading import load_tokenizer
+    from sftpipe.model.templates import apply_template
+    from sftpipe.model.train import tokenize_rows
 
     tok = load_tokenizer(mp)
     apply_template(tok, mp.template)
@@ -501,7 +501,7 @@ def child_main(args):
     if args.child == "floor":  # what every config pays before training: imports, model, tokenizer
         import trl  # noqa: F401
 
-        from sftpipe.modeling import load_model, load_tokenizer
+        from sftpipe.model.loading import load_model, load_tokenizer
 
         load_model(mp, precision="fp32"), load_tokenizer(mp)
         res = {}

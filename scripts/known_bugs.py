@@ -34,14 +34,14 @@ class Bug:
 
 
 BUGS = [
-    Bug("generate: decodes prompt + output", "sftpipe/evaluation.py",
+    Bug("generate: decodes prompt + output", "sftpipe/model/evaluation.py",
         "tokenizer.decode(gen[row, width:]", "tokenizer.decode(gen[row, :]", ("tests/test_evaluation.py",)),
-    Bug("generate: attends to the left padding", "sftpipe/evaluation.py",
+    Bug("generate: attends to the left padding", "sftpipe/model/evaluation.py",
         "attention_mask=att.to(dev), max_new_tokens", "attention_mask=torch.ones_like(att).to(dev), max_new_tokens",
         ("tests/test_evaluation.py",)),
-    Bug("load_sft: base model without the adapter", "sftpipe/train.py",
+    Bug("load_sft: base model without the adapter", "sftpipe/model/loading.py",
         "model = PeftModel.from_pretrained(base, str(sft_dir))", "model = base", ("tests/test_train.py",)),
-    Bug("response_loss: mean of per-batch means", "sftpipe/evaluation.py",
+    Bug("response_loss: mean of per-batch means", "sftpipe/model/evaluation.py",
         "total += float(mean) * n\n            count += n", "total += float(mean)\n            count += 1",
         ("tests/test_evaluation.py",)),
     Bug("ppl: logits and labels off by one", "sftpipe/perplexity.py",
@@ -66,18 +66,18 @@ BUGS = [
     Bug("label_noise: min_class_size ignored", "sftpipe/label_noise.py",
         "for c, n in counts.items() if n >= p.min_class_size)", "for c, n in counts.items())",
         ("tests/test_label_noise.py",)),
-    Bug("exact match: no NFKC", "sftpipe/metric_modules/sft_exact_match/sft_exact_match.py",
+    Bug("exact match: no NFKC", "sftpipe/model/metric_modules/sft_exact_match/sft_exact_match.py",
         'text = unicodedata.normalize("NFKC", text).lower().strip()', "text = text.lower().strip()",
         ("tests/test_metric_modules.py",)),
-    Bug("exact match: all whitespace deleted", "sftpipe/metric_modules/sft_exact_match/sft_exact_match.py",
+    Bug("exact match: all whitespace deleted", "sftpipe/model/metric_modules/sft_exact_match/sft_exact_match.py",
         'text = re.sub(r"\\s+", " ", text)', 'text = re.sub(r"\\s+", "", text)', ("tests/test_metric_modules.py",)),
-    Bug("exact match: punctuation stripped anywhere", "sftpipe/metric_modules/sft_exact_match/sft_exact_match.py",
+    Bug("exact match: punctuation stripped anywhere", "sftpipe/model/metric_modules/sft_exact_match/sft_exact_match.py",
         'return _TRAIL.sub("", text)', 'return re.sub(r"[^\\w\\s]", "", _TRAIL.sub("", text))',
         ("tests/test_metric_modules.py",)),
-    Bug("dedup: keep policy measures prompt + response", "sftpipe/dedup.py",
+    Bug("dedup: keep policy measures prompt + response", "sftpipe/dedup/clusters.py",
         "sign * len(response_text(records[i]))", 'sign * len(text_of(records[i], "all"))', ("tests/test_dedup.py",)),
     # found while fixing exact resume (not in the audit): the sampler seeded from the global RNG again
-    Bug("train: length-grouped order from the global RNG (resume differs)", "sftpipe/train.py",
+    Bug("train: length-grouped order from the global RNG (resume differs)", "sftpipe/model/train.py",
         "gen = torch.Generator().manual_seed(self.seed + self.epoch)", "gen = None", ("tests/test_train.py",)),
 ]
 

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/mutation.py ledger metrics dedup            # ~5 to 10 min each
     .venv/bin/python scripts/mutation.py --sample 20 --seed 1 split      # 20 random mutants per function
     .venv/bin/python scripts/mutation.py --functions x_bounds perplexity # some functions
-    .venv/bin/python scripts/mutation.py --mutants 'sftpipe.dedup.x__survivors__mutmut_1*' dedup
+    .venv/bin/python scripts/mutation.py --mutants 'sftpipe.dedup.clusters.x__survivors__mutmut_1*' dedup
     .venv/bin/python scripts/mutation.py --tests-from HEAD~1 ledger      # baseline: older tests, same code
 
 Every run first runs the selected test files once under mutmut's stats (2 to 5 min); the mutants of
@@ -49,16 +49,16 @@ REPO = Path(__file__).resolve().parents[1]
 # target -> (file, function globs); function globs are mutmut's mangled names ("x_<function>",
 # "xǁ<Class>ǁ<method>")
 TARGETS: dict[str, list[tuple[str, str]]] = {
-    "formatting": [("sftpipe/formatting.py", "*")],
+    "formatting": [("sftpipe/model/formatting.py", "*")],
     "ledger": [("sftpipe/ledger.py", "*")],
     "split": [("sftpipe/split.py", "*")],
     "perplexity": [("sftpipe/perplexity.py", "*")],
-    "evaluation": [("sftpipe/evaluation.py", "*")],
-    "metrics": [("sftpipe/metric_modules/sft_rouge/sft_rouge.py", "*"),
-                ("sftpipe/metric_modules/sft_bleu/sft_bleu.py", "*"),
-                ("sftpipe/metric_modules/sft_exact_match/sft_exact_match.py", "*")],
-    "dedup": [("sftpipe/dedup.py", "x__id_key"), ("sftpipe/dedup.py", "x__survivors"),
-              ("sftpipe/dedup.py", "x_dedup_records")],
+    "evaluation": [("sftpipe/model/evaluation.py", "*")],
+    "metrics": [("sftpipe/model/metric_modules/sft_rouge/sft_rouge.py", "*"),
+                ("sftpipe/model/metric_modules/sft_bleu/sft_bleu.py", "*"),
+                ("sftpipe/model/metric_modules/sft_exact_match/sft_exact_match.py", "*")],
+    "dedup": [("sftpipe/dedup/clusters.py", "x__id_key"), ("sftpipe/dedup/clusters.py", "x__survivors"),
+              ("sftpipe/dedup/clusters.py", "x_dedup_records")],
     "label_noise": [("sftpipe/label_noise.py", "x_label_noise_records")],
 }
 
@@ -66,7 +66,7 @@ TARGETS: dict[str, list[tuple[str, str]]] = {
 # statement), each statement named by the start of its source. Missing anchors stop the run.
 OUT_OF_SCOPE = [
     # cluster metrics and the size histogram: counts, not the choice of kept/dropped rows
-    ("sftpipe/dedup.py", "dedup_records", "cluster_sizes = np.bincount", "details = "),
+    ("sftpipe/dedup/clusters.py", "dedup_records", "cluster_sizes = np.bincount", "details = "),
     # featurization and out-of-fold scoring (folds, tf-idf/embeddings, cleanlab)
     ("sftpipe/label_noise.py", "label_noise_records", "folds = ", "issues, quality = find_issues"),
 ]
@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--functions", default="",
                     help="comma-separated globs on mutmut's function names (x_score_rows, x_encode*): only these")
     ap.add_argument("--mutants", default="",
-                    help="comma-separated globs on full mutant names (sftpipe.dedup.x__survivors__mutmut_12): only these")
+                    help="comma-separated globs on full mutant names (sftpipe.dedup.clusters.x__survivors__mutmut_12): only these")
     ap.add_argument("--sample", type=int, default=0, help="at most this many mutants per function (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy (mutmut browse/show there)")

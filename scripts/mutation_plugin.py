@@ -9,7 +9,7 @@ active mutant by module name. Four things need help there:
 - ``evaluate.load(path)`` imports a metric script under a module name of its own
   (``evaluate_modules.metrics.<name>.<hash>.<name>``), under which mutmut never activates a
   mutant; here the script found by evaluate is imported under its package name instead
-  (``sftpipe.metric_modules.<name>.<name>``), which is the same file;
+  (``sftpipe.model.metric_modules.<name>.<name>``), which is the same file;
 - mutmut's stats run credits a function to the test during which it ran, so a module or
   session fixture (the label-noise results, the lookup model trained through formatting.encode)
   counts only for the first test that uses it, and the later tests never run against the
@@ -41,7 +41,7 @@ def pytest_configure(config):
     if os.environ.get("MUTANT_UNDER_TEST") is not None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     root = Path(str(config.rootpath)).resolve()
-    origin = Path(importlib.util.find_spec("sftpipe.formatting").origin).resolve()
+    origin = Path(importlib.util.find_spec("sftpipe.model.formatting").origin).resolve()
     if root not in origin.parents:
         raise RuntimeError(f"mutation run: sftpipe imported from {origin}, not from the mutated copy {root}")
     _load_metric_modules_by_package_name()
@@ -50,7 +50,7 @@ def pytest_configure(config):
 def _load_metric_modules_by_package_name():
     import evaluate.loading as loading
 
-    import sftpipe.metric_modules as mm
+    import sftpipe.model.metric_modules as mm
 
     here = Path(mm.__file__).resolve().parent
     factory = loading.evaluation_module_factory
@@ -61,7 +61,7 @@ def _load_metric_modules_by_package_name():
         found = factory(path, *args, **kwargs)       # evaluate's own checks, copy and hash
         p = Path(path).resolve()
         if p.parent == here and p.name in mm.NAMES:
-            return loading.ImportableModule(f"sftpipe.metric_modules.{p.name}.{p.name}", found.hash)
+            return loading.ImportableModule(f"sftpipe.model.metric_modules.{p.name}.{p.name}", found.hash)
         return found
 
     by_package_name._sftpipe_mutation = True

@@ -38,7 +38,7 @@ class BaseParams(Section):
     """The tiny LLaMA-architecture base model the pipeline builds offline."""
     seed: int = 0
     languages: list[Literal["en", "zh"]] = ["en", "zh"]
-    corpus_rows: int = Field(30000, ge=100)         # plain-text documents to pretrain on
+    corpus_rows: int = Field(12000, ge=100)         # plain-text documents to pretrain on
     vocab_size: int = Field(3000, ge=300)
     hidden_size: int = Field(192, ge=16)
     num_layers: int = Field(4, ge=1)
@@ -46,7 +46,7 @@ class BaseParams(Section):
     intermediate_size: int = Field(512, ge=16)
     seq_len: int = Field(128, ge=16)
     batch_size: int = Field(32, ge=1)
-    steps: int = Field(600, ge=1)
+    steps: int = Field(250, ge=1)
     lr: float = Field(3e-3, gt=0.0)
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
 
@@ -87,7 +87,7 @@ class NormalizeParams(Section):
     nfkc: bool = True           # Unicode NFKC: full-width forms to ASCII, ligatures split, ...
     lowercase: bool = True
     punctuation: bool = True    # punctuation and symbols (Unicode P* and S*) become spaces
-    digits: bool = True         # every decimal digit (Unicode Nd) becomes 0
+    digits: bool = False        # every decimal digit (Unicode Nd) becomes 0 (see params.yaml: off for SFT)
     whitespace: bool = True     # runs of whitespace become one space; leading/trailing removed
 
 

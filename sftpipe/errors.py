@@ -27,13 +27,6 @@ class RowError(Exception):
         super().__init__(message)
         self.reason = reason
         self.field = field
-        # Set by readers for problems found before a record exists (malformed JSON,
-        # invalid UTF-8, a bad CSV row): where it is, and the offending text for the
-        # quarantine, so a quarantined row can be found and repaired.
-        self.path: str | None = None
-        self.line: int | None = None
-        self.recno: int | None = None
-        self.raw: str | None = None
 
 
 def where(path: str | None = None, line: int | None = None, record: int | str | None = None,

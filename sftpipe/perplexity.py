@@ -23,7 +23,7 @@ from collections import defaultdict
 import numpy as np
 
 from .config import PerplexityParams
-from .formatting import IGNORE, encode
+from .model.formatting import IGNORE, encode, pad_batch
 from .ledger import FilterResult, drop
 from .schema import last_turn_split, prompt_text, response_text
 
@@ -100,15 +100,8 @@ def score_rows(model, tokenizer, records: list[dict], p: PerplexityParams, progr
         for batch in _batches(order, [len(e[0]) for e in encoded], p.batch_size):
             idx = [i for i in batch if any(encoded[i][1][1:])]
             if idx:
-                width = max(len(encoded[i][0]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                att = torch.zeros((len(idx), width), dtype=torch.long)
-                tgt = torch.full((len(idx), width), IGNORE, dtype=torch.long)
-                for row, i in enumerate(idx):
-                    seq, scored = encoded[i]
-                    ids[row, :len(seq)] = torch.tensor(seq)
-                    att[row, :len(seq)] = 1
-                    tgt[row, :len(seq)] = torch.tensor([t if s else IGNORE for t, s in zip(seq, scored)])
+                ids, att, tgt = pad_batch([encoded[i][0] for i in idx], pad,
+                                          [[t if s else IGNORE for t, s in zip(*encoded[i])] for i in idx])
                 shift_t = tgt[:, 1:].to(dev)
                 keep = shift_t != IGNORE
                 logits = _scored_logits(model, ids.to(dev), att.to(dev), keep)

@@ -8,7 +8,7 @@ A record is a plain dict::
      "label": "arithmetic" | None,      # optional category
      "meta": {"lang": "en", ...}}       # scalars added by loaders and stages
 
-Loaders convert every input format into this once (see :mod:`sftpipe.loaders`);
+Loaders convert every input format into this once (see :mod:`sftpipe.collect`);
 later stages only read and annotate ``meta``.
 """
 

@@ -18,7 +18,7 @@ import random
 from collections import Counter, defaultdict
 
 from .config import DedupParams, SplitParams
-from .dedup import near_duplicate_groups, normalize
+from .dedup.clusters import near_duplicate_groups, normalize
 from .ledger import FilterResult, drop
 from .schema import detect_lang, full_text
 

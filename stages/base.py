@@ -9,7 +9,7 @@ from stages._common import log, stage
 @click.option("--out", default="models/base", show_default=True)
 @click.option("--metrics", default="metrics/base.json", show_default=True)
 def cli(params, out, metrics):
-    from sftpipe.basemodel import pretrain
+    from sftpipe.model.basemodel import pretrain
     from sftpipe.io import atomic_path, write_json
     from sftpipe.sample import pretrain_corpus
 

@@ -11,7 +11,7 @@ from stages._common import log, progress, stage
 @click.option("--out", default="data/collected", show_default=True)
 @click.option("--metrics", default="metrics/collect.json", show_default=True)
 def cli(params, out, metrics):
-    from sftpipe.collect import collect
+    from sftpipe.collect.sources import collect
     from sftpipe.io import write_json, write_jsonl
 
     with progress(None, "collect") as bar:

@@ -11,7 +11,7 @@ from stages._common import log, stage
 @click.option("--metrics", default="metrics/dedup.json", show_default=True)
 @click.option("--plot", default="metrics/plots/dedup_clusters.csv", show_default=True)
 def cli(params, inp, out, metrics, plot):
-    from sftpipe.dedup import dedup_records
+    from sftpipe.dedup.clusters import dedup_records
     from sftpipe.io import read_jsonl, write_csv
     from sftpipe.ledger import write_filter_outputs
 

@@ -1,7 +1,5 @@
 """evaluate: test loss/perplexity, greedy generations, ROUGE/BLEU/chrF/EM; base vs SFT."""
 
-from pathlib import Path
-
 import click
 
 from stages._common import log, progress, stage
@@ -15,27 +13,25 @@ from stages._common import log, progress, stage
 @click.option("--deltas", default="metrics/eval_deltas.md", show_default=True)
 @click.option("--predictions", default="data/eval/predictions.jsonl", show_default=True)
 def cli(params, test_path, sft_dir, metrics, details, deltas, predictions):
-    from sftpipe import evaluation as ev
     from sftpipe.io import read_jsonl, write_json, write_jsonl, write_text
-    from sftpipe.modeling import load_model
-    from sftpipe.train import load_sft
+    from sftpipe.model import evaluation
+    from sftpipe.model.loading import fit_embeddings, load_model, load_sft
 
     ep = params.evaluate
     rows = read_jsonl(test_path or ep.test_file)[: ep.max_rows]
     sft, tok = load_sft(params.model, sft_dir)
     base = load_model(params.model).eval()
-    if base.get_input_embeddings().num_embeddings < len(tok):
-        base.resize_token_embeddings(len(tok))
+    fit_embeddings(base, tok)      # the chat template's tokens, untrained in the base
     scores, preds = {}, {}
     for name, model in (("base", base), ("sft", sft)):
         with progress(len(rows), f"generate ({name})") as bar:
-            scores[name], preds[name] = ev.score_model(name, model, tok, rows, ep.max_new_tokens, ep.batch_size,
+            scores[name], preds[name] = evaluation.score_model(name, model, tok, rows, ep.max_new_tokens, ep.batch_size,
                                                        params.train.max_length, bar)
-    cats = ev.per_category(rows, preds)
-    write_json(metrics, {"base": scores["base"], "sft": scores["sft"], "delta": ev.deltas(scores["base"], scores["sft"]),
+    cats = evaluation.per_category(rows, preds)
+    write_json(metrics, {"base": scores["base"], "sft": scores["sft"], "delta": evaluation.deltas(scores["base"], scores["sft"]),
                          "rows": len(rows)})
     write_json(details, {"per_category": cats})
-    write_text(deltas, ev.deltas_markdown(scores["base"], scores["sft"], cats))
+    write_text(deltas, evaluation.deltas_markdown(scores["base"], scores["sft"], cats))
     write_jsonl(predictions, [{"id": r["id"], "label": r.get("label"), "lang": r["meta"].get("lang"),
                                "reference": r["messages"][-1]["content"], "base": b, "sft": s}
                               for r, b, s in zip(rows, preds["base"], preds["sft"])])

@@ -13,7 +13,7 @@ from stages._common import log, progress, stage
 def cli(params, inp, out, metrics, plot):
     from sftpipe.io import read_jsonl, write_csv
     from sftpipe.ledger import FilterResult, write_filter_outputs
-    from sftpipe.modeling import load_model, load_tokenizer
+    from sftpipe.model.loading import load_model, load_tokenizer
     from sftpipe.perplexity import histogram_rows, perplexity_filter, score_rows
 
     p = params.perplexity

@@ -9,7 +9,7 @@ from stages._common import log, stage
 
 def _eval_refs(paths):
     """(id, origin, text) rows of user-supplied eval files, read by the collect loaders."""
-    from sftpipe.collect import collect
+    from sftpipe.collect.sources import collect
     from sftpipe.config import CollectParams, Source
     from sftpipe.errors import UserError
     from sftpipe.schema import full_text

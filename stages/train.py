@@ -33,7 +33,7 @@ def _relaunch_on_multi_gpu() -> None:
 def cli(params, data, out, checkpoints, live, metrics):
     _relaunch_on_multi_gpu()
     from sftpipe.io import read_jsonl, write_json
-    from sftpipe.train import train
+    from sftpipe.model.train import train
 
     files = [Path(data) / "train.jsonl", Path(data) / "validation.jsonl"]
     summary = train(read_jsonl(files[0]), read_jsonl(files[1]), params.model, params.train, params.lora,

@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A real byte-level BPE tokenizer with a ChatML template, trained offline in ~1 s."""
-    from sftpipe.basemodel import train_tokenizer
+    from sftpipe.model.basemodel import train_tokenizer
     from sftpipe.sample import pretrain_corpus
 
     return train_tokenizer(pretrain_corpus(["en", "zh"], 400, seed=0), 600)
@@ -22,7 +22,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A randomly initialised 2-layer LLaMA saved like a hub model (safetensors + tokenizer)."""
     import torch
 
-    from sftpipe.basemodel import build_model
+    from sftpipe.model.basemodel import build_model
     from sftpipe.config import BaseParams
 
     torch.manual_seed(0)

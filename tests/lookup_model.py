@@ -35,9 +35,9 @@ def train_lookup_model(tokenizer, steps: int = 80, seed: int = 0):
     """Full-parameter training of a fresh 2-layer LLaMA on the lookup rows (response-only loss)."""
     import torch
 
-    from sftpipe.basemodel import build_model
+    from sftpipe.model.basemodel import build_model
     from sftpipe.config import BaseParams
-    from sftpipe.formatting import IGNORE, encode
+    from sftpipe.model.formatting import IGNORE, encode
 
     torch.manual_seed(seed)
     model = build_model(BaseParams(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128), tokenizer)

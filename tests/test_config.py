@@ -50,3 +50,33 @@ def test_invalid_yaml_names_line(tmp_path):
     p.write_text("lora:\n  r: [1,\n")
     with pytest.raises(UserError, match=r"params.yaml:\d+: invalid YAML"):
         load_params(p)
+
+
+def test_schema_defaults_are_the_committed_params():
+    """params.yaml and the schema's defaults are one source of truth: every key params.yaml sets
+    equals the default, and every default is written out in params.yaml (collect.sources, which
+    has no default, aside)."""
+    from sftpipe.config import Params
+
+    committed = base()
+    committed["collect"].pop("sources")
+    defaults = Params(collect={"sources": [{"path": "x"}]}).model_dump()
+    defaults["collect"].pop("sources")
+    drift = []
+
+    def walk(yaml_part, default_part, path):
+        if isinstance(default_part, dict):
+            if not isinstance(yaml_part, dict):
+                drift.append(f"{path}: params.yaml {yaml_part!r}, schema a mapping")
+                return
+            for k in sorted(set(default_part) | set(yaml_part)):
+                walk(yaml_part.get(k, "<not in params.yaml>"), default_part.get(k, "<no default>"), f"{path}.{k}")
+        elif yaml_part != default_part:
+            drift.append(f"{path}: params.yaml {yaml_part!r}, schema default {default_part!r}")
+
+    walk(committed, defaults, "")
+    assert drift == []
+    # the walk sees a changed default
+    defaults["base"]["steps"] += 1
+    walk(committed, defaults, "")
+    assert drift == [".base.steps: params.yaml 250, schema default 251"]

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from sftpipe import dedup, dedup_benchdata as bd, ledger
-from sftpipe import minhash as M
+from sftpipe import ledger
+from sftpipe.dedup import clusters as dedup
+from sftpipe.sample import neardup as bd
+from sftpipe.dedup import lsh, sketch
 from sftpipe.config import DedupParams, NormalizeParams
 from sftpipe.schema import full_text
 
 P = DedupParams()
-NORM = NormalizeParams()
+NORM = NormalizeParams(digits=True)       # every step on (the pipeline's default keeps digits)
 
 
 def rec(rid, prompt, response="ok"):
@@ -29,10 +31,10 @@ def rec(rid, prompt, response="ok"):
 
 def naive_minhash(text, p=P):
     """What a caller would do with datasketch: one MinHash, one update per shingle."""
-    norm = M.normalize(text, p.normalize)
-    char = M.use_char_shingles(norm, p.shingle)
-    m = MinHash(num_perm=p.num_perm, seed=p.seed, hashfunc=M.shingle_hash)
-    for sh in M.shingles(norm, char, p.char_ngram if char else p.word_ngram):
+    norm = sketch.normalize(text, p.normalize)
+    char = sketch.use_char_shingles(norm, p.shingle)
+    m = MinHash(num_perm=p.num_perm, seed=p.seed, hashfunc=sketch.shingle_hash)
+    for sh in sketch.shingles(norm, char, p.char_ngram if char else p.word_ngram):
         m.update(sh)
     return m
 
@@ -45,7 +47,7 @@ ZH = "我们明天上午九点在学校门口集合，然后一起坐大巴去�
 # --- normalization -----------------------------------------------------------------
 
 def test_fullwidth_and_ascii_normalize_equal():
-    assert M.normalize("Ｈｅｌｌｏ，世界", NORM) == M.normalize("hello, 世界", NORM) == "hello 世界"
+    assert sketch.normalize("Ｈｅｌｌｏ，世界", NORM) == sketch.normalize("hello, 世界", NORM) == "hello 世界"
 
 
 @pytest.mark.parametrize("raw,expected", [
@@ -56,17 +58,17 @@ def test_fullwidth_and_ascii_normalize_equal():
     ("ﬁne ①", "fine 0"),                                      # NFKC ligature and circled digit
 ])
 def test_normalize_cases(raw, expected):
-    assert M.normalize(raw, NORM) == expected
+    assert sketch.normalize(raw, NORM) == expected
 
 
 def test_each_normalization_step_can_be_switched_off():
     text = "Ａb 12, c  d"
-    assert M.normalize(text, NORM) == "ab 00 c d"
-    assert M.normalize(text, NormalizeParams(nfkc=False)) == "ａb 00 c d"
-    assert M.normalize(text, NormalizeParams(lowercase=False)) == "Ab 00 c d"
-    assert M.normalize(text, NormalizeParams(punctuation=False)) == "ab 00, c d"
-    assert M.normalize(text, NormalizeParams(digits=False)) == "ab 12 c d"
-    assert M.normalize(text, NormalizeParams(whitespace=False)) == "ab 00  c  d"
+    assert sketch.normalize(text, NORM) == "ab 00 c d"
+    assert sketch.normalize(text, NORM.model_copy(update={"nfkc": False})) == "ａb 00 c d"
+    assert sketch.normalize(text, NORM.model_copy(update={"lowercase": False})) == "Ab 00 c d"
+    assert sketch.normalize(text, NORM.model_copy(update={"punctuation": False})) == "ab 00, c d"
+    assert sketch.normalize(text, NORM.model_copy(update={"digits": False})) == "ab 12 c d"
+    assert sketch.normalize(text, NORM.model_copy(update={"whitespace": False})) == "ab 00  c  d"
 
 
 TRICKY = list("aZé\u0301\u0300ΣσςİıßﬁＡ１，。！？ 　\t\n½²①가각ㄱᄀ\u1161\u11a8ÅΩ℃㈱…—_-'\"😀\u200b\u00a0") + ["e\u0301", "ΟΔΟΣ"]
@@ -78,12 +80,12 @@ def test_batch_normalization_agrees_with_reference():
     texts += ["".join(rng.choice(TRICKY + list("abc de")) for _ in range(rng.randint(0, 30))) for _ in range(400)]
     for norm in (NORM, NormalizeParams(whitespace=False), NormalizeParams(nfkc=False, punctuation=False),
                  NormalizeParams(lowercase=False, digits=False)):
-        assert M.normalize_batch(texts, norm).texts() == [M.normalize(t, norm) for t in texts]
+        assert sketch.normalize_batch(texts, norm).texts() == [sketch.normalize(t, norm) for t in texts]
 
 
 def test_table_prenormalization_matches_unicodedata_for_every_table_char():
     import unicodedata
-    table, ok = M._pre_table(True, True)
+    table, ok = sketch._pre_table(True, True)
     cps = np.flatnonzero(ok)
     sample = cps[np.random.default_rng(0).choice(len(cps), 20000, replace=False)]
     for c in sample.tolist() + [0xFF0C, 0xFF21, 0x4E00, ord("A")]:
@@ -94,24 +96,24 @@ def test_table_prenormalization_matches_unicodedata_for_every_table_char():
 # --- shingles and hashing ---------------------------------------------------------------
 
 def test_shingles_word_char_short_and_empty():
-    assert M.shingles("a b c d e f", False, 5) == ["a b c d e", "b c d e f"]
-    assert M.shingles("a b", False, 5) == ["a b"]
-    assert M.shingles("今天天气好吗", True, 5) == ["今天天气好", "天天气好吗"]
-    assert M.shingles("你好", True, 5) == ["你好"]
-    assert M.shingles("", True, 5) == [] and M.shingles("", False, 5) == []
+    assert sketch.shingles("a b c d e f", False, 5) == ["a b c d e", "b c d e f"]
+    assert sketch.shingles("a b", False, 5) == ["a b"]
+    assert sketch.shingles("今天天气好吗", True, 5) == ["今天天气好", "天天气好吗"]
+    assert sketch.shingles("你好", True, 5) == ["你好"]
+    assert sketch.shingles("", True, 5) == [] and sketch.shingles("", False, 5) == []
 
 
 def test_auto_mode_follows_cjk_share():
-    assert M.use_char_shingles(M.normalize(ZH, NORM))
-    assert not M.use_char_shingles(M.normalize(EN, NORM))
-    assert not M.use_char_shingles("the word 猫 in a sentence")      # 1 CJK letter of 17
-    assert M.use_char_shingles("anything", "char") and not M.use_char_shingles(ZH, "word")
+    assert sketch.use_char_shingles(sketch.normalize(ZH, NORM))
+    assert not sketch.use_char_shingles(sketch.normalize(EN, NORM))
+    assert not sketch.use_char_shingles("the word 猫 in a sentence")      # 1 CJK letter of 17
+    assert sketch.use_char_shingles("anything", "char") and not sketch.use_char_shingles(ZH, "word")
 
 
 def test_shingle_hash_is_32_bit_and_same_in_another_process():
-    values = [M.shingle_hash(s) for s in ("hello world", "你好世界", "", "a")]
+    values = [sketch.shingle_hash(s) for s in ("hello world", "你好世界", "", "a")]
     assert all(0 <= v < 2 ** 32 for v in values) and len(set(values)) == 4
-    code = "from sftpipe.minhash import shingle_hash as h; print([h(s) for s in ('hello world', '你好世界', '', 'a')])"
+    code = "from sftpipe.dedup.sketch import shingle_hash as h; print([h(s) for s in ('hello world', '你好世界', '', 'a')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.getcwd()})
     assert out.stdout.strip() == str(values)
@@ -119,13 +121,13 @@ def test_shingle_hash_is_32_bit_and_same_in_another_process():
 
 def test_span_hashes_equal_reference_hash_of_each_shingle():
     texts = [EN, ZH, "short", "", "Ｈｅｌｌｏ，世界"]
-    b = M.normalize_batch(texts, NORM)
-    char = M.char_mode_rows(b, "auto")
-    rows, s, e = M.shingle_spans(b, char, 5, 5)
-    h = M.span_hashes(b, s, e)
+    b = sketch.normalize_batch(texts, NORM)
+    char = sketch.char_mode_rows(b, "auto")
+    rows, s, e = sketch.shingle_spans(b, char, 5, 5)
+    h = sketch.span_hashes(b, s, e)
     for i, norm in enumerate(b.texts()):
-        ref = M.shingles(norm, bool(char[i]), 5)
-        assert h[rows == i].tolist() == [M.shingle_hash(x) for x in ref]
+        ref = sketch.shingles(norm, bool(char[i]), 5)
+        assert h[rows == i].tolist() == [sketch.shingle_hash(x) for x in ref]
 
 
 # --- MinHash and LSH equal to datasketch ---------------------------------------------------
@@ -144,12 +146,12 @@ def test_candidate_pairs_equal_datasketch_lsh():
     data = bd.generate(300, seed=3, dup_share=0.4, max_rate=0.3)
     p = DedupParams(bands=32, rows=1)          # loose bands: many candidates, true and false
     sk = dedup.sketch(data.texts, p)
-    ours = {tuple(x) for x in M.candidate_pairs(sk.sig, p.bands, p.rows).tolist()}
-    lsh = MinHashLSH(num_perm=p.num_perm, params=(p.bands, p.rows))
+    ours = {tuple(x) for x in lsh.candidate_pairs(sk.sig, p.bands, p.rows).tolist()}
+    index = MinHashLSH(num_perm=p.num_perm, params=(p.bands, p.rows))
     mhs = [naive_minhash(t, p) for t in data.texts]
     for i, m in enumerate(mhs):
-        lsh.insert(i, m)
-    theirs = {(min(i, j), max(i, j)) for i, m in enumerate(mhs) for j in lsh.query(m) if j != i}
+        index.insert(i, m)
+    theirs = {(min(i, j), max(i, j)) for i, m in enumerate(mhs) for j in index.query(m) if j != i}
     assert len(theirs) > 300 and ours == theirs
 
 
@@ -159,7 +161,7 @@ def test_exact_jaccard_matches_python_sets():
     flat = np.concatenate(sets)
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in sets])])
     pairs = np.array([(i, j) for i in range(50) for j in range(i + 1, 50)])
-    got = M.exact_jaccard(pairs, flat, offsets, chunk=97)    # small chunks exercise the loop
+    got = lsh.exact_jaccard(pairs, flat, offsets, chunk=97)    # small chunks exercise the loop
     for (i, j), g in zip(pairs.tolist(), got.tolist()):
         a, b = set(sets[i].tolist()), set(sets[j].tolist())
         assert g == pytest.approx(len(a & b) / len(a | b) if a | b else 0.0)
@@ -167,15 +169,15 @@ def test_exact_jaccard_matches_python_sets():
 
 def test_union_find_components():
     edges = np.array([[5, 6], [1, 2], [2, 3], [9, 8], [3, 0], [6, 7]])
-    assert M.union_find(10, edges).tolist() == [0, 0, 0, 0, 4, 5, 5, 5, 8, 8]
+    assert lsh.union_find(10, edges).tolist() == [0, 0, 0, 0, 4, 5, 5, 5, 8, 8]
     chain = np.stack([np.arange(999, 0, -1), np.arange(998, -1, -1)], axis=1)   # long reversed chain
-    assert (M.union_find(1000, chain) == 0).all()
+    assert (lsh.union_find(1000, chain) == 0).all()
 
 
 def test_lsh_params_derived_for_recall_and_overridable():
     b, r = dedup.lsh_params(P)
-    assert b * r <= P.num_perm and M.lsh_probability(P.threshold, b, r) >= 0.97
-    assert M.lsh_probability(0.3, b, r) < 0.01
+    assert b * r <= P.num_perm and lsh.lsh_probability(P.threshold, b, r) >= 0.97
+    assert lsh.lsh_probability(0.3, b, r) < 0.01
     assert dedup.lsh_params(DedupParams(bands=8, rows=4)) == (8, 4)
     assert dedup.lsh_params(P, threshold=0.5) != (b, r)
 

@@ -11,9 +11,9 @@ import torch
 
 from lookup_model import LOOKUP, lookup_rows
 from sftpipe.config import ModelParams
-from sftpipe.evaluation import deltas, deltas_markdown, generate, response_loss
-from sftpipe.formatting import IGNORE, encode
-from sftpipe.modeling import load_model, load_tokenizer
+from sftpipe.model.evaluation import deltas, deltas_markdown, generate, response_loss
+from sftpipe.model.formatting import IGNORE, encode
+from sftpipe.model.loading import load_model, load_tokenizer
 
 ROWS = lookup_rows()
 REPLIES = [a for _, a in LOOKUP]
@@ -97,7 +97,7 @@ def test_deltas_and_markdown():
 def test_text_metrics_gathers_the_three_modules_rounded_to_4_places():
     import sacrebleu
 
-    from sftpipe.evaluation import text_metrics
+    from sftpipe.model.evaluation import text_metrics
 
     preds, refs = ["红色的猫", "Positive."], ["红色的狗", "positive"]
     out = text_metrics(preds, refs)
@@ -111,7 +111,7 @@ def test_text_metrics_gathers_the_three_modules_rounded_to_4_places():
 
 
 def test_per_category_scores_each_label_on_its_own_rows():
-    from sftpipe.evaluation import per_category, text_metrics
+    from sftpipe.model.evaluation import per_category, text_metrics
 
     rows = [{**r, "label": label} for r, label in zip(lookup_rows(), ["b", "a", None, "a"])]
     # a two-turn conversation: the reference is the last reply
@@ -130,7 +130,7 @@ def test_per_category_scores_each_label_on_its_own_rows():
 
 
 def test_score_model_reports_loss_perplexity_and_text_metrics_against_the_last_reply(monkeypatch):
-    import sftpipe.evaluation as ev
+    import sftpipe.model.evaluation as ev
 
     rows = lookup_rows()[:3]
     rows[1] = {**rows[1], "messages": rows[0]["messages"] + rows[1]["messages"]}   # two turns: the last reply counts

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sftpipe.formatting import IGNORE, encode, encode_prompt
-from sftpipe.templates import TEMPLATES, apply_template, stop_token_ids
+from sftpipe.model.formatting import IGNORE, encode, encode_prompt
+from sftpipe.model.templates import TEMPLATES, apply_template, stop_token_ids
 
 SINGLE_EN = [{"role": "user", "content": "What is the capital of France?"},
              {"role": "assistant", "content": "The capital of France is Paris."}]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from sftpipe.collect import collect
+from sftpipe.collect.sources import collect
 from sftpipe.config import CollectParams, LabelNoiseParams, SampleParams, Source
 from sftpipe.label_noise import label_noise_records, out_of_fold_probs, tfidf_features
 from sftpipe.sample import SOURCES, generate

@@ -5,9 +5,10 @@ import json
 import pytest
 
 from sftpipe.config import CollectParams, Source
-from sftpipe.collect import collect
+from sftpipe.collect.sources import collect
 from sftpipe.errors import RowError, UserError
-from sftpipe.loaders import RawRow, read_source, to_record
+from sftpipe.collect.formats import to_record
+from sftpipe.collect.readers import RawRow, read_source
 
 
 def rec(data, fmt="auto", label_field=None):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sftpipe.collect import collect
+from sftpipe.collect.sources import collect
 from sftpipe.config import CollectParams, Source
 from sftpipe.errors import UserError, where
 from sftpipe.io import write_jsonl
@@ -314,7 +314,7 @@ def test_cli_debug_env_shows_the_traceback(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and f"UserError: {missing}: file not found" in proc.stderr
     # and the code under test is this worktree's, not the installed copy's
-    assert str(ROOT / "sftpipe" / "loaders.py") in proc.stderr
+    assert str(ROOT / "sftpipe" / "collect" / "readers.py") in proc.stderr
 
 # ----------------------------------------------------------------------------- params file problems
 

@@ -6,7 +6,7 @@ directly), so a wrong tokenizer or normalization shows up as a wrong number."""
 import pytest
 import sacrebleu
 
-from sftpipe.metric_modules import load
+from sftpipe.model.metric_modules import load
 
 
 @pytest.fixture(scope="module")

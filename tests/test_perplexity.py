@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sftpipe.config import ModelParams, PerplexityParams
-from sftpipe.modeling import load_model, load_tokenizer
+from sftpipe.model.loading import load_model, load_tokenizer
 from sftpipe.perplexity import bounds, encode_for_scoring, perplexity_filter, score_rows
 
 

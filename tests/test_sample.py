@@ -4,7 +4,7 @@ import json
 from collections import Counter
 
 from sftpipe.config import CollectParams, SampleParams, Source
-from sftpipe.collect import collect
+from sftpipe.collect.sources import collect
 from sftpipe.sample import SOURCES, generate, pretrain_corpus
 
 

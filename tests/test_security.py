@@ -67,7 +67,7 @@ def test_source_has_no_unsafe_loading(path):
 def test_model_loading_passes_the_safe_flags(monkeypatch, tmp_path):
     import transformers
 
-    from sftpipe import modeling
+    from sftpipe.model import loading as modeling
 
     seen = {}
 
@@ -93,10 +93,10 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 def test_models_the_product_saves_are_safetensors_only(tmp_path):
     """The base stage's pretrain() and the train stage's save() (adapter, full weights, merged model)."""
-    from sftpipe.basemodel import pretrain
+    from sftpipe.model.basemodel import pretrain
     from sftpipe.config import BaseParams, LoraParams, TrainParams
     from sftpipe.sample import pretrain_corpus
-    from sftpipe.train import fit, save
+    from sftpipe.model.train import fit, save
 
     p = BaseParams(corpus_rows=100, vocab_size=300, hidden_size=16, num_layers=1, num_heads=1, intermediate_size=16,
                    seq_len=16, batch_size=2, steps=2)

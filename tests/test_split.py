@@ -10,9 +10,9 @@ from itertools import combinations
 import pytest
 import yaml
 
-from sftpipe.collect import collect
+from sftpipe.collect.sources import collect
 from sftpipe.config import CollectParams, DedupParams, SampleParams, Source, SplitParams
-from sftpipe.dedup import find_duplicates
+from sftpipe.dedup.clusters import find_duplicates
 from sftpipe.io import write_jsonl
 from sftpipe.sample import SOURCES, generate
 from sftpipe.sample.vocab import ADJ, NOUN, REVERSE_WORDS_EN

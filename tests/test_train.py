@@ -6,8 +6,9 @@ import json
 import pytest
 
 from sftpipe.config import LoraParams, ModelParams, TrainParams
-from sftpipe.evaluation import generate
-from sftpipe.train import fit, load_sft, save, tokenize_rows
+from sftpipe.model.evaluation import generate
+from sftpipe.model.loading import load_sft
+from sftpipe.model.train import fit, save, tokenize_rows
 
 ROWS = [{"id": f"s:{i}", "label": "x", "source": "s", "meta": {},
          "messages": [{"role": "user", "content": f"What is {i} + {i}?"},
@@ -27,7 +28,7 @@ def logits(model, tok, rows):
     """Next-token logits over each row's whole conversation, right-padded batch."""
     import torch
 
-    from sftpipe.formatting import encode
+    from sftpipe.model.formatting import encode
 
     encs = [encode(tok, r["messages"]).input_ids for r in rows]
     width = max(map(len, encs))
@@ -48,8 +49,8 @@ def test_every_method_trains_and_reloads_with_identical_generations(tmp_path, lo
     model reloads with the in-memory model's logits and generations, which differ from the base's."""
     import torch
 
-    from sftpipe.evaluation import response_loss
-    from sftpipe.modeling import load_model, load_tokenizer
+    from sftpipe.model.evaluation import response_loss
+    from sftpipe.model.loading import load_model, load_tokenizer
 
     mp = ModelParams(name_or_path=str(lookup_model_dir))
     base, tok0 = load_model(mp).eval(), load_tokenizer(mp)
@@ -94,8 +95,8 @@ def test_trainer_receives_labels_that_follow_loss_on(tmp_path, tiny_model_dir, l
     """What the Trainer computes its loss on, batch by batch, is each row's encoding under train.loss_on."""
     from transformers import Trainer
 
-    from sftpipe.formatting import IGNORE, encode
-    from sftpipe.modeling import load_tokenizer
+    from sftpipe.model.formatting import IGNORE, encode
+    from sftpipe.model.loading import load_tokenizer
 
     seen = []
     original = Trainer.compute_loss
@@ -143,7 +144,7 @@ def test_resumes_from_last_checkpoint_with_same_fingerprint(tmp_path, tiny_model
 
 
 def test_truncation_policy_counts(tiny_model_dir):
-    from sftpipe.modeling import load_tokenizer
+    from sftpipe.model.loading import load_tokenizer
 
     tok = load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
     ds, stats = tokenize_rows(ROWS, tok, tp(max_length=40, truncation="drop"))

@@ -7,12 +7,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import CollectParams
-from .errors import RowError, UserError, where
-from .loaders import read_source, to_record
+from ..config import CollectParams
+from ..errors import RowError, UserError, where
+from .formats import to_record
+from .readers import RawRow, read_source
 
 RAW_PREVIEW = 2000
-_UNPARSED = object()    # a row the reader could not parse: its text travels on the RowError
 
 
 @dataclass
@@ -28,18 +28,18 @@ class CollectResult:
                 "per_source": self.per_source}
 
 
-def _quarantine_row(err: RowError, source: str, path: str, line, recno, raw) -> dict:
+def _quarantine_row(err: RowError, source: str, row: RawRow) -> dict:
     # raw: the offending text for rows that never parsed, else the parsed record as
     # JSON (so it can be fixed and fed back in), cut to a preview; path and line
     # locate the full original.
-    if raw is _UNPARSED:
-        text = err.raw or ""
+    if row.error is not None:
+        text = row.text or ""
     else:
         try:
-            text = json.dumps(raw, ensure_ascii=False)
+            text = json.dumps(row.data, ensure_ascii=False)
         except (TypeError, ValueError):  # parquet/hub values JSON cannot hold
-            text = repr(raw)
-    return {"source": source, "path": path, "line": line, "record": recno, "reason": err.reason,
+            text = repr(row.data)
+    return {"source": source, "path": row.path, "line": row.line, "record": row.recno, "reason": err.reason,
             "field": _safe(err.field), "message": _safe(str(err)), "raw": _safe(text[:RAW_PREVIEW]),
             "raw_truncated": len(text) > RAW_PREVIEW}
 
@@ -59,20 +59,17 @@ def collect(params: CollectParams, progress=None) -> CollectResult:
     for src in params.sources:
         name = src.name or Path(src.path).stem
         n_ok = n_bad = 0
-        for item in read_source(src.path, src.hub_split):
+        for row in read_source(src.path, src.hub_split):
             if src.limit is not None and n_ok >= src.limit:
                 break
-            if isinstance(item, RowError):
-                err, path, line, recno, raw = item, item.path, item.line, item.recno, _UNPARSED
-            else:
-                path, line, recno, raw = item.path, item.line, item.recno, item.data
+            err = row.error
+            if err is None:
                 try:
-                    rec = to_record(item, name, src.format, src.label_field, params.max_chars,
-                                    params.default_system)
+                    rec = to_record(row, name, src.format, src.label_field, params.max_chars, params.default_system)
                     if rec["id"] in seen:
                         raise RowError("duplicate_id", f"duplicate id {rec['id']!r} (first seen at {seen[rec['id']]})",
                                        "id")
-                    seen[rec["id"]] = where(path, line, None if line else recno)
+                    seen[rec["id"]] = where(row.path, row.line, None if row.line else row.recno)
                     res.records.append(rec)
                     n_ok += 1
                     if progress is not None:
@@ -80,10 +77,10 @@ def collect(params: CollectParams, progress=None) -> CollectResult:
                     continue
                 except RowError as e:
                     err = e
-            loc = where(path, line, None if line else recno, err.field)
+            loc = where(row.path, row.line, None if row.line else row.recno, err.field)
             if params.on_error == "fail":
                 raise UserError(_safe(f"{loc}: {err} (collect.on_error=fail; set it to quarantine to skip bad rows)"))
-            res.quarantine.append(_quarantine_row(err, name, path, line, recno, raw))
+            res.quarantine.append(_quarantine_row(err, name, row))
             n_bad += 1
         res.per_source[name] = {"kept": n_ok, "quarantined": n_bad}
     if not res.records:

@@ -3,7 +3,7 @@
 Generation is batched greedy decoding with left padding; prompts are built by
 the same segmenting code as training, so both models see token-for-token the
 prompt format the SFT model was trained on. Metrics come from the ``evaluate``
-modules shipped in :mod:`sftpipe.metric_modules` (loaded by path, offline):
+modules shipped in :mod:`sftpipe.model.metric_modules` (loaded by path, offline):
 ROUGE-1/2/L with CJK characters as tokens, sacrebleu BLEU and chrF, and exact
 match. Rows with a label also get per-category metrics.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from .formatting import IGNORE, encode
+from .formatting import IGNORE, encode, pad_batch
 from .templates import stop_token_ids
 
 
@@ -30,12 +30,8 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            att = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):  # left padding
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                att[row, width - len(prompts[i]):] = 1
+            ids, att, _ = pad_batch([prompts[i] for i in idx], pad, left=True)
+            width = ids.shape[1]
             gen = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), max_new_tokens=max_new_tokens,
                                  do_sample=False, eos_token_id=stops, pad_token_id=pad)
             for row, i in enumerate(idx):
@@ -56,15 +52,8 @@ def response_loss(model, tokenizer, records: list[dict], batch_size: int, max_le
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            width = max(len(encs[i].input_ids) for i in idx)
-            ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-            att = torch.zeros((len(idx), width), dtype=torch.long)
-            lab = torch.full((len(idx), width), IGNORE, dtype=torch.long)
-            for row, i in enumerate(idx):
-                n = len(encs[i].input_ids)
-                ids[row, :n] = torch.tensor(encs[i].input_ids)
-                att[row, :n] = 1
-                lab[row, :n] = torch.tensor(encs[i].labels)
+            ids, att, lab = pad_batch([encs[i].input_ids for i in idx], tokenizer.pad_token_id,
+                                      [encs[i].labels for i in idx])
             # the model's own loss: peft's prompt/prefix tuning prepend virtual tokens and align labels
             mean = model(input_ids=ids.to(dev), attention_mask=att.to(dev), labels=lab.to(dev)).loss
             n = int((lab[:, 1:] != IGNORE).sum())

@@ -12,7 +12,7 @@ import math
 import time
 from pathlib import Path
 
-from .config import BaseParams
+from ..config import BaseParams
 from .templates import CHATML, CHATML_TOKENS
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"

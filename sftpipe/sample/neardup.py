@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sample import vocab as V
+from . import vocab as V
 
 _FUNCTION_EN = ("the of and to a in is that it for was on are as with be at by this have from or "
                 "an they which one you were all we her she there been his when can more if will "
@@ -220,7 +220,7 @@ def generate(n_rows: int, seed: int = 0, zh_share: float = 0.5, dup_share: float
 
 def shingle_sets(texts: list[str], p) -> list[set[str]]:
     """Each text's set of shingles (strings) under DedupParams ``p``, by the reference code."""
-    from .minhash import normalize, shingles, use_char_shingles
+    from ..dedup.sketch import normalize, shingles, use_char_shingles
     out = []
     for t in texts:
         norm = normalize(t, p.normalize)
@@ -252,7 +252,7 @@ def true_pairs(sets: list[set[str]], threshold: float) -> dict[tuple[int, int], 
 
 def components(n: int, pairs) -> np.ndarray:
     """Smallest member index of each node's connected component."""
-    from .minhash import union_find
+    from ..dedup.lsh import union_find
     e = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
     return union_find(n, e)
 

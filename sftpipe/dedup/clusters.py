@@ -7,7 +7,7 @@ Pipeline for a list of texts (:func:`find_duplicates`):
 2. sketches: each distinct text is normalized (:func:`normalize`), cut into word
    5-grams, or character 5-grams when CJK makes up >= 30% of its letters, and
    MinHashed, in numpy, a batch at a time, over ``num_proc`` processes
-   (:mod:`sftpipe.minhash`; bit-identical to datasketch's ``MinHash``);
+   (:mod:`sftpipe.dedup.sketch`; bit-identical to datasketch's ``MinHash``);
 3. candidates: pairs sharing an identical band of the signature, the pairs
    datasketch's ``MinHashLSH`` buckets would give, found by sorting;
 4. check: with ``verify`` a candidate is kept only if the EXACT Jaccard of its
@@ -29,12 +29,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import ledger
-from .config import DedupParams
-from .ledger import FilterResult
-from .minhash import (Sketches, candidate_pairs, estimated_jaccard, exact_jaccard, normalize,
-                      sketch_batch, sorted_unique, union_find)
-from .schema import response_text, text_of
+from .. import ledger
+from ..config import DedupParams
+from ..ledger import FilterResult
+from ..schema import response_text, text_of
+from .lsh import candidate_pairs, estimated_jaccard, exact_jaccard, union_find
+from .sketch import Sketches, normalize, sketch_batch, sorted_unique
 
 __all__ = ["normalize", "lsh_params", "sketch", "find_duplicates", "DupResult", "dedup_records",
            "near_duplicate_groups", "exact_groups", "cluster_sketches"]

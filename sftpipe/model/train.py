@@ -2,7 +2,7 @@
 
 * methods (``train.method``): lora, dora, rslora, full, prompt_tuning, prefix_tuning
 * prompts rendered with the chat template (or a named template), loss masks per
-  ``train.loss_on`` (see :mod:`sftpipe.formatting`)
+  ``train.loss_on`` (see :mod:`sftpipe.model.formatting`)
 * padding-free packing (``DataCollatorWithFlattening``: one row of concatenated
   sequences, ``position_ids`` restart per sequence, attention kept inside each
   sequence by SDPA/flash-attention), or padded batches grouped by length
@@ -23,16 +23,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import LoraParams, ModelParams, TrainParams
-from .errors import UserError
+from ..config import LoraParams, ModelParams, TrainParams
+from ..errors import UserError
 from .formatting import IGNORE, encode
+from .loading import INFO_FILE
 from .templates import apply_template
 
 log = logging.getLogger("sftpipe")
 ADAPTER_METHODS = ("lora", "dora", "rslora")
 # Code that shapes a run: a checkpoint written by other code is never resumed.
-CODE_FILES = [Path(__file__).with_name(n) for n in ("train.py", "formatting.py", "templates.py", "modeling.py")]
-INFO_FILE = "sft_info.json"
+CODE_FILES = [Path(__file__).with_name(n) for n in ("train.py", "formatting.py", "templates.py", "loading.py")]
 
 
 @dataclass
@@ -221,16 +221,14 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
                               TrainingArguments, set_seed)
     from transformers.integrations import DVCLiveCallback
 
-    from .modeling import attn_implementation, dtype_for, load_model, load_tokenizer, weights_precision
+    from .loading import (attn_implementation, dtype_for, fit_embeddings, load_model, load_tokenizer,
+                          weights_precision)
 
     set_seed(tp.seed)
     tokenizer = load_tokenizer(mp)
     template = apply_template(tokenizer, mp.template)
     model = load_model(mp, precision=weights_precision(tp.method, tp.precision))
-    old_vocab = model.get_input_embeddings().num_embeddings
-    new_ids = list(range(old_vocab, len(tokenizer))) if len(tokenizer) > old_vocab else []
-    if new_ids:
-        model.resize_token_embeddings(len(tokenizer))
+    new_ids = fit_embeddings(model, tokenizer)
     train_ds, stats = tokenize_rows(train_rows, tokenizer, tp)
     val_ds, _ = tokenize_rows(val_rows, tokenizer, tp) if val_rows else (None, None)
     if len(train_ds) == 0:
@@ -308,7 +306,7 @@ def _step_of(ckpt: str | None) -> int:
 def save(model, tokenizer, tp: TrainParams, mp: ModelParams, template: str, out_dir: Path) -> None:
     """Adapter (or full weights) in the standard format, safetensors only; optional merged model.
     Nothing run-dependent (timings) goes in here, so the same run gives the same bytes."""
-    from .io import atomic_path, write_json
+    from ..io import atomic_path, write_json
 
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -332,24 +330,3 @@ def _sort_target_modules(path: Path) -> None:
     if isinstance(cfg.get("target_modules"), list):
         cfg["target_modules"] = sorted(cfg["target_modules"])
         path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def load_sft(mp: ModelParams, sft_dir: str | Path, precision: str = "auto"):
-    """(model, tokenizer) of a trained run: base + adapter, or the full fine-tuned weights."""
-    from peft import PeftModel
-
-    from .modeling import load_model, load_tokenizer
-
-    sft_dir = Path(sft_dir)
-    info_path = sft_dir / INFO_FILE
-    if not info_path.is_file():
-        raise UserError(f"{sft_dir}: not a trained model directory (no {INFO_FILE}); run the train stage")
-    info = json.loads(info_path.read_text())
-    tokenizer = load_tokenizer(mp, str(sft_dir))
-    if not info["adapter"]:
-        return load_model(mp, str(sft_dir), precision).eval(), tokenizer
-    base = load_model(mp, info["base_model"], precision)
-    if base.get_input_embeddings().num_embeddings < len(tokenizer):
-        base.resize_token_embeddings(len(tokenizer))
-    model = PeftModel.from_pretrained(base, str(sft_dir))
-    return model.eval(), tokenizer

@@ -4,6 +4,9 @@
 * ``trust_remote_code`` only when ``model.trust_remote_code`` says so
 * a hub token only from the environment (``HF_TOKEN``), never from params
 * GPU and bf16 when present, SDPA attention, CPU/fp32 otherwise
+
+:func:`load_sft` loads what the train stage saved (base + adapter, or full weights),
+so the evaluate stage depends on this module, not on the training loop.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import ModelParams
-from .errors import UserError
+from ..config import ModelParams
+from ..errors import UserError
+
+INFO_FILE = "sft_info.json"     # written by the train stage next to the adapter or weights
 
 
 def device() -> str:
@@ -90,3 +95,33 @@ def load_model(mp: ModelParams, path: str | None = None, precision: str = "auto"
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model from {path} ({_source(path)}): {str(e).splitlines()[0]}") from None
     return model.to(device())
+
+
+def fit_embeddings(model, tokenizer) -> list[int]:
+    """Grow the embeddings to the tokenizer's vocabulary (a chat template can add its special
+    tokens); returns the ids added, which an adapter must train."""
+    old = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= old:
+        return []
+    model.resize_token_embeddings(len(tokenizer))
+    return list(range(old, len(tokenizer)))
+
+
+def load_sft(mp: ModelParams, sft_dir: str | Path, precision: str = "auto"):
+    """(model, tokenizer) of a trained run: base + adapter, or the full fine-tuned weights."""
+    import json
+
+    from peft import PeftModel
+
+    sft_dir = Path(sft_dir)
+    info_path = sft_dir / INFO_FILE
+    if not info_path.is_file():
+        raise UserError(f"{sft_dir}: not a trained model directory (no {INFO_FILE}); run the train stage")
+    info = json.loads(info_path.read_text())
+    tokenizer = load_tokenizer(mp, str(sft_dir))
+    if not info["adapter"]:
+        return load_model(mp, str(sft_dir), precision).eval(), tokenizer
+    base = load_model(mp, info["base_model"], precision)
+    fit_embeddings(base, tokenizer)
+    model = PeftModel.from_pretrained(base, str(sft_dir))
+    return model.eval(), tokenizer

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UserError
+from ..errors import UserError
 from .templates import stop_token_ids
 
 IGNORE = -100
@@ -28,6 +28,25 @@ class Encoded:
     labels: list[int]
     prompt_len: int          # tokens before the final assistant reply
     truncated: bool = False
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, labels: list[list[int]] | None = None, left: bool = False):
+    """``(input_ids, attention_mask, labels)`` long tensors as wide as the longest sequence: ids padded
+    with ``pad_id``, labels (None when not given) with IGNORE, on the right, or on the left (``left``,
+    for generation, so every prompt ends where the new tokens start)."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    lab = None if labels is None else torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+        att[row, cols] = 1
+        if lab is not None:
+            lab[row, cols] = torch.tensor(labels[row], dtype=torch.long)
+    return ids, att, lab
 
 
 def _render(tokenizer, messages, add_generation_prompt: bool) -> str:

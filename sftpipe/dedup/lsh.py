@@ -1,0 +1,158 @@
+"""LSH banding, exact and estimated Jaccard, union-find: from signatures to clusters.
+
+:func:`candidate_pairs` finds the pairs datasketch's ``MinHashLSH`` buckets would
+give (rows sharing an identical band of their signature), by sorting band keys
+instead of filling hash tables; :func:`exact_jaccard` checks candidates on the
+shingle-hash sets of :mod:`sftpipe.dedup.sketch`; :func:`union_find` turns the
+accepted pairs into connected components.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .sketch import sorted_unique
+
+
+
+def _band_keys(band: np.ndarray) -> np.ndarray:
+    """A 64-bit key per column of a (rows, n) uint32 band: equal slices, equal keys."""
+    key = np.full(band.shape[1], 0x243F6A8885A308D3, dtype=np.uint64)
+    for row in band:
+        key ^= row.astype(np.uint64)
+        key *= np.uint64(0x9FB21C651E98DF25)
+        key ^= key >> np.uint64(29)
+    return key
+
+
+def _pairs_of_runs(order: np.ndarray, same_next: np.ndarray) -> np.ndarray:
+    """All pairs (as sorted index codes lo*N+hi later) within runs of equal neighbours."""
+    # run boundaries over the sorted order: a run continues while same_next is True
+    brk = np.flatnonzero(~same_next) + 1
+    run_start = np.concatenate([[0], brk])
+    run_len = np.diff(np.concatenate([run_start, [len(order)]]))
+    out = []
+    for L in sorted_unique(run_len[run_len >= 2]).tolist():
+        st = run_start[run_len == L]
+        members = order[st[:, None] + np.arange(L)]
+        iu, ju = np.triu_indices(L, 1)
+        out.append(np.stack([members[:, iu].ravel(), members[:, ju].ravel()], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """Pairs (i < j) of columns of ``sig`` that share at least one identical band.
+
+    Band k is rows ``k*rows:(k+1)*rows`` of the signature, as in datasketch's
+    MinHashLSH with ``params=(bands, rows)``, so the pairs are exactly those its
+    buckets would give. ``valid``: column indices taking part (default all).
+    Returned sorted, int64, shape (m, 2).
+    """
+    n = sig.shape[1]
+    idx = np.arange(n) if valid is None else np.asarray(valid, dtype=np.int64)
+    if len(idx) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    codes = []
+    for k in range(bands):
+        band = sig[k * rows:(k + 1) * rows][:, idx]
+        keys = _band_keys(band)
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        same = sk[1:] == sk[:-1]
+        at = np.flatnonzero(same)
+        if not (band[:, order[at]] == band[:, order[at + 1]]).all():
+            # a 64-bit key collision between different slices: sort the slices themselves
+            order = np.lexsort(band[::-1])
+            sb = band[:, order]
+            same = (sb[:, 1:] == sb[:, :-1]).all(axis=0)
+        pr = idx[_pairs_of_runs(order, same)]
+        if len(pr):
+            pr.sort(axis=1)
+            codes.append(pr[:, 0] * n + pr[:, 1])
+    if not codes:
+        return np.zeros((0, 2), dtype=np.int64)
+    u = sorted_unique(np.concatenate(codes))
+    return np.stack([u // n, u % n], axis=1)
+
+
+def _gather_segments(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
+    """Concatenated sets of ``rows`` and each element's position in ``rows``."""
+    sizes = offsets[rows + 1] - offsets[rows]
+    owner = np.repeat(np.arange(len(rows)), sizes)
+    first = np.cumsum(sizes) - sizes
+    idx = np.arange(int(sizes.sum()), dtype=np.int64) - first[owner] + offsets[rows][owner]
+    return flat[idx], owner, sizes
+
+
+def exact_jaccard(pairs: np.ndarray, flat: np.ndarray, offsets: np.ndarray,
+                  chunk: int = 1 << 22) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of each pair (float64). Empty vs empty is 0."""
+    out = np.zeros(len(pairs), dtype=np.float64)
+    if not len(pairs):
+        return out
+    sizes = np.diff(offsets)
+    # look the smaller set's elements up in the larger one
+    i, j = pairs[:, 0], pairs[:, 1]
+    small = np.where(sizes[i] <= sizes[j], i, j)
+    large = np.where(sizes[i] <= sizes[j], j, i)
+    cost = np.cumsum(sizes[small])
+    start = 0
+    while start < len(pairs):
+        stop = int(np.searchsorted(cost, (cost[start - 1] if start else 0) + chunk, side="right"))
+        stop = max(stop, start + 1)
+        sm, lg = small[start:stop], large[start:stop]
+        # sorted keys (row << 32 | hash) of every large-side row involved
+        rows = sorted_unique(lg)
+        vals, owner, _ = _gather_segments(flat, offsets, rows)
+        keys = (rows[owner].astype(np.uint64) << np.uint64(32)) | vals.astype(np.uint64)
+        qv, qowner, qsizes = _gather_segments(flat, offsets, sm)
+        q = (lg[qowner].astype(np.uint64) << np.uint64(32)) | qv.astype(np.uint64)
+        pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
+        hit = keys[pos] == q if len(keys) else np.zeros(len(q), dtype=bool)
+        inter = np.bincount(qowner, weights=hit, minlength=len(sm))
+        union = sizes[sm] + sizes[lg] - inter
+        out[start:stop] = np.divide(inter, union, out=np.zeros(len(sm)), where=union > 0)
+        start = stop
+    return out
+
+
+def estimated_jaccard(pairs: np.ndarray, sig: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """MinHash estimate (share of equal signature values) for each pair."""
+    out = np.zeros(len(pairs), dtype=np.float64)
+    for s in range(0, len(pairs), chunk):
+        p = pairs[s:s + chunk]
+        out[s:s + chunk] = (sig[:, p[:, 0]] == sig[:, p[:, 1]]).mean(axis=0)
+    return out
+
+
+def union_find(n: int, edges: np.ndarray) -> np.ndarray:
+    """Connected components: for each node, the smallest node index of its component.
+
+    Vectorized union-find: every round hooks the larger root of each edge under
+    the smaller one, then compresses paths by pointer jumping. Roots only ever
+    point to smaller indices, so there are no cycles and the result does not
+    depend on edge order.
+    """
+    parent = np.arange(n, dtype=np.int64)
+    if not len(edges):
+        return parent
+    u, v = edges[:, 0].astype(np.int64), edges[:, 1].astype(np.int64)
+    while True:
+        while True:                                   # full path compression
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+        ru, rv = parent[u], parent[v]
+        diff = ru != rv
+        if not diff.any():
+            return parent
+        hi, lo = np.maximum(ru[diff], rv[diff]), np.minimum(ru[diff], rv[diff])
+        np.minimum.at(parent, hi, lo)
+        keep = diff                                   # edges already inside one tree are done
+        u, v = u[keep], v[keep]
+
+
+def lsh_probability(s: float | np.ndarray, bands: int, rows: int):
+    """Probability that a pair with Jaccard ``s`` shares at least one band."""
+    return 1.0 - (1.0 - np.asarray(s, dtype=float) ** rows) ** bands
