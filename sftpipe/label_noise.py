@@ -74,38 +74,39 @@ def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: fl
         return cross_val_predict(clf, X.astype(np.float64), y, cv=cv, method="predict_proba")
 
 
-def find_issues(labels: np.ndarray, probs: np.ndarray, p: LabelNoiseParams) -> tuple[np.ndarray, np.ndarray]:
+def find_issues(labels: np.ndarray, probs: np.ndarray, noise_params: LabelNoiseParams) -> tuple[np.ndarray, np.ndarray]:
     """(boolean issue mask, label quality score per row) from cleanlab."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    mask = find_label_issues(labels, probs, filter_by=p.filter_by, frac_noise=p.frac_noise)
+    mask = find_label_issues(labels, probs, filter_by=noise_params.filter_by, frac_noise=noise_params.frac_noise)
     return np.asarray(mask, dtype=bool), get_label_quality_scores(labels, probs)
 
 
-def label_noise_records(records: list[dict], p: LabelNoiseParams) -> FilterResult:
+def label_noise_records(records: list[dict], noise_params: LabelNoiseParams) -> FilterResult:
     """Check the rows whose class has at least ``min_class_size`` labelled rows; pass the rest through."""
     counts = Counter(r["label"] for r in records if r.get("label") is not None)
-    classes = sorted(c for c, n in counts.items() if n >= p.min_class_size)
+    classes = sorted(c for c, n in counts.items() if n >= noise_params.min_class_size)
     checked = [i for i, r in enumerate(records) if r.get("label") in classes]
     base = {"checked": len(checked), "classes": len(classes), "issues": 0}
-    if not p.enabled or len(classes) < 2:
-        why = "disabled" if not p.enabled else (
-            "no label field in the data" if not counts else f"fewer than 2 classes with >= {p.min_class_size} rows")
+    if not noise_params.enabled or len(classes) < 2:
+        why = "disabled" if not noise_params.enabled else (
+            "no label field in the data" if not counts
+            else f"fewer than 2 classes with >= {noise_params.min_class_size} rows")
         log.info("label_noise: passing all %d rows through (%s)", len(records), why)
         return FilterResult(kept=[dict(r) for r in records], extra_metrics={**base, "checked": 0, "skipped": why})
     index = {c: k for k, c in enumerate(classes)}
     y = np.array([index[records[i]["label"]] for i in checked])
-    folds = min(p.folds, int(np.bincount(y).min()))
-    texts = [text_of(records[i], p.field) for i in checked]
-    if p.featurizer == "tfidf":
+    folds = min(noise_params.folds, int(np.bincount(y).min()))
+    texts = [text_of(records[i], noise_params.field) for i in checked]
+    if noise_params.featurizer == "tfidf":
         X = tfidf_features(texts)
     else:
-        if not p.embedding_model:
+        if not noise_params.embedding_model:
             raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
-        X = embedding_features(texts, p.embedding_model)
-    probs = out_of_fold_probs(X, y, folds, p.C, p.seed, p.tol)
-    issues, quality = find_issues(y, probs, p)
+        X = embedding_features(texts, noise_params.embedding_model)
+    probs = out_of_fold_probs(X, y, folds, noise_params.C, noise_params.seed, noise_params.tol)
+    issues, quality = find_issues(y, probs, noise_params)
     predicted = probs.argmax(1)
     kept, dropped = [], []
     info = {i: (bool(issues[k]), float(quality[k]), classes[predicted[k]]) for k, i in enumerate(checked)}
@@ -118,10 +119,11 @@ def label_noise_records(records: list[dict], p: LabelNoiseParams) -> FilterResul
         rec["meta"]["label_quality"] = round(q, 4)
         if not is_issue:
             kept.append(rec)
-        elif p.action == "drop":
+        elif noise_params.action == "drop":
             dropped.append(drop(rec, "label_noise", "label_issue", given_label=rec["label"], predicted_label=pred,
-                                label_quality=round(q, 4), filter_by=p.filter_by, frac_noise=p.frac_noise))
-        elif p.action == "flag":
+                                label_quality=round(q, 4), filter_by=noise_params.filter_by,
+                                frac_noise=noise_params.frac_noise))
+        elif noise_params.action == "flag":
             rec["meta"].update(label_issue=True, label_predicted=pred)
             kept.append(rec)
         else:  # relabel

@@ -28,24 +28,24 @@ from .ledger import FilterResult, drop
 from .schema import last_turn_split, prompt_text, response_text
 
 
-def encode_for_scoring(tokenizer, rec: dict, p: PerplexityParams) -> tuple[list[int], list[bool]]:
-    """Token ids and which positions are scored, per ``p.mode`` and ``p.template``."""
-    if p.template == "chat":
-        enc = encode(tokenizer, rec["messages"], loss_on="all" if p.mode == "full" else "last_turn")
+def encode_for_scoring(tokenizer, rec: dict, ppl_params: PerplexityParams) -> tuple[list[int], list[bool]]:
+    """Token ids and which positions are scored, per ``perplexity.mode`` and ``perplexity.template``."""
+    if ppl_params.template == "chat":
+        enc = encode(tokenizer, rec["messages"], loss_on="all" if ppl_params.mode == "full" else "last_turn")
         scored = [lab != IGNORE for lab in enc.labels]
         ids = enc.input_ids
     else:
         history, reply = last_turn_split(rec)
-        prompt = prompt_text({"messages": history}) if p.mode == "response" else ""
-        response = reply if p.mode == "response" else prompt_text(rec) + "\n" + response_text(rec)
+        prompt = prompt_text({"messages": history}) if ppl_params.mode == "response" else ""
+        response = reply if ppl_params.mode == "response" else prompt_text(rec) + "\n" + response_text(rec)
         pre = tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"] if prompt else []
         body = tokenizer(response, add_special_tokens=False)["input_ids"] if response.strip() else []
         ids, scored = pre + body, [False] * len(pre) + [True] * len(body)
-    if len(ids) > p.max_length:  # keep the scored tail: drop prompt tokens from the left first
+    if len(ids) > ppl_params.max_length:  # keep the scored tail: drop prompt tokens from the left first
         first = scored.index(True) if True in scored else 0
-        cut = min(len(ids) - p.max_length, first)
+        cut = min(len(ids) - ppl_params.max_length, first)
         ids, scored = ids[cut:], scored[cut:]
-        ids, scored = ids[: p.max_length], scored[: p.max_length]
+        ids, scored = ids[: ppl_params.max_length], scored[: ppl_params.max_length]
     return ids, scored
 
 
@@ -87,17 +87,18 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_pad: flo
     return out
 
 
-def score_rows(model, tokenizer, records: list[dict], p: PerplexityParams, progress=None) -> list[float | None]:
+def score_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams,
+               progress=None) -> list[float | None]:
     """Perplexity per row (None when there is nothing to score)."""
     import torch
 
-    encoded = [encode_for_scoring(tokenizer, r, p) for r in records]
+    encoded = [encode_for_scoring(tokenizer, r, ppl_params) for r in records]
     order = sorted(range(len(records)), key=lambda i: len(encoded[i][0]))
     out: list[float | None] = [None] * len(records)
     dev = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
-        for batch in _batches(order, [len(e[0]) for e in encoded], p.batch_size):
+        for batch in _batches(order, [len(e[0]) for e in encoded], ppl_params.batch_size):
             idx = [i for i in batch if any(encoded[i][1][1:])]
             if idx:
                 ids, att, tgt = pad_batch([encoded[i][0] for i in idx], pad,
@@ -126,7 +127,7 @@ def group_key(rec: dict, group_by: str) -> str:
     return "/".join(parts[k] for k in group_by.split("+"))
 
 
-def bounds(ppls: np.ndarray, p: PerplexityParams) -> tuple[float, float, dict]:
+def bounds(ppls: np.ndarray, ppl_params: PerplexityParams) -> tuple[float, float, dict]:
     """(lower, upper, {bound: rule}) for one group of scores; the tightest rule wins."""
     lo, hi, rule = 0.0, math.inf, {"lower": None, "upper": None}
 
@@ -139,20 +140,20 @@ def bounds(ppls: np.ndarray, p: PerplexityParams) -> tuple[float, float, dict]:
 
     if len(ppls):
         logs = np.log(ppls)
-        if p.lower_quantile is not None:
-            tighten(float(np.quantile(ppls, p.lower_quantile)), "lower", "lower_quantile")
-        if p.upper_quantile is not None:
-            tighten(float(np.quantile(ppls, p.upper_quantile)), "upper", "upper_quantile")
-        if p.mad_k is not None and len(ppls) >= 10:
+        if ppl_params.lower_quantile is not None:
+            tighten(float(np.quantile(ppls, ppl_params.lower_quantile)), "lower", "lower_quantile")
+        if ppl_params.upper_quantile is not None:
+            tighten(float(np.quantile(ppls, ppl_params.upper_quantile)), "upper", "upper_quantile")
+        if ppl_params.mad_k is not None and len(ppls) >= 10:
             med = float(np.median(logs))
             mad = 1.4826 * float(np.median(np.abs(logs - med)))
             if mad > 0:
-                tighten(math.exp(med - p.mad_k * mad), "lower", "mad")
-                tighten(math.exp(med + p.mad_k * mad), "upper", "mad")
-    if p.min_ppl is not None:
-        tighten(p.min_ppl, "lower", "min_ppl")
-    if p.max_ppl is not None:
-        tighten(p.max_ppl, "upper", "max_ppl")
+                tighten(math.exp(med - ppl_params.mad_k * mad), "lower", "mad")
+                tighten(math.exp(med + ppl_params.mad_k * mad), "upper", "mad")
+    if ppl_params.min_ppl is not None:
+        tighten(ppl_params.min_ppl, "lower", "min_ppl")
+    if ppl_params.max_ppl is not None:
+        tighten(ppl_params.max_ppl, "upper", "max_ppl")
     return lo, hi, rule
 
 
@@ -160,17 +161,17 @@ def _sig(x: float) -> float:
     return float(f"{x:.5g}")
 
 
-def perplexity_filter(records: list[dict], scores: list[float | None], p: PerplexityParams) -> FilterResult:
+def perplexity_filter(records: list[dict], scores: list[float | None], ppl_params: PerplexityParams) -> FilterResult:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
-        groups[group_key(r, p.group_by)].append(i)
+        groups[group_key(r, ppl_params.group_by)].append(i)
     limits = {}
     for g, idx in sorted(groups.items()):
         vals = np.array([scores[i] for i in idx if scores[i] is not None], dtype=float)
-        limits[g] = bounds(vals, p)
+        limits[g] = bounds(vals, ppl_params)
     kept, dropped = [], []
     for i, r in enumerate(records):
-        g = group_key(r, p.group_by)
+        g = group_key(r, ppl_params.group_by)
         lo, hi, rule = limits[g]
         s = scores[i]
         rec = {**r, "meta": {**r["meta"], "ppl": None if s is None else _sig(s), "ppl_group": g}}
@@ -205,3 +206,15 @@ def histogram_rows(result: FilterResult, bins: int = 40) -> list[list]:
         b = min(int(np.searchsorted(edges, x, side="right")) - 1, bins - 1)
         table[(g, b)][0 if kind == "kept" else 1] += 1
     return [[g, round(float((edges[b] + edges[b + 1]) / 2), 3), k, d] for (g, b), (k, d) in sorted(table.items())]
+
+
+def plot_groups(result: FilterResult) -> dict[str, dict]:
+    """Per group: every scored row's perplexity (kept and dropped) and the group's cut bounds, the
+    input of :func:`sftpipe.plots.perplexity_png`."""
+    rows = result.kept + [d["record"] for d in result.dropped]
+    bounds_of = result.details.get("bounds", {})
+    out = {g: {"scores": [], "lower": b["lower"] or None, "upper": b["upper"]} for g, b in bounds_of.items()}
+    for r in rows:
+        if r["meta"].get("ppl") is not None and r["meta"].get("ppl_group") in out:
+            out[r["meta"]["ppl_group"]]["scores"].append(r["meta"]["ppl"])
+    return out

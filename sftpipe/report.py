@@ -77,6 +77,13 @@ def _excerpt(rec: dict, n: int = 90) -> str:
     return text[:n] + ("…" if len(text) > n else "")
 
 
+# (title, path relative to the card); written by the stages named, the last one after this card
+PICTURES = [("dedup: duplicate cluster sizes", "plots/dedup_clusters.png"),
+            ("label_noise: label issues per class", "plots/label_issues.png"),
+            ("perplexity: distribution per group, with the cut lines", "plots/perplexity.png"),
+            ("train: loss curves (drawn by the train stage)", "plots/training_curves.png")]
+
+
 def data_card(data: Path, metrics: Path, quality: dict, examples: int = 2) -> str:
     lines = ["# Data card", "", "Written by the `report` stage from the ledgers of each stage. "
              "Every dropped row is kept, with its evidence, in `data/<stage>/dropped.jsonl`.", ""]
@@ -95,6 +102,9 @@ def data_card(data: Path, metrics: Path, quality: dict, examples: int = 2) -> st
         lines += ["", f"Final splits: train {split.get('train')}, validation {split.get('validation')}, "
                   f"test {split.get('test')} ({split.get('groups')} groups, "
                   f"{split.get('multi_row_groups')} with more than one row kept together)."]
+    lines += ["", "## Pictures", "", "PNG files beside this card (`dvc plots show` embeds them too); they need no "
+              "network to view.", ""]
+    lines += [f"![{title}]({path})" for title, path in PICTURES]
     lines += ["", "## Why rows were dropped, with examples", ""]
     quarantine = _read(data / "collected" / "quarantine.jsonl")
     for reason, n in Counter(q["reason"] for q in quarantine).most_common():

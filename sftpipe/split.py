@@ -18,16 +18,19 @@ import random
 from collections import Counter, defaultdict
 
 from .config import DedupParams, SplitParams
-from .dedup.clusters import near_duplicate_groups, normalize
+from .dedup.clusters import near_duplicate_groups
+from .dedup.sketch import normalize, shingles, use_char_shingles
 from .ledger import FilterResult, drop
-from .schema import detect_lang, full_text
+from .schema import full_text
 
 SPLITS = ("train", "validation", "test")
 
 
-def assign_splits(records: list[dict], p: SplitParams, dp: DedupParams) -> tuple[list[str], list[int]]:
+def assign_splits(records: list[dict], split_params: SplitParams,
+                  dedup_params: DedupParams) -> tuple[list[str], list[int]]:
     """(split name per row, group label per row)."""
-    groups = near_duplicate_groups([full_text(r) for r in records], dp, threshold=p.group_threshold)
+    groups = near_duplicate_groups([full_text(r) for r in records], dedup_params,
+                                   threshold=split_params.group_threshold)
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[g].append(i)
@@ -35,10 +38,10 @@ def assign_splits(records: list[dict], p: SplitParams, dp: DedupParams) -> tuple
     for g in sorted(members, key=lambda g: members[g][0]):
         idx = members[g]
         labels = Counter(records[i].get("label") or "" for i in idx)
-        label = min(labels, key=lambda k: (-labels[k], k)) if p.stratify else ""
+        label = min(labels, key=lambda k: (-labels[k], k)) if split_params.stratify else ""
         strata[label].append(idx)
-    rng = random.Random(p.seed)
-    fractions = {"train": p.train, "validation": p.validation, "test": p.test}
+    rng = random.Random(split_params.seed)
+    fractions = {"train": split_params.train, "validation": split_params.validation, "test": split_params.test}
     out = [""] * len(records)
     for label in sorted(strata):
         grp = strata[label]
@@ -53,22 +56,18 @@ def assign_splits(records: list[dict], p: SplitParams, dp: DedupParams) -> tuple
     return out, groups
 
 
-def ngrams(text: str, p: SplitParams, dp: DedupParams) -> set[str]:
-    """Word n-grams, or character n-grams for Chinese (no spaces); short texts give themselves."""
-    norm = normalize(text, dp.normalize)
-    if detect_lang(text) == "zh":
-        units, n, sep = [c for c in norm if not c.isspace()], p.decontam_char_ngram, ""
-    else:
-        units, n, sep = norm.split(), p.decontam_ngram, " "
-    if not units:
-        return set()
-    if len(units) < n:
-        return {sep.join(units)}
-    return {sep.join(units[i:i + n]) for i in range(len(units) - n + 1)}
+def ngrams(text: str, split_params: SplitParams, dedup_params: DedupParams) -> set[str]:
+    """The row's n-grams, cut the way dedup cuts shingles (same normalization, same word-or-character
+    choice per row), at the decontamination lengths: word n-grams, or character n-grams for CJK rows;
+    a text shorter than n gives itself."""
+    norm = normalize(text, dedup_params.normalize)
+    char_mode = use_char_shingles(norm, dedup_params.shingle)
+    n = split_params.decontam_char_ngram if char_mode else split_params.decontam_ngram
+    return set(shingles(norm, char_mode, n))
 
 
-def decontaminate(train: list[dict], references: list[tuple[str, str, str]], p: SplitParams,
-                  dp: DedupParams) -> tuple[list[dict], list[dict]]:
+def decontaminate(train: list[dict], references: list[tuple[str, str, str]], split_params: SplitParams,
+                  dedup_params: DedupParams) -> tuple[list[dict], list[dict]]:
     """Drop train rows that overlap one (id, origin, text) reference row too much.
 
     Overlap is the share of n-grams two rows have in common, over the smaller row's
@@ -77,19 +76,19 @@ def decontaminate(train: list[dict], references: list[tuple[str, str, str]], p: 
     ``0`` gives the classic rule "any shared n-gram" (GPT-3's 13-grams), which on
     templated data flags rows that share only boilerplate.
     """
-    ref_grams = [ngrams(text, p, dp) for _, _, text in references]
+    ref_grams = [ngrams(text, split_params, dedup_params) for _, _, text in references]
     index: dict[str, list[int]] = defaultdict(list)
     for j, grams in enumerate(ref_grams):
         for g in grams:
             index[g].append(j)
     kept, dropped = [], []
     for rec in train:
-        grams = ngrams(full_text(rec), p, dp)
+        grams = ngrams(full_text(rec), split_params, dedup_params)
         shared = Counter(j for g in grams for j in index.get(g, ()))
         best = None
         for j, n in shared.items():
             score = n / min(len(grams), len(ref_grams[j]))
-            if score >= p.decontam_min_overlap and (best is None or (score, -j) > (best[0], -best[1])):
+            if score >= split_params.decontam_min_overlap and (best is None or (score, -j) > (best[0], -best[1])):
                 best = (score, j)
         if best is None:
             kept.append(rec)
@@ -99,21 +98,22 @@ def decontaminate(train: list[dict], references: list[tuple[str, str, str]], p: 
         example = min(grams & ref_grams[j])
         dropped.append(drop(rec, "split", "contamination", matched_id=rid, matched_in=origin,
                             overlap=round(score, 4), shared_ngrams=shared[j], ngram=example,
-                            min_overlap=p.decontam_min_overlap))
+                            min_overlap=split_params.decontam_min_overlap))
     return kept, dropped
 
 
-def split_records(records: list[dict], p: SplitParams, dp: DedupParams,
+def split_records(records: list[dict], split_params: SplitParams, dedup_params: DedupParams,
                   eval_refs: list[tuple[str, str, str]] = ()) -> tuple[dict[str, list[dict]], FilterResult]:
     """({split: rows}, FilterResult whose kept = all rows kept in any split, dropped = contaminated)."""
-    names, groups = assign_splits(records, p, dp)
+    names, groups = assign_splits(records, split_params, dedup_params)
     parts: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for rec, name, g in zip(records, names, groups):
         parts[name].append({**rec, "meta": {**rec["meta"], "split_group": g}})
     dropped: list[dict] = []
-    if p.decontaminate:
+    if split_params.decontaminate:
         refs = [(r["id"], s, full_text(r)) for s in ("validation", "test") for r in parts[s]]
-        parts["train"], dropped = decontaminate(parts["train"], refs + list(eval_refs), p, dp)
+        parts["train"], dropped = decontaminate(parts["train"], refs + list(eval_refs), split_params,
+                                                dedup_params)
     per_label: dict = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
     for s in SPLITS:
         for r in parts[s]:

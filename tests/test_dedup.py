@@ -311,7 +311,7 @@ def test_ledger_arithmetic_evidence_and_meta():
     assert reasons == {"exact_duplicate", "near_duplicate"}
     for d in res.dropped:
         ev = d["evidence"]
-        assert d["stage"] == "dedup" and ev["cluster"] == ev["kept_id"] in kept_ids
+        assert d["stage"] == "dedup" and ev["kept_id"] in kept_ids and "cluster" not in ev
         assert ev["threshold"] == 0.8 and ev["cluster_size"] >= 2 and 0.0 <= ev["jaccard"] <= 1.0
         assert ev["jaccard"] == round(ev["jaccard"], 4)
         if d["reason"] == "exact_duplicate":
@@ -356,9 +356,9 @@ def test_exact_and_near_copies_get_their_own_reason_and_evidence():
     exact, near = res.dropped
     assert (exact["id"], exact["reason"], near["id"], near["reason"]) == ("d:2", "exact_duplicate",
                                                                           "d:3", "near_duplicate")
-    assert exact["evidence"] == {"cluster": "d:1", "kept_id": "d:1", "cluster_size": 3, "jaccard": 1.0,
+    assert exact["evidence"] == {"kept_id": "d:1", "cluster_size": 3, "jaccard": 1.0,
                                  "threshold": 0.8}
-    assert near["evidence"] == {"cluster": "d:1", "kept_id": "d:1", "cluster_size": 3, "jaccard": round(jac, 4),
+    assert near["evidence"] == {"kept_id": "d:1", "cluster_size": 3, "jaccard": round(jac, 4),
                                 "threshold": 0.8, "minhash_estimate": round(est, 4)}
     assert res.extra_metrics["exact_duplicates"] == 1 and res.extra_metrics["near_duplicates"] == 1
 

@@ -68,3 +68,15 @@ def test_data_card_lists_stages_reasons_and_examples(tmp_path):
     assert "### label_noise / label_issue (2 rows)" in card and '"q4 / a4"' in card
     assert "### collect / malformed_json (1 rows)" in card and "`x.jsonl:3`" in card
     assert "| label_noise_f1 |" in card
+
+
+def test_data_card_shows_every_stage_picture_by_its_path(tmp_path):
+    from sftpipe.report import PICTURES
+
+    d, m, truth = build(tmp_path)
+    card = data_card(d, m, truth_metrics(truth, d))
+    section = card.split("## Pictures", 1)[1].split("\n## ", 1)[0]
+    shown = [line for line in section.splitlines() if line.startswith("![")]
+    assert shown == [f"![{title}]({path})" for title, path in PICTURES]
+    assert [p for _, p in PICTURES] == ["plots/dedup_clusters.png", "plots/label_issues.png", "plots/perplexity.png",
+                                        "plots/training_curves.png"]

@@ -269,3 +269,55 @@ def test_split_metrics_and_per_label_details_count_rows_and_groups(records):
     _, res = split_records(rows, SplitParams(decontaminate=False), DP)
     assert res.details["per_label"] == {"unlabeled": {s: res.extra_metrics[s] for s in SPLITS}}
     assert sum(res.extra_metrics[s] for s in SPLITS) == 10
+
+
+def _split_dedup_keys() -> set[str]:
+    from pathlib import Path
+
+    stage = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]["split"]
+    return {k.split(".", 1)[1] for k in stage["params"] if isinstance(k, str) and k.startswith("dedup.")}
+
+
+def test_dvc_yaml_lists_every_dedup_key_split_reads_and_no_other(records):
+    """A dedup key dvc.yaml leaves out of the split stage must not change the split; one it lists must
+    be read (changing it changes something), else split reruns for nothing."""
+    listed = _split_dedup_keys()
+    assert "dedup" not in yaml.safe_load(open("dvc.yaml"))["stages"]["split"]["params"]
+    assert listed | {"threshold", "keep", "field", "exact", "near", "num_proc"} == set(DedupParams.model_fields)
+    rows = records[:700]
+    split = SplitParams(decontam_min_overlap=0.2)
+    ids = lambda parts: {s: [(r["id"], r["meta"]["split_group"]) for r in parts[s]] for s in SPLITS}  # noqa: E731
+    parts, res = split_records(rows, split, DP)
+    base = (ids(parts), [d["id"] for d in res.dropped])
+    ignored = {"threshold": 0.95, "keep": "lowest_id", "field": "prompt", "exact": False, "near": False,
+               "num_proc": 2}
+    for key, value in ignored.items():
+        parts, res = split_records(rows, split, DP.model_copy(update={key: value}))
+        assert (ids(parts), [d["id"] for d in res.dropped]) == base, key
+    read = {"normalize": DP.normalize.model_copy(update={"punctuation": False, "lowercase": False}),
+            "shingle": "char", "word_ngram": 2, "char_ngram": 2, "num_perm": 16, "bands": 1, "rows": 16,
+            "verify": False, "seed": 5}
+    assert set(read) == listed
+    # the signature's size and seed matter only through candidates the estimate accepts (verify off)
+    estimated = DP.model_copy(update={"verify": False})
+    parts, res = split_records(rows, split, estimated)
+    base_estimated = (ids(parts), [d["id"] for d in res.dropped])
+    for key, value in read.items():
+        update = {"bands": 1, "rows": 16} if key in ("bands", "rows") else {key: value}   # misses pairs
+        start, against = (estimated, base_estimated) if key in ("num_perm", "seed") else (DP, base)
+        parts, res = split_records(rows, split, start.model_copy(update=update))
+        assert (ids(parts), [d["id"] for d in res.dropped]) != against, key
+
+
+def test_ngrams_are_dedups_shingles_at_the_decontamination_lengths():
+    from sftpipe.dedup.sketch import normalize, shingles, use_char_shingles
+    from sftpipe.split import ngrams
+
+    p = SplitParams(decontam_ngram=4, decontam_char_ngram=6)
+    for text in ("Ｈｅｌｌｏ, World! How are you today, my friend?", "请帮我 把这段 English 文字翻译成中文，谢谢！",
+                 "mixed 中文 and English words here, mostly English words"):
+        norm = normalize(text, DP.normalize)
+        char = use_char_shingles(norm, DP.shingle)
+        assert ngrams(text, p, DP) == set(shingles(norm, char, 6 if char else 4))
+    # the shingle param decides words or characters, as in dedup
+    assert ngrams("abc def", p, DP.model_copy(update={"shingle": "char"})) == {"abc de", "bc def"}

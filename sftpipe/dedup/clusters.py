@@ -59,21 +59,23 @@ def _optimal_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
-def lsh_params(p: DedupParams, threshold: float | None = None) -> tuple[int, int]:
-    """(bands, rows): ``p.bands``/``p.rows`` when set, else derived from the threshold.
+def lsh_params(dedup_params: DedupParams, threshold: float | None = None) -> tuple[int, int]:
+    """(bands, rows): ``dedup.bands``/``dedup.rows`` when set, else derived from the threshold.
 
     Derived with datasketch's MinHashLSH optimizer weighted towards recall
     (``RECALL_WEIGHTS``); e.g. threshold 0.8, 128 permutations -> 17 x 7, which
     finds a pair at Jaccard 0.8 with probability 0.98.
     """
-    if p.bands is not None:
-        return p.bands, p.rows
-    return _optimal_bands_rows(float(p.threshold if threshold is None else threshold), p.num_perm)
+    if dedup_params.bands is not None:
+        return dedup_params.bands, dedup_params.rows
+    threshold = dedup_params.threshold if threshold is None else threshold
+    return _optimal_bands_rows(float(threshold), dedup_params.num_perm)
 
 
 def _sketch_chunk(args) -> Sketches:
-    texts, p = args
-    return sketch_batch(texts, p.normalize, p.shingle, p.word_ngram, p.char_ngram, p.num_perm, p.seed)
+    texts, dedup_params = args
+    return sketch_batch(texts, dedup_params.normalize, dedup_params.shingle, dedup_params.word_ngram,
+                        dedup_params.char_ngram, dedup_params.num_perm, dedup_params.seed)
 
 
 def _pool_context():
@@ -81,19 +83,19 @@ def _pool_context():
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
-def sketch(texts: list[str], p: DedupParams, num_proc: int | None = None) -> Sketches:
+def sketch(texts: list[str], dedup_params: DedupParams, num_proc: int | None = None) -> Sketches:
     """Shingle sets and MinHash signatures of ``texts`` (rows in input order).
 
     Work is cut into chunks of ``_CHUNK_ROWS`` texts; with ``num_proc`` > 1 the
     chunks go to a process pool. The result does not depend on either.
     """
-    num_proc = p.num_proc if num_proc is None else num_proc
+    num_proc = dedup_params.num_proc if num_proc is None else num_proc
     chunks = [texts[i:i + _CHUNK_ROWS] for i in range(0, len(texts), _CHUNK_ROWS)] or [[]]
-    tasks = [(c, p) for c in chunks]
+    tasks = [(c, dedup_params) for c in chunks]
     if num_proc > 1 and len(chunks) > 1:
         with _pool_context().Pool(min(num_proc, len(chunks))) as pool:
-            return _assemble(pool.imap(_sketch_chunk, tasks, chunksize=1), len(texts), p.num_perm)
-    return _assemble(map(_sketch_chunk, tasks), len(texts), p.num_perm)
+            return _assemble(pool.imap(_sketch_chunk, tasks, chunksize=1), len(texts), dedup_params.num_perm)
+    return _assemble(map(_sketch_chunk, tasks), len(texts), dedup_params.num_perm)
 
 
 def _assemble(parts, n: int, num_perm: int) -> Sketches:
@@ -137,7 +139,7 @@ def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, veri
     return pairs, sim, ok, union_find(len(sk.sizes), pairs[ok])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DupResult:
     """Duplicate structure of a list of texts."""
     component: np.ndarray          # per text: smallest text index of its duplicate cluster
@@ -166,39 +168,42 @@ class DupResult:
         return estimated_jaccard(pairs, self.sketches.sig)
 
 
-def find_duplicates(texts: list[str], p: DedupParams, threshold: float | None = None) -> DupResult:
-    """Cluster exact (``p.exact``) and near (``p.near``) duplicates among ``texts``.
+def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: float | None = None) -> DupResult:
+    """Cluster exact (``dedup.exact``) and near (``dedup.near``) duplicates among ``texts``.
 
-    ``threshold`` overrides ``p.threshold`` (bands/rows are then derived from it
-    unless ``p.bands``/``p.rows`` are set). Deterministic: the same texts and
+    ``threshold`` overrides ``dedup.threshold`` (bands/rows are then derived from it
+    unless ``dedup.bands``/``dedup.rows`` are set). Deterministic: the same texts and
     params give the same clusters whatever ``num_proc``.
     """
-    t = float(p.threshold if threshold is None else threshold)
+    t = float(dedup_params.threshold if threshold is None else threshold)
     n = len(texts)
-    exact_rep = exact_groups(texts) if p.exact else np.arange(n, dtype=np.int64)
-    bands, rows = lsh_params(p, t)
+    exact_rep = exact_groups(texts) if dedup_params.exact else np.arange(n, dtype=np.int64)
+    bands, rows = lsh_params(dedup_params, t)
     empty = np.zeros((0, 2), dtype=np.int64)
-    if not p.near:
-        return DupResult(exact_rep, exact_rep, np.full(n, -1), None, empty, np.zeros(0), np.zeros(0, bool),
-                         bands, rows, t, p.verify)
+    if not dedup_params.near:
+        return DupResult(component=exact_rep, exact_rep=exact_rep, row_of=np.full(n, -1), sketches=None,
+                         pairs=empty, similarity=np.zeros(0), accepted=np.zeros(0, bool), bands=bands, rows=rows,
+                         threshold=t, verify=dedup_params.verify)
     uniq = np.flatnonzero(exact_rep == np.arange(n))
-    sk = sketch([texts[i] for i in uniq.tolist()], p)
-    pairs, sim, ok, comp = cluster_sketches(sk, bands, rows, t, p.verify)
+    sk = sketch([texts[i] for i in uniq.tolist()], dedup_params)
+    pairs, sim, ok, comp = cluster_sketches(sk, bands, rows, t, dedup_params.verify)
     row_of = np.full(n, -1, dtype=np.int64)
     row_of[uniq] = np.arange(len(uniq))
     component = uniq[comp[row_of[exact_rep]]]
-    return DupResult(component, exact_rep, row_of, sk, uniq[pairs], sim, ok, bands, rows, t, p.verify)
+    return DupResult(component=component, exact_rep=exact_rep, row_of=row_of, sketches=sk, pairs=uniq[pairs],
+                     similarity=sim, accepted=ok, bands=bands, rows=rows, threshold=t, verify=dedup_params.verify)
 
 
-def near_duplicate_groups(texts: list[str], p: DedupParams, threshold: float | None = None) -> list[int]:
+def near_duplicate_groups(texts: list[str], dedup_params: DedupParams, threshold: float | None = None) -> list[int]:
     """A group label per text: equal labels = one connected component at ``threshold``.
 
-    Byte-identical texts always share a group. Labels are 0, 1, 2, ... in order
-    of each group's first text, so they are deterministic.
+    Byte-identical texts always share a group, and near-duplicates are always looked for, whatever
+    ``dedup.exact``/``dedup.near`` say (those switch what the dedup stage removes, not what split
+    must keep together). Labels are 0, 1, 2, ... in order of each group's first text, so they are
+    deterministic.
     """
-    if not p.exact:
-        p = p.model_copy(update={"exact": True})
-    comp = find_duplicates(texts, p, threshold).component
+    dedup_params = dedup_params.model_copy(update={"exact": True, "near": True})
+    comp = find_duplicates(texts, dedup_params, threshold).component
     # component = smallest index in the group, so ranking the distinct values
     # numbers groups in order of their first text
     return np.searchsorted(sorted_unique(comp), comp).tolist()
@@ -232,23 +237,23 @@ def _survivors(records: list[dict], component: np.ndarray, keep: str) -> np.ndar
     return survivor
 
 
-def dedup_records(records: list[dict], p: DedupParams) -> FilterResult:
+def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResult:
     """The dedup stage on records: kept copies (input order) and ledger rows.
 
-    Each cluster keeps one record, chosen by ``p.keep`` (ties by id). Dropped
-    records are ``exact_duplicate`` when their text (``p.field``) is identical
-    to the kept one's, else ``near_duplicate``; the evidence names the cluster
-    (the kept id), its size, the exact Jaccard with the kept record and the
+    Each cluster keeps one record, chosen by ``dedup.keep`` (ties by id). Dropped
+    records are ``exact_duplicate`` when their text (``dedup.field``) is identical
+    to the kept one's, else ``near_duplicate``; the evidence names the kept
+    record (``kept_id``, which also names the cluster), the cluster's size, the exact Jaccard with the kept record and the
     threshold. Kept records get ``meta.dedup_cluster`` and
     ``meta.dedup_cluster_size``. ``extra_metrics`` holds counts; ``details`` holds
     ``cluster_size_hist`` (cluster size -> number of clusters, singletons included).
     """
-    texts = [text_of(r, p.field) for r in records]
-    res = find_duplicates(texts, p)
+    texts = [text_of(r, dedup_params.field) for r in records]
+    res = find_duplicates(texts, dedup_params)
     n = len(records)
     comp = res.component
     size = np.bincount(comp, minlength=n)[comp] if n else np.zeros(0, dtype=np.int64)
-    survivor = _survivors(records, comp, p.keep)
+    survivor = _survivors(records, comp, dedup_params.keep)
     dropped_idx = np.flatnonzero(survivor != np.arange(n))
     exact = np.array([texts[i] == texts[survivor[i]] for i in dropped_idx.tolist()], dtype=bool)
     near_idx = dropped_idx[~exact]
@@ -257,7 +262,7 @@ def dedup_records(records: list[dict], p: DedupParams) -> FilterResult:
     dropped = []
     for i, is_exact in zip(dropped_idx.tolist(), exact.tolist()):
         kept_id = records[survivor[i]]["id"]
-        ev = {"cluster": kept_id, "kept_id": kept_id, "cluster_size": int(size[i]),
+        ev = {"kept_id": kept_id, "cluster_size": int(size[i]),
               "jaccard": 1.0 if is_exact else round(jac[i], 4), "threshold": res.threshold}
         if not is_exact:
             ev["minhash_estimate"] = round(est[i], 4)

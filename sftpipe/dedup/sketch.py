@@ -67,19 +67,19 @@ def _prenormalize(text: str, nfkc: bool, lowercase: bool) -> str:
     return text
 
 
-def normalize(text: str, p) -> str:
-    """Normalize ``text`` for near-duplicate detection (``p``: :class:`NormalizeParams`).
+def normalize(text: str, rules) -> str:
+    """Normalize ``text`` for near-duplicate detection (``rules``: :class:`NormalizeParams`).
 
     In order, each step switched by its param: NFKC (full-width forms become
     ASCII), lowercase, punctuation and symbols (Unicode P* and S*) to spaces,
     decimal digits to ``0``, whitespace runs to one space and stripped.
     """
-    text = _prenormalize(text, p.nfkc, p.lowercase)
-    if p.punctuation:
+    text = _prenormalize(text, rules.nfkc, rules.lowercase)
+    if rules.punctuation:
         text = text.translate(_punct_translation())
-    if p.digits:
+    if rules.digits:
         text = _DIGIT_RE.sub("0", text)
-    if p.whitespace:
+    if rules.whitespace:
         text = " ".join(text.split())
     return text
 
@@ -350,12 +350,12 @@ def _collapse(cps: np.ndarray, lens: np.ndarray, space: np.ndarray) -> tuple[np.
     return out, new_lens
 
 
-def normalize_batch(texts: list[str], p) -> Batch:
+def normalize_batch(texts: list[str], rules) -> Batch:
     """:func:`normalize` for many texts at once; agrees with it text by text."""
-    cps, lens = _prenormalize_batch(texts, p.nfkc, p.lowercase)
-    if p.punctuation or p.digits:
-        cps = _fold_table(p.punctuation, p.digits)[cps]
-    if p.whitespace and len(cps):
+    cps, lens = _prenormalize_batch(texts, rules.nfkc, rules.lowercase)
+    if rules.punctuation or rules.digits:
+        cps = _fold_table(rules.punctuation, rules.digits)[cps]
+    if rules.whitespace and len(cps):
         cps, lens = _collapse(cps, lens, _tables().space[cps])
     return Batch(cps, lens)
 

@@ -36,13 +36,13 @@ def _unique_items(rng: random.Random, category: str, lang: str, n: int, seen: se
     return out
 
 
-def clean_rows(p: SampleParams, rng: random.Random) -> list[dict]:
+def clean_rows(sample_params: SampleParams, rng: random.Random) -> list[dict]:
     """Defect-free conversations: ~5% two-turn, ~10% with a system prompt."""
     seen: set = set()
     rows = []
-    for lang in p.languages:
+    for lang in sample_params.languages:
         for cat in CATEGORIES:
-            n = round(p.rows_per_lang * WEIGHTS[cat])
+            n = round(sample_params.rows_per_lang * WEIGHTS[cat])
             items = _unique_items(rng, cat, lang, n, seen)
             i = 0
             while i < len(items):
@@ -56,14 +56,14 @@ def clean_rows(p: SampleParams, rng: random.Random) -> list[dict]:
     return rows
 
 
-def inject(p: SampleParams, rows: list[dict], rng: random.Random) -> list[dict]:
+def inject(sample_params: SampleParams, rows: list[dict], rng: random.Random) -> list[dict]:
     """Add duplicates and corrupt disjoint subsets; every row gets a ``truth`` dict."""
     for r in rows:
         r["truth"] = {"category": r["label"], "defect": None}
     n = len(rows)
     order = list(range(n))
     rng.shuffle(order)
-    k_flip, k_garb = round(n * p.label_flip_rate), round(n * p.garbage_rate)
+    k_flip, k_garb = round(n * sample_params.label_flip_rate), round(n * sample_params.garbage_rate)
     flip_idx, garb_idx = order[:k_flip], order[k_flip:k_flip + k_garb]
     rest = order[k_flip + k_garb:]  # dups are copied from rows without other defects
     zh_texts = [r["messages"][-1]["content"] for r in rows if r["lang"] == "zh"] or ["乱码示例文本"]
@@ -78,7 +78,7 @@ def inject(p: SampleParams, rows: list[dict], rng: random.Random) -> list[dict]:
         last["content"] = D.garbage(rng, kind, r["lang"], last["content"], rng.choice(zh_texts))
         r["truth"].update(defect="garbage", garbage_type=kind)
     extra = []
-    k_exact, k_near = round(n * p.exact_dup_rate), round(n * p.near_dup_rate)
+    k_exact, k_near = round(n * sample_params.exact_dup_rate), round(n * sample_params.near_dup_rate)
     for i in rest[:k_exact]:
         src = rows[i]
         extra.append({**src, "messages": [dict(m) for m in src["messages"]],
@@ -124,10 +124,10 @@ def _openai(r: dict) -> dict:
     return {"id": r["rid"], "messages": r["messages"], "category": r["label"]}
 
 
-def generate(p: SampleParams, out_dir: str | Path) -> dict:
+def generate(sample_params: SampleParams, out_dir: str | Path) -> dict:
     """Write the sample sources and truth.jsonl under ``out_dir``; returns counts."""
-    rng = random.Random(p.seed)
-    rows = inject(p, clean_rows(p, rng), rng)
+    rng = random.Random(sample_params.seed)
+    rows = inject(sample_params, clean_rows(sample_params, rng), rng)
     order = list(range(len(rows)))
     rng.shuffle(order)
     for new, old in enumerate(order):

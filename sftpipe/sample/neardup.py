@@ -218,14 +218,14 @@ def generate(n_rows: int, seed: int = 0, zh_share: float = 0.5, dup_share: float
 # Ground truth: exact Jaccard on the reference shingles (strings, not hashes)
 
 
-def shingle_sets(texts: list[str], p) -> list[set[str]]:
-    """Each text's set of shingles (strings) under DedupParams ``p``, by the reference code."""
+def shingle_sets(texts: list[str], dedup_params) -> list[set[str]]:
+    """Each text's set of shingles (strings) under DedupParams ``dedup_params``, by the reference code."""
     from ..dedup.sketch import normalize, shingles, use_char_shingles
     out = []
     for t in texts:
-        norm = normalize(t, p.normalize)
-        char = use_char_shingles(norm, p.shingle)
-        out.append(set(shingles(norm, char, p.char_ngram if char else p.word_ngram)))
+        norm = normalize(t, dedup_params.normalize)
+        char = use_char_shingles(norm, dedup_params.shingle)
+        out.append(set(shingles(norm, char, dedup_params.char_ngram if char else dedup_params.word_ngram)))
     return out
 
 
