@@ -44,7 +44,7 @@ def check_accounting(stage: str, input_ids: list[str], kept_ids: list[str], drop
         f"unexpected/duplicated ids {extra[:5]}{'...' if len(extra) > 5 else ''}")
 
 
-def counts(stage: str, n_in: int, result: FilterResult) -> dict:
+def counts(n_in: int, result: FilterResult) -> dict:
     reasons = Counter(d["reason"] for d in result.dropped)
     return {"rows_in": n_in, "kept": len(result.kept), "dropped": len(result.dropped),
             "dropped_by_reason": dict(sorted(reasons.items())), **result.extra_metrics}
@@ -62,6 +62,6 @@ def write_filter_outputs(stage: str, inputs: list[dict], result: FilterResult, o
     write_jsonl(out_dir / "dropped.jsonl", result.dropped)
     if result.details:
         write_json(out_dir / "details.json", result.details)
-    m = counts(stage, len(inputs), result)
+    m = counts(len(inputs), result)
     write_json(metrics_path, m)
     return m

@@ -296,6 +296,15 @@ def test_ties_broken_by_natural_id_order():
     assert [r["id"] for r in res.kept] == ["a:100", "b:9"]
 
 
+def test_id_order_is_natural_and_total():
+    ids = ["s:10", "s:9", "s:09", "s:9b", "s:9a", "s", "t:1", "s:1²", "s:١٢", "s:x", "10", "9"]
+    assert sorted(ids, key=dedup._id_key) == ["9", "10", "s", "s:1²", "s:09", "s:9", "s:9a", "s:9b", "s:10",
+                                              "s:x", "s:١٢", "t:1"]
+    # a non-ASCII digit is text (int("²") would raise), and the lowest_id policy keeps "s:1²" over "s:2"
+    recs = [rec("s:2", EN, "same"), rec("s:1²", EN, "same")]
+    assert [r["id"] for r in dedup.dedup_records(recs, DedupParams(keep="lowest_id")).kept] == ["s:1²"]
+
+
 def test_ledger_arithmetic_evidence_and_meta():
     data = bd.generate(500, seed=8, dup_share=0.3, max_rate=0.05)
     recs = [rec(f"g:{i}", t, "r" * (i % 7)) for i, t in enumerate(data.texts)]

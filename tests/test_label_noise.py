@@ -1,6 +1,7 @@
 """cleanlab label-noise detection on the generated sample, measured against the injected flips."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -82,11 +83,16 @@ def test_flag_and_relabel_keep_every_row(flipped, relabeled):
     assert changed and all(r["label"] != r["meta"]["label_original"] for r in changed)
 
 
-def test_no_label_field_passes_everything_through(flipped):
+def test_no_label_field_passes_everything_through(flipped, caplog):
     records, _ = flipped
     unlabeled = [{**r, "label": None} for r in records[:50]]
+    caplog.set_level(logging.INFO, logger="sftpipe")
     res = label_noise_records(unlabeled, LabelNoiseParams())
-    assert len(res.kept) == 50 and not res.dropped and "no label field" in res.extra_metrics["skipped"]
+    assert len(res.kept) == 50 and not res.dropped
+    assert res.extra_metrics == {"checked": 0, "classes": 0, "issues": 0, "skipped": "no label field in the data"}
+    # the stage log says why nothing was checked (a bad format string would fail the test in caplog)
+    assert [m for n, _, m in caplog.record_tuples if n == "sftpipe"] == [
+        "label_noise: passing all 50 rows through (no label field in the data)"]
 
 
 def test_relabel_gives_flipped_rows_their_true_label_back(sample, dropped, relabeled):
@@ -137,11 +143,14 @@ def test_classes_below_min_class_size_pass_through_unchecked(sample):
     assert res.extra_metrics["skipped"] == f"fewer than 2 classes with >= {len(rows)} rows"
 
 
-def test_disabled_passes_every_row_through_as_a_copy(sample):
+def test_disabled_passes_every_row_through_as_a_copy(sample, caplog):
     from collections import Counter
 
     records = sample[0][:60]
+    caplog.set_level(logging.INFO, logger="sftpipe")
     res = label_noise_records(records, LabelNoiseParams(enabled=False))
+    assert [m for n, _, m in caplog.record_tuples if n == "sftpipe"] == [
+        "label_noise: passing all 60 rows through (disabled)"]
     assert res.kept == records and not res.dropped
     assert all(a is not b for a, b in zip(res.kept, records))
     n_classes = sum(1 for n in Counter(r["label"] for r in records).values() if n >= LabelNoiseParams().min_class_size)

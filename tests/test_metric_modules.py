@@ -51,6 +51,15 @@ def test_rouge_types_differ_on_word_order_and_average_over_rows(rouge):
     assert two["rouge1"] == pytest.approx((1.0 + 0.75) / 2) and two["rougeL"] == pytest.approx((2 / 3 + 0.75) / 2)
 
 
+def test_rouge_lowercases_without_merging_letters_that_only_uppercase_alike(rouge):
+    # Turkish "kır" (countryside) and "kir" (dirt) are different words that both upper-case to "KIR";
+    # lowercasing folds the case of "Kır Evi" and keeps them apart. Tokens: kır evi / kir evi, so one
+    # unigram of two is shared (P = R = 1/2), no bigram, and the LCS is 1 of 2.
+    out = rouge.compute(predictions=["Kır Evi"], references=["kir evi"])
+    assert out == pytest.approx({"rouge1": 0.5, "rouge2": 0.0, "rougeL": 0.5})
+    assert rouge.compute(predictions=["KIR EVI"], references=["kir evi"])["rouge2"] == pytest.approx(1.0)
+
+
 def test_bleu_and_chrf_on_identical_text(bleu):
     out = bleu.compute(predictions=["德国的首都是柏林。", "blue door"], references=["德国的首都是柏林。", "blue door"])
     assert out["bleu"] == pytest.approx(100.0) and out["chrf"] == pytest.approx(100.0)
@@ -91,6 +100,8 @@ def test_bleu_english_and_corpus_pooling_by_hand(bleu):
     ("3.5.", "3.5", True),                     # only the trailing mark goes
     ("...yes", "yes", False),                  # leading punctuation is kept
     ("it's", "its", False),
+    ("KIR", "kir", True),                      # ASCII I lowercases to i
+    ("Kır", "kir", False),                     # dotless ı is another letter, though both upper-case to I
 ])
 def test_exact_match_normalization(exact_match, prediction, reference, match):
     out = exact_match.compute(predictions=[prediction], references=[reference])

@@ -214,9 +214,11 @@ def near_duplicate_groups(texts: list[str], dedup_params: DedupParams, threshold
 
 
 def _id_key(rid) -> tuple:
-    """Natural order of ids: "src:2" before "src:10"; plain string order otherwise."""
-    return tuple((0, int(tok), tok) if tok.isdigit() else (1, 0, tok)
-                 for tok in re.split(r"([0-9]+)", str(rid)))
+    """Natural order of ids: "src:2" before "src:10". Splitting on runs of ASCII digits puts them at
+    the odd positions, so digits always meet digits: they compare as numbers (ties by their text,
+    "01" before "1"), the text between them as strings."""
+    parts = re.split(r"([0-9]+)", str(rid))
+    return tuple((int(tok), tok) if k % 2 else tok for k, tok in enumerate(parts))
 
 
 def _survivors(records: list[dict], component: np.ndarray, keep: str) -> np.ndarray:
@@ -224,15 +226,16 @@ def _survivors(records: list[dict], component: np.ndarray, keep: str) -> np.ndar
     n = len(records)
     survivor = np.arange(n)
     members = defaultdict(list)
-    counts = np.bincount(component, minlength=n)
+    counts = np.bincount(component)
     for i in np.flatnonzero(counts[component] > 1).tolist():
         members[int(component[i])].append(i)
     for group in members.values():
         if keep == "lowest_id":
             key = lambda i: (_id_key(records[i]["id"]), i)
+        elif keep == "longest_response":
+            key = lambda i: (-len(response_text(records[i])), _id_key(records[i]["id"]), i)
         else:
-            sign = -1 if keep == "longest_response" else 1
-            key = lambda i: (sign * len(response_text(records[i])), _id_key(records[i]["id"]), i)
+            key = lambda i: (len(response_text(records[i])), _id_key(records[i]["id"]), i)
         survivor[group] = min(group, key=key)
     return survivor
 
@@ -252,7 +255,7 @@ def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResul
     res = find_duplicates(texts, dedup_params)
     n = len(records)
     comp = res.component
-    size = np.bincount(comp, minlength=n)[comp] if n else np.zeros(0, dtype=np.int64)
+    size = np.bincount(comp)[comp]           # per row: its cluster's size
     survivor = _survivors(records, comp, dedup_params.keep)
     dropped_idx = np.flatnonzero(survivor != np.arange(n))
     exact = np.array([texts[i] == texts[survivor[i]] for i in dropped_idx.tolist()], dtype=bool)
