@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 import click
 
@@ -14,11 +15,21 @@ log = logging.getLogger("sftpipe")
 
 
 def _setup_logging(stage: str) -> None:
+    """What a stage prints: its own log lines, its own progress bars, errors; known library noise is
+    silenced here, at the process level, so library code (sftpipe.*) stays quiet-neutral."""
     logging.basicConfig(level=logging.INFO, format=f"[{stage}] %(message)s", stream=sys.stderr, force=True)
     for noisy in ("transformers", "datasets", "httpx", "urllib3", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # transformers 5 draws a "Loading weights" bar for every from_pretrained, datasets one per map
+    # ("tokenize"): a second of work each, drawn even when stderr is no terminal. Both libraries read these
+    # switches when first imported, which stages do only after this (set to 0 to see the bars again).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars follow the hub's
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # peft asks the model `is_gradient_checkpointing`, a property transformers 5 deprecated for v6
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                            module=r"transformers\.modeling_utils")
 
 
 def stage(name: str, help: str):

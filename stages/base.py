@@ -13,10 +13,10 @@ def cli(params, out, metrics):
     from sftpipe.io import atomic_path, write_json
     from sftpipe.sample import pretrain_corpus
 
-    p = params.base
-    corpus = pretrain_corpus(p.languages, p.corpus_rows, p.seed)
+    base_params = params.base
+    corpus = pretrain_corpus(base_params.languages, base_params.corpus_rows, base_params.seed)
     with atomic_path(out) as tmp:
-        summary = pretrain(p, corpus, tmp, log=log.info)
+        summary = pretrain(base_params, corpus, tmp, log=log.info)
     write_json(metrics, summary)
     log.info("base model: %.2fM params, final loss %.3f, %.0f tokens/s -> %s",
              summary["params_m"], summary["final_loss"], summary["tokens_per_s"], out)

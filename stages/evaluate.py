@@ -17,16 +17,16 @@ def cli(params, test_path, sft_dir, metrics, details, deltas, predictions):
     from sftpipe.model import evaluation
     from sftpipe.model.loading import fit_embeddings, load_model, load_sft
 
-    ep = params.evaluate
-    rows = read_jsonl(test_path or ep.test_file)[: ep.max_rows]
+    eval_params = params.evaluate
+    rows = read_jsonl(test_path or eval_params.test_file)[: eval_params.max_rows]
     sft, tok = load_sft(params.model, sft_dir)
     base = load_model(params.model).eval()
     fit_embeddings(base, tok)      # the chat template's tokens, untrained in the base
     scores, preds = {}, {}
     for name, model in (("base", base), ("sft", sft)):
         with progress(len(rows), f"generate ({name})") as bar:
-            scores[name], preds[name] = evaluation.score_model(name, model, tok, rows, ep.max_new_tokens, ep.batch_size,
-                                                       params.train.max_length, bar)
+            scores[name], preds[name] = evaluation.score_model(name, model, tok, rows, eval_params.max_new_tokens,
+                                                               eval_params.batch_size, params.train.max_length, bar)
     cats = evaluation.per_category(rows, preds)
     write_json(metrics, {"base": scores["base"], "sft": scores["sft"], "delta": evaluation.deltas(scores["base"], scores["sft"]),
                          "rows": len(rows)})

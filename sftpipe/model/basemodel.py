@@ -54,37 +54,45 @@ def pack_blocks(tokenizer, corpus: list[str], seq_len: int):
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
-def build_model(p: BaseParams, tokenizer):
+def build_model(base_params: BaseParams, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=p.hidden_size, intermediate_size=p.intermediate_size,
-                      num_hidden_layers=p.num_layers, num_attention_heads=p.num_heads,
-                      num_key_value_heads=p.num_heads, max_position_embeddings=1024, tie_word_embeddings=True,
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=base_params.hidden_size,
+                      intermediate_size=base_params.intermediate_size, num_hidden_layers=base_params.num_layers,
+                      num_attention_heads=base_params.num_heads, num_key_value_heads=base_params.num_heads,
+                      max_position_embeddings=1024, tie_word_embeddings=True,
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                       bos_token_id=None)
     return LlamaForCausalLM(cfg)
 
 
-def pretrain(p: BaseParams, corpus: list[str], out_dir: str | Path, log=print) -> dict:
-    """Train tokenizer and model; save both to ``out_dir`` (safetensors). Returns summary metrics."""
+def pretrain(base_params: BaseParams, corpus: list[str], out_dir: str | Path, log=print) -> dict:
+    """Train tokenizer and model; save both to ``out_dir`` (safetensors). Returns summary metrics.
+
+    Progress is one tqdm bar over the steps (running loss and tokens/s in its postfix), shown only
+    when stderr is a terminal; ``log`` gets the one line describing the model and corpus."""
     import torch
+    from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    torch.manual_seed(p.seed)
+    torch.manual_seed(base_params.seed)
     t0 = time.perf_counter()
-    tokenizer = train_tokenizer(corpus, p.vocab_size)
-    blocks = pack_blocks(tokenizer, corpus, p.seq_len)
-    model = build_model(p, tokenizer)
+    tokenizer = train_tokenizer(corpus, base_params.vocab_size)
+    blocks = pack_blocks(tokenizer, corpus, base_params.seq_len)
+    model = build_model(base_params, tokenizer)
     n_params = sum(x.numel() for x in model.parameters())
     log(f"base: vocab {len(tokenizer)}, {n_params / 1e6:.2f}M params, {blocks.numel() / 1e6:.2f}M corpus tokens")
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(p.warmup_ratio * p.steps), p.steps)
-    gen = torch.Generator().manual_seed(p.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=base_params.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    steps = base_params.steps
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(base_params.warmup_ratio * steps), steps)
+    gen = torch.Generator().manual_seed(base_params.seed)
+    tokens_per_step = base_params.batch_size * base_params.seq_len
     model.train()
     losses = []
     t1 = time.perf_counter()
-    for step in range(p.steps):
-        idx = torch.randint(0, blocks.size(0), (p.batch_size,), generator=gen)
+    bar = tqdm(total=steps, desc="pretrain", unit="step", leave=False, disable=None, mininterval=1.0)
+    for step in range(steps):
+        idx = torch.randint(0, blocks.size(0), (base_params.batch_size,), generator=gen)
         batch = blocks[idx]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -93,14 +101,17 @@ def pretrain(p: BaseParams, corpus: list[str], out_dir: str | Path, log=print) -
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if (step + 1) % max(1, p.steps // 10) == 0:
-            log(f"base: step {step + 1}/{p.steps} loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        recent = losses[-20:]
+        rate = (step + 1) * tokens_per_step / max(time.perf_counter() - t1, 1e-9)
+        bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", tokens_per_s=f"{rate:.0f}", refresh=False)
+        bar.update()
+    bar.close()
     train_s = time.perf_counter() - t1
     model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    tail = losses[-max(1, p.steps // 10):]
+    tail = losses[-max(1, steps // 10):]
     return {"params_m": round(n_params / 1e6, 3), "vocab_size": len(tokenizer),
             "corpus_tokens": int(blocks.numel()), "final_loss": round(sum(tail) / len(tail), 4),
-            "tokens_per_s": round(p.steps * p.batch_size * p.seq_len / train_s, 1),
+            "tokens_per_s": round(steps * tokens_per_step / train_s, 1),
             "wall_s": round(time.perf_counter() - t0, 1)}

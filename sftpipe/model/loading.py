@@ -45,22 +45,22 @@ def _source(name_or_path: str) -> str:
     return "local directory" if Path(name_or_path).exists() else "hub id"
 
 
-def _hub_kwargs(mp: ModelParams) -> dict:
-    kw = {"trust_remote_code": mp.trust_remote_code}
-    if mp.revision:
-        kw["revision"] = mp.revision
+def _hub_kwargs(model_params: ModelParams) -> dict:
+    kw = {"trust_remote_code": model_params.trust_remote_code}
+    if model_params.revision:
+        kw["revision"] = model_params.revision
     token = os.environ.get("HF_TOKEN")
     if token:
         kw["token"] = token
     return kw
 
 
-def load_tokenizer(mp: ModelParams, path: str | None = None):
+def load_tokenizer(model_params: ModelParams, path: str | None = None):
     from transformers import AutoTokenizer
 
-    path = path or mp.name_or_path
+    path = path or model_params.name_or_path
     try:
-        tok = AutoTokenizer.from_pretrained(path, **_hub_kwargs(mp))
+        tok = AutoTokenizer.from_pretrained(path, **_hub_kwargs(model_params))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load tokenizer from {path} ({_source(path)}): {str(e).splitlines()[0]}") from None
     if tok.pad_token is None:
@@ -69,9 +69,9 @@ def load_tokenizer(mp: ModelParams, path: str | None = None):
     return tok
 
 
-def attn_implementation(mp: ModelParams) -> str:
-    if mp.attn_implementation != "auto":
-        return mp.attn_implementation
+def attn_implementation(model_params: ModelParams) -> str:
+    if model_params.attn_implementation != "auto":
+        return model_params.attn_implementation
     return "sdpa"
 
 
@@ -82,16 +82,16 @@ def weights_precision(method: str, precision: str) -> str:
     return "fp32" if method == "full" else precision
 
 
-def load_model(mp: ModelParams, path: str | None = None, precision: str = "auto"):
+def load_model(model_params: ModelParams, path: str | None = None, precision: str = "auto"):
     """AutoModelForCausalLM from safetensors, on the GPU when present (fp32 on CPU)."""
     from transformers import AutoModelForCausalLM
 
-    path = path or mp.name_or_path
+    path = path or model_params.name_or_path
     dtype = dtype_for(precision)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
-                                                     attn_implementation=attn_implementation(mp),
-                                                     **_hub_kwargs(mp))
+                                                     attn_implementation=attn_implementation(model_params),
+                                                     **_hub_kwargs(model_params))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model from {path} ({_source(path)}): {str(e).splitlines()[0]}") from None
     return model.to(device())
@@ -107,7 +107,7 @@ def fit_embeddings(model, tokenizer) -> list[int]:
     return list(range(old, len(tokenizer)))
 
 
-def load_sft(mp: ModelParams, sft_dir: str | Path, precision: str = "auto"):
+def load_sft(model_params: ModelParams, sft_dir: str | Path, precision: str = "auto"):
     """(model, tokenizer) of a trained run: base + adapter, or the full fine-tuned weights."""
     import json
 
@@ -118,10 +118,10 @@ def load_sft(mp: ModelParams, sft_dir: str | Path, precision: str = "auto"):
     if not info_path.is_file():
         raise UserError(f"{sft_dir}: not a trained model directory (no {INFO_FILE}); run the train stage")
     info = json.loads(info_path.read_text())
-    tokenizer = load_tokenizer(mp, str(sft_dir))
+    tokenizer = load_tokenizer(model_params, str(sft_dir))
     if not info["adapter"]:
-        return load_model(mp, str(sft_dir), precision).eval(), tokenizer
-    base = load_model(mp, info["base_model"], precision)
+        return load_model(model_params, str(sft_dir), precision).eval(), tokenizer
+    base = load_model(model_params, info["base_model"], precision)
     fit_embeddings(base, tokenizer)
     model = PeftModel.from_pretrained(base, str(sft_dir))
     return model.eval(), tokenizer

@@ -8,9 +8,11 @@
   sequence by SDPA/flash-attention), or padded batches grouped by length
 * cosine schedule with warmup, gradient accumulation, gradient checkpointing,
   bf16/fp16 on GPU, evaluation on the validation split, optional early stopping
-* dvclive logs loss, learning rate, tokens/s and (on GPU) peak memory
+* dvclive logs loss, learning rate, tokens/s and (on GPU) peak memory; on a terminal one progress
+  bar shows the latest loss and tokens/s (the Trainer's printed log dicts are switched off)
 * resumable: checkpoints live in a persistent directory with a fingerprint of
-  everything that shapes the run; a matching fingerprint resumes, else it restarts
+  everything that shapes the run; a matching fingerprint resumes, else it restarts; a finished
+  run leaves only a fixed README there
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ log = logging.getLogger("sftpipe")
 ADAPTER_METHODS = ("lora", "dora", "rslora")
 # Code that shapes a run: a checkpoint written by other code is never resumed.
 CODE_FILES = [Path(__file__).with_name(n) for n in ("train.py", "formatting.py", "templates.py", "loading.py")]
+# What a finished run leaves in the checkpoint directory (a DVC output, warned about when empty).
+CHECKPOINT_README = "README.txt"
+CHECKPOINT_README_TEXT = ("Checkpoints of an interrupted train run, from which the next run resumes;\n"
+                          "emptied when a run finishes.\n")
 
 
 @dataclass
@@ -48,14 +54,14 @@ class TokenStats:
         return dict(self.__dict__)
 
 
-def tokenize_rows(records: list[dict], tokenizer, tp: TrainParams):
+def tokenize_rows(records: list[dict], tokenizer, train_params: TrainParams):
     """A ``datasets.Dataset`` of input_ids/labels, and what truncation did."""
     from datasets import Dataset
 
     def enc(batch):
         out = {"input_ids": [], "labels": [], "truncated": []}
         for msgs in batch["messages"]:
-            e = encode(tokenizer, msgs, tp.loss_on, max_length=tp.max_length)
+            e = encode(tokenizer, msgs, train_params.loss_on, max_length=train_params.max_length)
             out["input_ids"].append(e.input_ids)
             out["labels"].append(e.labels)
             out["truncated"].append(e.truncated)
@@ -65,7 +71,7 @@ def tokenize_rows(records: list[dict], tokenizer, tp: TrainParams):
     ds = ds.map(enc, batched=True, remove_columns=["messages"], desc="tokenize")
     truncated = ds["truncated"]
     has_target = [any(lab != IGNORE for lab in labs) for labs in ds["labels"]]
-    too_long = [t and tp.truncation == "drop" for t in truncated]
+    too_long = [t and train_params.truncation == "drop" for t in truncated]
     keep = [i for i in range(len(ds)) if has_target[i] and not too_long[i]]
     ds = ds.select(keep).remove_columns(["truncated"])
     ds = ds.add_column("length", [len(x) for x in ds["input_ids"]])
@@ -76,33 +82,34 @@ def tokenize_rows(records: list[dict], tokenizer, tp: TrainParams):
     return ds, stats
 
 
-def peft_config(tp: TrainParams, lp: LoraParams, new_token_ids: list[int]):
+def peft_config(train_params: TrainParams, lora_params: LoraParams, new_token_ids: list[int]):
     from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
 
-    if tp.method == "full":
+    if train_params.method == "full":
         return None
-    if tp.method in ADAPTER_METHODS:
+    if train_params.method in ADAPTER_METHODS:
         kw = {"trainable_token_indices": new_token_ids} if new_token_ids else {}
-        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lp.r, lora_alpha=lp.alpha, lora_dropout=lp.dropout,
-                          target_modules=lp.target_modules, use_dora=tp.method == "dora",
-                          use_rslora=tp.method == "rslora", **kw)
-    if tp.method == "prompt_tuning":
-        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tp.num_virtual_tokens)
-    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tp.num_virtual_tokens)
+        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora_params.r, lora_alpha=lora_params.alpha,
+                          lora_dropout=lora_params.dropout, target_modules=lora_params.target_modules,
+                          use_dora=train_params.method == "dora", use_rslora=train_params.method == "rslora", **kw)
+    if train_params.method == "prompt_tuning":
+        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=train_params.num_virtual_tokens)
+    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=train_params.num_virtual_tokens)
 
 
-def packing_mode(tp: TrainParams, attn: str) -> str:
+def packing_mode(train_params: TrainParams, attn: str) -> str:
     """padding_free where the attention runs varlen kernels on the packed row (flash-attention reads the
     sequence boundaries from position_ids); virtual-token methods prepend tokens per sequence, so they
     need padded batches. SDPA and eager also keep packed sequences apart, but through a dense
     (total_tokens x total_tokens) block-diagonal mask, so attention over the flattened batch costs the
     square of the batch's total tokens: ``auto`` picks padded (length-grouped) batches there."""
-    if tp.method in ("prompt_tuning", "prefix_tuning"):
-        if tp.packing == "padding_free":
-            raise UserError(f"train.packing=padding_free does not work with train.method={tp.method}; use padded")
+    if train_params.method in ("prompt_tuning", "prefix_tuning"):
+        if train_params.packing == "padding_free":
+            raise UserError(f"train.packing=padding_free does not work with train.method={train_params.method}; "
+                            "use padded")
         return "padded"
-    if tp.packing != "auto":
-        return tp.packing
+    if train_params.packing != "auto":
+        return train_params.packing
     return "padding_free" if attn in ("flash_attention_2", "flash_attention_3") else "padded"
 
 
@@ -161,6 +168,41 @@ def _callbacks():
     return Throughput
 
 
+def _progress_callback():
+    """The class of the training progress bar: one tqdm bar over the optimizer steps, the latest
+    loss and tokens/s in its postfix. Shown only when stderr is a terminal (``disable=None``, like
+    the stages' bars); dvclive keeps every number, so nothing is printed per step."""
+    from tqdm import tqdm
+    from transformers import TrainerCallback
+
+    class ProgressBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                                leave=False, disable=None, mininterval=1.0)
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.bar is None or not logs or "loss" not in logs:
+                return
+            postfix = {"loss": f"{logs['loss']:.4g}"}
+            if logs.get("tokens_per_s") is not None:
+                postfix["tokens/s"] = f"{logs['tokens_per_s']:.0f}"
+            self.bar.set_postfix(postfix, refresh=False)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return ProgressBar
+
+
 def _trainer_class():
     """``Trainer`` whose length-grouped sampler draws each epoch's order from ``data_seed + epoch``.
 
@@ -197,53 +239,63 @@ def _trainer_class():
     return SFTTrainer
 
 
-def train(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: TrainParams, lp: LoraParams,
-          out_dir: str | Path, ckpt_dir: str | Path, live_dir: str | Path, data_files: list[str] = ()) -> dict:
+def train(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams, train_params: TrainParams,
+          lora_params: LoraParams, out_dir: str | Path, ckpt_dir: str | Path, live_dir: str | Path,
+          data_files: list[str] = ()) -> dict:
     """Fine-tune, then save the adapter (or weights) to ``out_dir``; returns the run summary."""
-    trainer, tokenizer, template, summary = fit(train_rows, val_rows, mp, tp, lp, ckpt_dir, live_dir, data_files)
+    trainer, tokenizer, template, summary = fit(train_rows, val_rows, model_params, train_params, lora_params,
+                                                ckpt_dir, live_dir, data_files)
     if trainer.is_world_process_zero():
-        save(trainer.model, tokenizer, tp, mp, template, Path(out_dir))
-        # Finished: checkpoints only ever serve to resume an interrupted run. Emptying the directory
-        # means a rerun starts afresh, and every finished run leaves the same (empty) DVC output, so
-        # switching between experiments never makes the train stage look changed.
-        for entry in Path(ckpt_dir).iterdir():
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        save(trainer.model, tokenizer, train_params, model_params, template, Path(out_dir))
+        finish_checkpoints(Path(ckpt_dir))
     return summary
 
 
-def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: TrainParams, lp: LoraParams,
-        ckpt_dir: str | Path, live_dir: str | Path, data_files: list[str] = ()):
+def finish_checkpoints(ckpt_dir: Path) -> None:
+    """Empty the checkpoint directory of a finished run, leaving only the fixed :data:`CHECKPOINT_README`.
+
+    Checkpoints only ever serve to resume an interrupted run: emptying the directory means a rerun starts
+    afresh, and every finished run leaves the same DVC output, so switching between experiments never makes
+    the train stage look changed. The README (the same bytes every run) keeps DVC from warning that the
+    output is empty; :func:`last_checkpoint` ignores it."""
+    for entry in ckpt_dir.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    (ckpt_dir / CHECKPOINT_README).write_bytes(CHECKPOINT_README_TEXT.encode())
+
+
+def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams, train_params: TrainParams,
+        lora_params: LoraParams, ckpt_dir: str | Path, live_dir: str | Path, data_files: list[str] = ()):
     """Run training (resuming when a matching checkpoint exists): (trainer, tokenizer, template, summary)."""
     import torch
     from dvclive import Live
     from peft import get_peft_model
     from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, EarlyStoppingCallback,
-                              TrainingArguments, set_seed)
+                              PrinterCallback, TrainingArguments, set_seed)
     from transformers.integrations import DVCLiveCallback
 
     from .loading import (attn_implementation, dtype_for, fit_embeddings, load_model, load_tokenizer,
                           weights_precision)
 
-    set_seed(tp.seed)
-    tokenizer = load_tokenizer(mp)
-    template = apply_template(tokenizer, mp.template)
-    model = load_model(mp, precision=weights_precision(tp.method, tp.precision))
+    set_seed(train_params.seed)
+    tokenizer = load_tokenizer(model_params)
+    template = apply_template(tokenizer, model_params.template)
+    model = load_model(model_params, precision=weights_precision(train_params.method, train_params.precision))
     new_ids = fit_embeddings(model, tokenizer)
-    train_ds, stats = tokenize_rows(train_rows, tokenizer, tp)
-    val_ds, _ = tokenize_rows(val_rows, tokenizer, tp) if val_rows else (None, None)
+    train_ds, stats = tokenize_rows(train_rows, tokenizer, train_params)
+    val_ds, _ = tokenize_rows(val_rows, tokenizer, train_params) if val_rows else (None, None)
     if len(train_ds) == 0:
         raise UserError("train: no training rows left after tokenization (check train.max_length)")
     log.info("train: %d rows (%d truncated, %d dropped), %d tokens, %d target tokens", len(train_ds),
              stats.truncated, stats.dropped_too_long + stats.dropped_no_target, stats.tokens, stats.target_tokens)
 
-    cfg = peft_config(tp, lp, new_ids)
+    cfg = peft_config(train_params, lora_params, new_ids)
     if cfg is not None:
         model = get_peft_model(model, cfg)
-    if tp.gradient_checkpointing:
+    if train_params.gradient_checkpointing:
         model.config.use_cache = False
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    packing = packing_mode(tp, attn_implementation(mp))
+    packing = packing_mode(train_params, attn_implementation(model_params))
     if packing == "padding_free":
         collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
     else:
@@ -251,50 +303,57 @@ def fit(train_rows: list[dict], val_rows: list[dict], mp: ModelParams, tp: Train
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE,
                                           pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
-    dtype = dtype_for(tp.precision)
+    dtype = dtype_for(train_params.precision)
     on_gpu = torch.cuda.is_available()
     has_val = val_ds is not None and len(val_ds) > 0
-    early = tp.early_stopping_patience is not None and has_val
+    early = train_params.early_stopping_patience is not None and has_val
     ckpt_dir = Path(ckpt_dir)
-    fp = fingerprint({"model": mp.model_dump(), "train": tp.model_dump(), "lora": lp.model_dump(),
-                      "packing": packing}, [*data_files, *CODE_FILES])
+    fp = fingerprint({"model": model_params.model_dump(), "train": train_params.model_dump(),
+                      "lora": lora_params.model_dump(), "packing": packing}, [*data_files, *CODE_FILES])
     resume = last_checkpoint(ckpt_dir, fp)
     args = TrainingArguments(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=tp.batch_size, per_device_eval_batch_size=tp.batch_size,
-        gradient_accumulation_steps=tp.grad_accum, learning_rate=tp.lr, num_train_epochs=tp.epochs,
-        max_steps=tp.max_steps, lr_scheduler_type=tp.scheduler, warmup_steps=tp.warmup_ratio,
-        weight_decay=tp.weight_decay, logging_steps=tp.logging_steps,
-        eval_strategy="steps" if has_val else "no", eval_steps=tp.eval_steps,
-        save_strategy="steps", save_steps=tp.save_steps, save_total_limit=2,
+        output_dir=str(ckpt_dir), per_device_train_batch_size=train_params.batch_size,
+        per_device_eval_batch_size=train_params.batch_size, gradient_accumulation_steps=train_params.grad_accum,
+        learning_rate=train_params.lr, num_train_epochs=train_params.epochs, max_steps=train_params.max_steps,
+        lr_scheduler_type=train_params.scheduler, warmup_steps=train_params.warmup_ratio,
+        weight_decay=train_params.weight_decay, logging_steps=train_params.logging_steps,
+        eval_strategy="steps" if has_val else "no", eval_steps=train_params.eval_steps,
+        save_strategy="steps", save_steps=train_params.save_steps, save_total_limit=2,
         load_best_model_at_end=early, metric_for_best_model="eval_loss" if early else None,
         greater_is_better=False if early else None,
-        seed=tp.seed, data_seed=tp.seed, bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16, activation_checkpointing=tp.gradient_checkpointing,
+        seed=train_params.seed, data_seed=train_params.seed, bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16, activation_checkpointing=train_params.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if packing == "padded" else "random",
         length_column_name="length", include_num_input_tokens_seen="non_padding",
         remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=not on_gpu, save_only_model=False)
     live = Live(dir=str(live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
     throughput = _callbacks()()
-    callbacks = [throughput, DVCLiveCallback(live=live)]
+    # the bar after Throughput, which adds tokens/s to the logs it shows
+    callbacks = [throughput, DVCLiveCallback(live=live), _progress_callback()()]
     if early:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.early_stopping_patience))
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds if has_val else None,
-                      data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_params.early_stopping_patience))
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds,
+                               eval_dataset=val_ds if has_val else None, data_collator=collator,
+                               processing_class=tokenizer, callbacks=callbacks)
+    # disable_tqdm=True makes the Trainer add PrinterCallback, which prints every log dict; dvclive keeps
+    # every number and the bar shows the latest, so it goes
+    trainer.remove_callback(PrinterCallback)
     if resume:
         log.info("train: resuming from %s", resume)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - t0
-    summary = {"method": tp.method, "packing": packing, "template": template, "trainable_params": trainable,
-               "total_params": total, "train_loss": round(result.training_loss, 4),
+    summary = {"method": train_params.method, "packing": packing, "template": template,
+               "trainable_params": trainable, "total_params": total, "train_loss": round(result.training_loss, 4),
                "global_step": trainer.state.global_step, "resumed_from_step": _step_of(resume),
                "tokens_per_s": throughput.rate,
                "train_wall_s": round(wall, 1), **{f"data_{k}": v for k, v in stats.as_dict().items()}}
     if has_val:  # token-weighted, like the evaluate stage (the Trainer's eval_loss averages per-batch means)
         from .evaluation import response_loss
 
-        loss, _ = response_loss(trainer.model.eval(), tokenizer, val_rows, tp.batch_size, tp.max_length)
+        loss, _ = response_loss(trainer.model.eval(), tokenizer, val_rows, train_params.batch_size,
+                                train_params.max_length)
         summary["val_loss"] = round(loss, 4)
     return trainer, tokenizer, template, summary
 
@@ -303,7 +362,8 @@ def _step_of(ckpt: str | None) -> int:
     return int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
 
 
-def save(model, tokenizer, tp: TrainParams, mp: ModelParams, template: str, out_dir: Path) -> None:
+def save(model, tokenizer, train_params: TrainParams, model_params: ModelParams, template: str,
+         out_dir: Path) -> None:
     """Adapter (or full weights) in the standard format, safetensors only; optional merged model.
     Nothing run-dependent (timings) goes in here, so the same run gives the same bytes."""
     from ..io import atomic_path, write_json
@@ -312,9 +372,9 @@ def save(model, tokenizer, tp: TrainParams, mp: ModelParams, template: str, out_
         model.save_pretrained(tmp, safe_serialization=True)
         _sort_target_modules(tmp / "adapter_config.json")
         tokenizer.save_pretrained(tmp)
-        info = {"method": tp.method, "base_model": mp.name_or_path, "template": template,
-                "adapter": tp.method != "full", "merged": False}
-        if tp.merge and tp.method in ADAPTER_METHODS:
+        info = {"method": train_params.method, "base_model": model_params.name_or_path, "template": template,
+                "adapter": train_params.method != "full", "merged": False}
+        if train_params.merge and train_params.method in ADAPTER_METHODS:
             merged = model.merge_and_unload()
             merged.save_pretrained(tmp / "merged", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "merged")
