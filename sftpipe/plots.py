@@ -147,8 +147,8 @@ def label_issues_png(per_class: dict[str, dict], path) -> Path:
     return Path(path)
 
 
-def training_curves_png(history: dict[str, list[tuple[int, float]]], path) -> Path:
-    """Line plot of each series (name -> [(step, value)]) against step; empty series skipped.
+def training_curves_png(history: dict[str, list[tuple[float, float]]], path, x_label: str = "step") -> Path:
+    """Line plot of each series (name -> [(x, value)]) against x; empty series skipped.
 
     All series share one y axis: pass comparable ones (e.g. train/loss and eval/loss).
     """
@@ -162,7 +162,7 @@ def training_curves_png(history: dict[str, list[tuple[int, float]]], path) -> Pa
             steps, values = zip(*points)
             ax.plot(steps, values, label=name, marker="o" if len(points) == 1 else None)
         if series:
-            ax.set_xlabel("step")
+            ax.set_xlabel(x_label)
             ax.set_ylabel("value")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
@@ -191,3 +191,11 @@ def read_dvclive_history(plots_dir) -> dict[str, list[tuple[int, float]]]:
                     continue
         history[tsv.relative_to(root).with_suffix("").as_posix()] = sorted(points)
     return history
+
+
+def by_epoch(history: dict[str, list[tuple[int, float]]], names) -> dict[str, list[tuple[float, float]]]:
+    """The series ``names`` of a dvclive history with dvclive's step (one per logging event, train
+    logs and evaluations alike) replaced by the epoch the Trainer logged at that step."""
+    epoch_at = dict(history.get("epoch", []))
+    return {name: [(epoch_at[step], value) for step, value in history.get(name, []) if step in epoch_at]
+            for name in names}

@@ -35,7 +35,7 @@ def cli(params, data, out, checkpoints, live, metrics, picture):
     _relaunch_on_multi_gpu()
     from sftpipe.io import read_jsonl, write_json
     from sftpipe.model.train import train
-    from sftpipe.plots import read_dvclive_history, training_curves_png
+    from sftpipe.plots import by_epoch, read_dvclive_history, training_curves_png
 
     files = [Path(data) / "train.jsonl", Path(data) / "validation.jsonl"]
     summary = train(read_jsonl(files[0]), read_jsonl(files[1]), params.model, params.train, params.lora,
@@ -44,7 +44,7 @@ def cli(params, data, out, checkpoints, live, metrics, picture):
         write_json(metrics, summary)
         # dvclive's series: "loss" per logging step, "eval/loss" per evaluation ("train/loss" is the run's mean)
         history = read_dvclive_history(Path(live) / "plots")
-        training_curves_png({k: history.get(k, []) for k in ("loss", "eval/loss")}, picture)
+        training_curves_png(by_epoch(history, ("loss", "eval/loss")), picture, x_label="epoch")
     log.info("%s on %d rows: %d steps, train loss %.4f, validation loss %s, %.0f tokens/s, %.2f%% params trainable",
              summary["method"], summary["data_rows"], summary["global_step"], summary["train_loss"],
              summary.get("val_loss"), summary["tokens_per_s"] or 0,

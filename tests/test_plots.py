@@ -203,3 +203,17 @@ def test_history_round_trip_to_png(tmp_path):
     history = plots.read_dvclive_history(tmp_path / "plots")
     assert history == {"train/loss": [(0, 2.0), (1, 1.0)]}
     _check_png(plots.training_curves_png(history, tmp_path / "t.png"), plots.FIGSIZE)
+
+
+def test_by_epoch_puts_each_point_at_the_epoch_logged_with_it():
+    history = {"epoch": [(0, 0.05), (1, 0.1), (2, 0.1), (3, 0.15)], "loss": [(0, 2.0), (1, 1.5), (3, 1.0)],
+               "eval/loss": [(2, 1.2)], "learning_rate": [(0, 1e-3)]}
+    assert plots.by_epoch(history, ("loss", "eval/loss", "missing")) == {
+        "loss": [(0.05, 2.0), (0.1, 1.5), (0.15, 1.0)], "eval/loss": [(0.1, 1.2)], "missing": []}
+    assert plots.by_epoch({"loss": [(0, 2.0)]}, ("loss",)) == {"loss": []}     # no epoch series: nothing to place
+
+
+def test_training_curves_axis_label_is_drawn(tmp_path):
+    a = plots.training_curves_png(HISTORY, tmp_path / "a.png", x_label="epoch").read_bytes()
+    b = plots.training_curves_png(HISTORY, tmp_path / "b.png").read_bytes()
+    assert a != b
