@@ -2,7 +2,7 @@
 
 import pytest
 
-from sftpipe.model.formatting import IGNORE, encode, encode_prompt
+from sftpipe.model.formatting import IGNORE, encode, encode_prompt, pad_batch, segments
 from sftpipe.model.templates import TEMPLATES, apply_template, stop_token_ids
 
 SINGLE_EN = [{"role": "user", "content": "What is the capital of France?"},
@@ -160,3 +160,31 @@ def test_turns_after_the_last_reply_are_never_trained_under_response(tiny_tokeni
     # no reply at all: nothing trained, and no prompt before a reply
     alone = encode(t, SINGLE_EN[:1], "response")
     assert alone.input_ids and set(alone.labels) == {IGNORE} and alone.prompt_len == 0
+
+
+def test_segments_cut_each_reply_after_its_end_of_turn_marker(tiny_tokenizer):
+    """The reply keeps its end-of-turn marker; the newline after it and later turns are prompt text. A
+    conversation that ends with a reply ends with that reply's tail: no empty trailing segment."""
+    import copy
+
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, "chatml")
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    reply = "The capital of France is Paris.<|im_end|>"
+    assert segments(t, SINGLE_EN) == [(prompt, False), (reply, True), ("\n", False)]
+    assert segments(t, SINGLE_EN + [{"role": "user", "content": "Thanks!"}]) == \
+        [(prompt, False), (reply, True), ("\n", False), ("<|im_start|>user\nThanks!<|im_end|>\n", False)]
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
+def test_pad_batch_pads_ids_mask_and_labels_as_long_tensors(left):
+    import torch
+
+    ids, att, lab = pad_batch([[1, 2, 3], [4]], 5, [[IGNORE, 2, 3], [4]], left=left)
+    short = ([5, 5, 4], [0, 0, 1], [IGNORE, IGNORE, 4]) if left else ([4, 5, 5], [1, 0, 0], [4, IGNORE, IGNORE])
+    assert ids.tolist() == [[1, 2, 3], short[0]]
+    assert att.tolist() == [[1, 1, 1], short[1]]
+    assert lab.tolist() == [[IGNORE, 2, 3], short[2]]
+    assert ids.dtype == att.dtype == lab.dtype == torch.long
+    ids2, att2, none = pad_batch([[1, 2, 3], [4]], 5, left=left)
+    assert none is None and torch.equal(ids2, ids) and torch.equal(att2, att)

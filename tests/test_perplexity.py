@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from sftpipe.config import ModelParams, PerplexityParams
+from sftpipe.ledger import FilterResult, drop
+from sftpipe.model.formatting import IGNORE, encode
 from sftpipe.model.loading import load_model, load_tokenizer
-from sftpipe.perplexity import bounds, encode_for_scoring, perplexity_filter, score_rows
+from sftpipe.perplexity import (_batches, bounds, encode_for_scoring, group_key, histogram_rows, perplexity_filter,
+                                plot_groups, score_rows)
+from sftpipe.schema import prompt_text, response_text
 
 
 def rec(i, prompt, reply, lang="en", label="a"):
@@ -134,7 +138,217 @@ def test_filter_drops_outliers_per_group_and_keeps_scores():
 
 def test_histogram_of_an_unscored_pass_through_is_empty():
     # perplexity.enabled: false passes rows through unscored: no plot rows, no KeyError
-    from sftpipe.ledger import FilterResult
-    from sftpipe.perplexity import histogram_rows
-
     assert histogram_rows(FilterResult(kept=[rec(0, "q", "a")])) == []
+    assert plot_groups(FilterResult(kept=[rec(0, "q", "a")])) == {}
+
+
+class Ticks:
+    """A progress bar that records its updates."""
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, n):
+        self.updates.append(n)
+
+
+@pytest.mark.parametrize("lengths, batch_size, expected", [
+    ([10] * 5, 2, [[0, 1], [2, 3], [4]]),             # batch_size caps equal-length rows
+    ([9, 11], 8, [[0, 1]]),                           # padding exactly 10% of the real tokens: still one batch
+    ([10, 10, 12, 15], 8, [[0, 1], [2], [3]]),        # 12 would pad 3 x 12 > 1.1 x 32; 15 after 12: 30 > 1.1 x 27
+    ([], 4, []),
+], ids=["batch_size", "pad_at_limit", "pad_over_limit", "empty"])
+def test_batches_close_at_batch_size_or_when_padding_exceeds_a_tenth(lengths, batch_size, expected):
+    assert _batches(list(range(len(lengths))), lengths, batch_size) == expected
+
+
+def test_batches_hold_row_indices_in_the_given_order():
+    assert _batches([2, 0, 1], [10, 10, 5], 4) == [[2], [0, 1]]   # 5 then 10: 2 x 10 > 1.1 x 15
+
+
+def test_score_rows_ticks_progress_once_per_batch_of_at_most_batch_size(lm):
+    model, tok = lm
+    rows = [rec(i, "same prompt", "same reply") for i in range(5)] + [rec(5, "p", "")]
+    ticks = Ticks()
+    scores = score_rows(model, tok, rows, PerplexityParams(batch_size=2), ticks)
+    assert ticks.updates == [1, 2, 2, 1]   # the empty reply sorts first (shortest) and is counted, unscored
+    assert scores[5] is None and len(set(scores[:5])) == 1 and scores[0] > 1
+
+
+def test_scores_on_an_accelerator_equal_cpu_scores(lm):
+    import copy
+
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model, tok = lm
+    p = PerplexityParams(batch_size=4, max_length=128)
+    gpu = score_rows(copy.deepcopy(model).to("cuda"), tok, ROWS, p)
+    assert gpu == pytest.approx(score_rows(model, tok, ROWS, p), rel=1e-3)
+
+
+def test_a_model_that_softcaps_its_logits_is_scored_with_its_own_forward(tiny_tokenizer):
+    """Gemma-2 soft-caps the logits after the LM head: the scores must be the model's own loss."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(Gemma2Config(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, final_logit_softcapping=2.0,
+        initializer_range=0.5)).eval()   # large logits, so the cap at 2 changes them a lot
+    p = PerplexityParams(batch_size=4, max_length=128)
+    for r, score in zip(ROWS, score_rows(model, tiny_tokenizer, ROWS, p)):
+        assert score == pytest.approx(direct_ppl(model, *encode_for_scoring(tiny_tokenizer, r, p)), rel=1e-4), r["id"]
+
+
+def test_the_lm_head_runs_only_on_scored_positions(lm):
+    model, tok = lm
+    p = PerplexityParams(batch_size=8, max_length=128)
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: seen.append(tuple(a[0].shape)))
+    try:
+        score_rows(model, tok, ROWS, p)
+    finally:
+        hook.remove()
+    # one (positions, hidden) input per batch, one position per scored next token: no prompt, no padding
+    assert seen and all(len(shape) == 2 for shape in seen)
+    assert sum(n for n, _ in seen) == sum(sum(encode_for_scoring(tok, r, p)[1][1:]) for r in ROWS)
+
+
+def two_turns():
+    return {"id": "t:0", "source": "t", "label": "a", "meta": {"lang": "en"},
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+                         {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And Germany?"},
+                         {"role": "assistant", "content": "Berlin."}]}
+
+
+def test_encode_for_scoring_plain_templates(tiny_tokenizer):
+    tok, r = tiny_tokenizer, two_turns()
+
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    # the prompt is the system and user turns
+    pre, body = ids("Be brief.\nCapital of France?\nAnd Germany?\n"), ids("Berlin.")
+    assert encode_for_scoring(tok, r, PerplexityParams(mode="response")) == \
+        (pre + body, [False] * len(pre) + [True] * len(body))
+    full = ids(prompt_text(r) + "\n" + response_text(r))
+    assert encode_for_scoring(tok, r, PerplexityParams(mode="full")) == (full, [True] * len(full))
+
+
+def test_encode_for_scoring_chat_templates(tiny_tokenizer):
+    tok, r = tiny_tokenizer, two_turns()
+    last, every = encode(tok, r["messages"], "last_turn"), encode(tok, r["messages"], "all")
+    assert encode_for_scoring(tok, r, PerplexityParams(template="chat", mode="response")) == \
+        (last.input_ids, [lab != IGNORE for lab in last.labels])
+    assert encode_for_scoring(tok, r, PerplexityParams(template="chat", mode="full")) == \
+        (every.input_ids, [True] * len(every.input_ids))
+    assert 0 < sum(lab != IGNORE for lab in last.labels) < len(last.labels)
+
+
+def test_encode_for_scoring_adds_no_special_tokens(tiny_tokenizer):
+    """A tokenizer that adds BOS to every call (LLaMA-style) scores the same ids as one that does not."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    bos, bos_id = copy.deepcopy(tiny_tokenizer), tiny_tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    bos.backend_tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A",
+                                                              special_tokens=[("<|endoftext|>", bos_id)])
+    assert bos("hi")["input_ids"][0] == bos_id
+    for mode in ("response", "full"):
+        p = PerplexityParams(mode=mode)
+        assert encode_for_scoring(bos, two_turns(), p) == encode_for_scoring(tiny_tokenizer, two_turns(), p)
+
+
+@pytest.mark.parametrize("group_by, expected", [
+    ("none", "all"), ("lang", "zh"), ("source", "s"), ("label", "a"), ("lang+source", "zh/s"),
+    ("label+lang", "a/zh"), ("lang+source+label", "zh/s/a"),
+])
+def test_group_key_joins_the_keys_in_order(group_by, expected):
+    assert group_key(rec(0, "p", "r", lang="zh"), group_by) == expected
+
+
+def test_group_key_names_missing_language_and_label():
+    r = rec(0, "p", "r")
+    for meta, label in (({}, None), ({"lang": None}, ""), ({"lang": ""}, None)):
+        missing = {**r, "meta": meta, "label": label}
+        assert group_key(missing, "lang+label") == "unknown/unlabeled"
+    no_label = {k: v for k, v in r.items() if k != "label"}
+    assert group_key(no_label, "label") == "unlabeled" and group_key(no_label, "none") == "all"
+
+
+def test_bounds_without_rules_are_open_and_each_rule_names_itself():
+    ppl = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    none = {"lower": None, "upper": None}
+    assert bounds(ppl, PerplexityParams(mad_k=None)) == (0.0, math.inf, none)
+    assert bounds(ppl, PerplexityParams(mad_k=None, min_ppl=0.5)) == \
+        (0.5, math.inf, {"lower": "min_ppl", "upper": None})
+    assert bounds(ppl, PerplexityParams(mad_k=None, lower_quantile=0.25, upper_quantile=0.75)) == \
+        (2.0, 4.0, {"lower": "lower_quantile", "upper": "upper_quantile"})
+    # the tightest rule wins on each side
+    assert bounds(ppl, PerplexityParams(mad_k=None, lower_quantile=0.25, min_ppl=2.5, upper_quantile=0.75,
+                                        max_ppl=4.5)) == (2.5, 4.0, {"lower": "min_ppl", "upper": "upper_quantile"})
+    # no scores: only the absolute limits apply
+    assert bounds(np.array([]), PerplexityParams(lower_quantile=0.1, min_ppl=1.5, max_ppl=9.0)) == \
+        (1.5, 9.0, {"lower": "min_ppl", "upper": "max_ppl"})
+
+
+def test_mad_needs_ten_scores_and_a_spread():
+    ppl = np.exp([0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 5.0])
+    open_ = (0.0, math.inf, {"lower": None, "upper": None})
+    assert bounds(ppl[:9], PerplexityParams(mad_k=1.0)) == open_         # nine scores: no MAD rule
+    assert bounds(ppl, PerplexityParams(mad_k=None)) == open_            # MAD off
+    lo, hi, rule = bounds(ppl, PerplexityParams(mad_k=1.0))              # median 1, MAD 0.5
+    assert rule == {"lower": "mad", "upper": "mad"}
+    assert lo == pytest.approx(math.exp(1 - 1.4826 * 0.5)) and hi == pytest.approx(math.exp(1 + 1.4826 * 0.5))
+    assert bounds(np.full(10, 3.0), PerplexityParams(mad_k=1.0)) == open_   # no spread: no MAD rule
+
+
+def test_filter_ledger_evidence_and_bounds_for_each_side():
+    rows = [rec(i, "p", "r") for i in range(4)]
+    res = perplexity_filter(rows, [1.5, 5.0, 50.0, None], PerplexityParams(mad_k=None, min_ppl=2.0, max_ppl=20.0))
+    ev = {"lower": 2.0, "upper": 20.0, "group": "en"}
+    assert [{k: v for k, v in d.items() if k != "record"} for d in res.dropped] == [
+        {"id": "s:0", "stage": "perplexity", "reason": "perplexity_low",
+         "evidence": {"ppl": 1.5, **ev, "rule": "min_ppl"}},
+        {"id": "s:2", "stage": "perplexity", "reason": "perplexity_high",
+         "evidence": {"ppl": 50.0, **ev, "rule": "max_ppl"}},
+        {"id": "s:3", "stage": "perplexity", "reason": "unscorable", "evidence": {"ppl": None, **ev}}]
+    assert [r["meta"] for r in res.kept] == [{"lang": "en", "ppl": 5.0, "ppl_group": "en"}]
+    assert res.details == {"bounds": {"en": {"lower": 2.0, "upper": 20.0, "lower_rule": "min_ppl",
+                                             "upper_rule": "max_ppl"}}}
+    assert res.extra_metrics == {"median_ppl": 5.0, "groups": 1}
+
+
+def scored_row(i, ppl, group):
+    r = rec(i, "p", "r")
+    return {**r, "meta": {**r["meta"], "ppl": ppl, "ppl_group": group}}
+
+
+def test_histogram_rows_count_kept_and_dropped_per_group_and_log10_bin():
+    res = FilterResult(
+        kept=[scored_row(0, 1.0, "en"), scored_row(1, 10.0, "en"), scored_row(2, 10.0, "en"),
+              scored_row(3, 100.0, "zh")],
+        dropped=[drop(scored_row(4, 1000.0, "en"), "perplexity", "perplexity_high"),
+                 drop(scored_row(5, 100.0, "zh"), "perplexity", "perplexity_low"),
+                 drop(scored_row(6, None, "en"), "perplexity", "unscorable")])
+    # log10 0..3 in 4 bins of 0.75: centres 0.375, 1.125, 1.875, 2.625
+    assert histogram_rows(res, bins=4) == [["en", 0.375, 1, 0], ["en", 1.125, 2, 0], ["en", 2.625, 0, 1],
+                                           ["zh", 1.875, 1, 1]]
+    # 40 bins of 0.075 (+ 1e-9 / 40, which rounds the half-way centres up)
+    assert [row[1] for row in histogram_rows(res)] == [0.038, 1.013, 2.963, 1.988]
+
+
+def test_plot_groups_lists_every_scored_row_with_its_groups_bounds():
+    rows = [rec(0, "p", "r"), rec(1, "p", "r"), rec(2, "p", "r"), rec(3, "p", "r", lang="zh"),
+            rec(4, "p", "r", lang="zh")]
+    scores = [2.0, 5.0, 50.0, 3.0, None]
+    res = perplexity_filter(rows, scores, PerplexityParams(mad_k=None, min_ppl=2.5, max_ppl=20.0, group_by="lang"))
+    assert plot_groups(res) == {"en": {"scores": [5.0, 2.0, 50.0], "lower": 2.5, "upper": 20.0},
+                                "zh": {"scores": [3.0], "lower": 2.5, "upper": 20.0}}
+    # no rule: lower 0 means no lower cut (None), and no upper cut
+    res = perplexity_filter(rows, scores, PerplexityParams(mad_k=None, group_by="none"))
+    assert plot_groups(res) == {"all": {"scores": [2.0, 5.0, 50.0, 3.0], "lower": None, "upper": None}}

@@ -72,12 +72,10 @@ def segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
         cut = max((reply.rfind(t) + len(t) for t in markers if reply.rfind(t) >= 0), default=-1)
         if cut > 0 and reply[cut:].strip() == "":
             out.append((reply[:cut], True))
-            tail = reply[cut:]
+            if reply[cut:]:
+                out.append((reply[cut:], False))
         else:
             out.append((reply, True))
-            tail = ""
-        if tail:
-            out.append((tail, False))
         done = after
     full = _render(tokenizer, messages, add_generation_prompt=False)
     if full.startswith(done) and len(full) > len(done):
