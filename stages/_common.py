@@ -20,6 +20,8 @@ def _setup_logging(stage: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[{stage}] %(message)s", stream=sys.stderr, force=True)
     for noisy in ("transformers", "datasets", "httpx", "urllib3", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # transformers resets its logger's level from this when first imported (after the setLevel above)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     # transformers 5 draws a "Loading weights" bar for every from_pretrained, datasets one per map

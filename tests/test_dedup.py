@@ -296,6 +296,14 @@ def test_ties_broken_by_natural_id_order():
     assert [r["id"] for r in res.kept] == ["a:100", "b:9"]
 
 
+def test_shortest_response_ties_are_broken_by_natural_id_order():
+    recs = [rec("b:10", EN, "same"), rec("b:9", EN + "!", "same"), rec("b:100", EN + "?", "longer reply")]
+    res = dedup.dedup_records(recs, DedupParams(field="prompt", keep="shortest_response"))
+    assert [r["id"] for r in res.kept] == ["b:9"]          # b:9 < b:10 (not string order), b:100 is longer
+    res = dedup.dedup_records(recs[::-1], DedupParams(field="prompt", keep="shortest_response"))
+    assert [r["id"] for r in res.kept] == ["b:9"]
+
+
 def test_id_order_is_natural_and_total():
     ids = ["s:10", "s:9", "s:09", "s:9b", "s:9a", "s", "t:1", "s:1²", "s:١٢", "s:x", "10", "9"]
     assert sorted(ids, key=dedup._id_key) == ["9", "10", "s", "s:1²", "s:09", "s:9", "s:9a", "s:9b", "s:10",

@@ -190,3 +190,15 @@ def test_checkpoint_readme_is_the_same_bytes_and_never_resumed_from(tmp_path):
         (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (ckpt / "README.txt").write_bytes(first)
     assert train_module.last_checkpoint(ckpt, "abc") == str(ckpt / "checkpoint-4")
+
+
+def test_transformers_warnings_stay_off_after_transformers_is_imported():
+    """transformers sets its logger's level when first imported (from TRANSFORMERS_VERBOSITY), undoing
+    a setLevel done before: its warnings (e.g. the checkpoint-rotation 'mtime may not be reliable',
+    which fast saves trigger) must still not print; its errors must."""
+    code = ("from stages._common import _setup_logging\n_setup_logging('check')\n"
+            "from transformers.trainer_utils import logger\n"
+            "logger.warning('mtime may not be reliable on this filesystem')\nlogger.error('an error')\n")
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "mtime" not in proc.stderr and "an error" in proc.stderr
