@@ -32,6 +32,7 @@ class SampleParams(Section):
     near_dup_rate: float = Field(0.04, ge=0.0, le=0.5)
     label_flip_rate: float = Field(0.05, ge=0.0, le=0.5)
     garbage_rate: float = Field(0.05, ge=0.0, le=0.5)
+    clean_defect_rate: float = Field(0.04, ge=0.0, le=0.5)  # rows given a repairable text defect (clean stage)
 
 
 class BaseParams(Section):
@@ -82,6 +83,30 @@ class CollectParams(Section):
         return v
 
 
+PiiKind = Literal["email", "phone", "ip", "cn_id", "bank_card"]
+
+
+class CleanParams(Section):
+    """Text repair and PII masking between collect and dedup (see sftpipe.clean)."""
+    mojibake: bool = True           # ftfy: UTF-8 read as Latin-1/Windows-1252 (not GBK) decoded back
+    newlines: bool = True           # \r\n, \r, U+2028/U+2029 -> \n
+    html: bool = True               # tags of known HTML elements stripped, &entities; unescaped (not in code)
+    control_chars: bool = True      # Cc except \n \t (C1 included), ANSI escape sequences
+    zero_width: bool = True         # U+200B-U+200D, U+2060, U+FEFF (ZWJ/ZWNJ kept inside emoji/joining scripts)
+    unicode: Literal["NFC", "NFKC", "none"] = "NFC"
+    whitespace: bool = True         # outside code fences: NBSP-like spaces, runs, trailing spaces, blank lines
+    max_blank_lines: int = Field(1, ge=0)   # longer runs of blank lines are cut to this many
+    pii: list[PiiKind] = ["email", "phone", "ip", "cn_id", "bank_card"]
+    examples: int = Field(3, ge=0)  # before/after snippets per rule in details.json
+
+    @field_validator("pii")
+    @classmethod
+    def _unique_pii(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"pii kinds listed twice: {sorted({k for k in v if v.count(k) > 1})}")
+        return v
+
+
 class NormalizeParams(Section):
     """Text normalization applied before shingling (near-duplicate detection only)."""
     nfkc: bool = True           # Unicode NFKC: full-width forms to ASCII, ligatures split, ...
@@ -89,6 +114,24 @@ class NormalizeParams(Section):
     punctuation: bool = True    # punctuation and symbols (Unicode P* and S*) become spaces
     digits: bool = False        # every decimal digit (Unicode Nd) becomes 0 (see params.yaml: off for SFT)
     whitespace: bool = True     # runs of whitespace become one space; leading/trailing removed
+
+
+class EditsParams(Section):
+    """Typo-level copies: character n-gram signature, edit-distance check (sftpipe.dedup.edits)."""
+    enabled: bool = True
+    ngram: int = Field(3, ge=1)              # character n-grams of the normalized text, every language
+    bins: int = Field(128, ge=2)             # one-permutation-hashing bins (a power of two)
+    bands: int = Field(32, ge=1)
+    rows: int = Field(4, ge=1)
+    min_similarity: float = Field(0.8, gt=0.0, le=1.0)   # 1 - Levenshtein / max length, normalized texts
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.bins & (self.bins - 1):
+            raise ValueError(f"bins must be a power of two, got {self.bins}")
+        if self.bands * self.rows > self.bins:
+            raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds bins {self.bins}")
+        return self
 
 
 class DedupParams(Section):
@@ -104,6 +147,8 @@ class DedupParams(Section):
     bands: int | None = Field(None, ge=1)
     rows: int | None = Field(None, ge=1)
     verify: bool = True
+    edits: EditsParams = EditsParams()
+    slot_check: bool = True     # never join rows whose numbers differ or a word / CJK run is replaced
     keep: Literal["longest_response", "shortest_response", "lowest_id"] = "longest_response"
     seed: int = 1
     num_proc: int = Field(1, ge=1)
@@ -239,6 +284,7 @@ class Params(BaseModel):
     sample: SampleParams = SampleParams()
     base: BaseParams = BaseParams()
     collect: CollectParams
+    clean: CleanParams = CleanParams()
     dedup: DedupParams = DedupParams()
     label_noise: LabelNoiseParams = LabelNoiseParams()
     perplexity: PerplexityParams = PerplexityParams()

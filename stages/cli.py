@@ -10,6 +10,7 @@ STAGES = {
     "sample": "Generate the offline sample dataset with known defects",
     "base": "Build the tiny offline base model (tokenizer + pretraining)",
     "collect": "Read all sources into the canonical schema",
+    "clean": "Repair broken text (mojibake, HTML, whitespace) and mask PII",
     "dedup": "Remove exact and near duplicates (MinHash LSH)",
     "label-noise": "Find mislabeled rows with cleanlab",
     "perplexity": "Score rows with a reference LM and drop outliers",

@@ -17,7 +17,9 @@ def test_sample_files_collect_cleanly_and_truth_matches(tmp_path):
     ids = {r["id"] for r in res.records}
     assert ids == set(truth) and len(ids) == counts["rows"]
     defects = Counter(t["defect"] for t in truth.values())
-    assert all(defects[k] > 0 for k in ("exact_dup", "near_dup", "label_flip", "garbage"))
+    assert all(defects[k] > 0 for k in ("exact_dup", "near_dup", "label_flip", "garbage", "clean_defect"))
+    base_rows = counts["rows"] - defects["exact_dup"] - defects["near_dup"]   # rows before the copies
+    assert counts["clean_defect"] == defects["clean_defect"] == round(p.clean_defect_rate * base_rows)
     langs = Counter(r["meta"]["lang"] for r in res.records)
     assert langs["en"] > 250 and langs["zh"] > 250
     by_id = {r["id"]: r for r in res.records}
@@ -28,7 +30,39 @@ def test_sample_files_collect_cleanly_and_truth_matches(tmp_path):
             assert by_id[i]["label"] != t["category"]
         if t["defect"] is None:
             assert by_id[i]["label"] == t["category"]
+        if t["defect"] == "clean_defect":   # the broken response is in the file, the repair in truth
+            assert by_id[i]["label"] == t["category"]
+            assert by_id[i]["messages"][-1]["content"] != t["expected"] and t["expected"].strip()
     assert len(set(counts["per_source"])) == 4
+
+
+def test_clean_defect_rate_leaves_the_rest_of_the_sample_alone(tmp_path):
+    """The clean defects draw from a generator of their own: without them, ids, sources and the
+    other defects are the same rows."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(SampleParams(rows_per_lang=100, clean_defect_rate=0.1), a)
+    generate(SampleParams(rows_per_lang=100, clean_defect_rate=0.0), b)
+    ta = [json.loads(x) for x in (a / "truth.jsonl").read_text().splitlines()]
+    tb = [json.loads(x) for x in (b / "truth.jsonl").read_text().splitlines()]
+    assert [t["id"] for t in ta] == [t["id"] for t in tb]
+    assert sum(t["defect"] == "clean_defect" for t in ta) > 15 and not any(t["defect"] == "clean_defect" for t in tb)
+    for x, y in zip(ta, tb):
+        if x["defect"] == "clean_defect":
+            assert y["defect"] is None and y["category"] == x["category"]
+        else:
+            assert x == y
+
+
+def test_garbage_mojibake_source_is_never_ascii():
+    """ASCII reads the same in every encoding: its "mojibake" would be a fluent answer labelled garbage."""
+    import random
+
+    from sftpipe.sample import _mojibake_source
+
+    texts = ["hot bird", "小狗", "positive", "负面"]
+    picks = {_mojibake_source(texts, random.Random(s)) for s in range(50)}
+    assert picks == {"小狗", "负面"}
+    assert _mojibake_source(["only ascii"], random.Random(0)) == "乱码示例文本"
 
 
 def test_generation_is_deterministic(tmp_path):

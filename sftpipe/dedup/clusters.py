@@ -74,8 +74,10 @@ def lsh_params(dedup_params: DedupParams, threshold: float | None = None) -> tup
 
 def _sketch_chunk(args) -> Sketches:
     texts, dedup_params = args
+    ed = dedup_params.edits
     return sketch_batch(texts, dedup_params.normalize, dedup_params.shingle, dedup_params.word_ngram,
-                        dedup_params.char_ngram, dedup_params.num_perm, dedup_params.seed)
+                        dedup_params.char_ngram, dedup_params.num_perm, dedup_params.seed,
+                        ed.ngram if ed.enabled else 0, ed.bins if ed.enabled else 0)
 
 
 def _pool_context():
@@ -103,7 +105,7 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
     so that at most one chunk's copy is alive besides the result."""
     sig = np.empty((num_perm, n), dtype=np.uint32)
     offsets = np.zeros(n + 1, dtype=np.int64)
-    flats, modes = [], []
+    flats, modes, edit_sigs, norm = [], [], [], []
     r = f = 0
     for part in parts:
         k = part.sig.shape[1]
@@ -111,11 +113,16 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
         offsets[r + 1:r + k + 1] = part.offsets[1:] + f
         flats.append(part.flat)
         modes.append(part.char_mode)
+        if part.edit_sig is not None:
+            edit_sigs.append(part.edit_sig)
+            norm += part.norm
         r += k
         f += len(part.flat)
     flat = np.concatenate(flats) if flats else np.zeros(0, dtype=np.uint32)
     return Sketches(sig=sig, flat=flat, offsets=offsets,
-                    char_mode=np.concatenate(modes) if modes else np.zeros(0, dtype=bool))
+                    char_mode=np.concatenate(modes) if modes else np.zeros(0, dtype=bool),
+                    edit_sig=np.concatenate(edit_sigs, axis=1) if edit_sigs else None,
+                    norm=norm if edit_sigs else None)
 
 
 def exact_groups(texts: list[str]) -> np.ndarray:
@@ -123,6 +130,9 @@ def exact_groups(texts: list[str]) -> np.ndarray:
     first: dict[str, int] = {}
     return np.fromiter((first.setdefault(t, i) for i, t in enumerate(texts)), dtype=np.int64,
                        count=len(texts))
+
+
+SIGNATURES = ("word_jaccard", "char_edits")     # what joined a pair: DupResult.signature indexes this
 
 
 def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, verify: bool):
@@ -139,6 +149,27 @@ def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, veri
     return pairs, sim, ok, union_find(len(sk.sizes), pairs[ok])
 
 
+def edit_candidates(sk: Sketches, edits) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of the character signature's bands whose normalized texts are within
+    ``edits.min_similarity`` (1 - Levenshtein / max length), with that similarity."""
+    from .edits import edit_similarity
+    lens = np.fromiter(map(len, sk.norm), dtype=np.int64, count=len(sk.norm))
+    pairs = candidate_pairs(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0))
+    la, lb = lens[pairs[:, 0]], lens[pairs[:, 1]]
+    pairs = pairs[np.minimum(la, lb) >= edits.min_similarity * np.maximum(la, lb)]  # else the distance is too big
+    sim = edit_similarity([sk.norm[i] for i in pairs[:, 0].tolist()], [sk.norm[j] for j in pairs[:, 1].tolist()])
+    ok = sim >= edits.min_similarity
+    return pairs[ok], sim[ok]
+
+
+def slot_reasons(sk: Sketches, pairs: np.ndarray, texts: list[str], rules) -> list[str | None]:
+    """:func:`sftpipe.dedup.edits.slot_change` of each pair's normalized texts."""
+    from .edits import slot_change
+    norm = sk.norm if sk.norm is not None else None
+    get = (lambda i: norm[i]) if norm is not None else (lambda i: normalize(texts[i], rules))
+    return [slot_change(get(i), get(j)) for i, j in pairs.tolist()]
+
+
 @dataclass(kw_only=True)
 class DupResult:
     """Duplicate structure of a list of texts."""
@@ -147,8 +178,10 @@ class DupResult:
     row_of: np.ndarray             # per text: its row in `sketches` (-1: not sketched)
     sketches: Sketches | None      # of the distinct texts (None when near dedup is off)
     pairs: np.ndarray              # candidate pairs, as text indices
-    similarity: np.ndarray         # per candidate: exact Jaccard (verify) or estimate
+    similarity: np.ndarray         # per candidate: exact Jaccard (verify) or estimate; edit similarity
     accepted: np.ndarray           # per candidate: joined its two texts
+    signature: np.ndarray          # per candidate: what proposed it, an index into SIGNATURES
+    slot: list                     # per candidate: why the slot check kept it apart (None: it did not)
     bands: int
     rows: int
     threshold: float
@@ -182,16 +215,35 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
     empty = np.zeros((0, 2), dtype=np.int64)
     if not dedup_params.near:
         return DupResult(component=exact_rep, exact_rep=exact_rep, row_of=np.full(n, -1), sketches=None,
-                         pairs=empty, similarity=np.zeros(0), accepted=np.zeros(0, bool), bands=bands, rows=rows,
+                         pairs=empty, similarity=np.zeros(0), accepted=np.zeros(0, bool),
+                         signature=np.zeros(0, np.int8), slot=[], bands=bands, rows=rows,
                          threshold=t, verify=dedup_params.verify)
     uniq = np.flatnonzero(exact_rep == np.arange(n))
-    sk = sketch([texts[i] for i in uniq.tolist()], dedup_params)
-    pairs, sim, ok, comp = cluster_sketches(sk, bands, rows, t, dedup_params.verify)
+    uniq_texts = [texts[i] for i in uniq.tolist()]
+    sk = sketch(uniq_texts, dedup_params)
+    pairs, sim, ok, _ = cluster_sketches(sk, bands, rows, t, dedup_params.verify)
+    kind = np.zeros(len(pairs), dtype=np.int8)
+    if dedup_params.edits.enabled:
+        pe, se = edit_candidates(sk, dedup_params.edits)
+        pairs, sim = np.concatenate([pairs, pe]), np.concatenate([sim, se])
+        ok = np.concatenate([ok, np.ones(len(pe), dtype=bool)])
+        kind = np.concatenate([kind, np.ones(len(pe), dtype=np.int8)])
+    slot: list = [None] * len(pairs)
+    if dedup_params.slot_check and ok.any():
+        idx = np.flatnonzero(ok)
+        reasons: dict = {}
+        for k, (i, j) in zip(idx.tolist(), pairs[idx].tolist()):
+            if (i, j) not in reasons:
+                reasons[(i, j)] = slot_reasons(sk, np.array([[i, j]]), uniq_texts, dedup_params.normalize)[0]
+            slot[k] = reasons[(i, j)]
+        ok[idx] = [slot[k] is None for k in idx.tolist()]
+    comp = union_find(len(uniq), pairs[ok])
     row_of = np.full(n, -1, dtype=np.int64)
     row_of[uniq] = np.arange(len(uniq))
     component = uniq[comp[row_of[exact_rep]]]
     return DupResult(component=component, exact_rep=exact_rep, row_of=row_of, sketches=sk, pairs=uniq[pairs],
-                     similarity=sim, accepted=ok, bands=bands, rows=rows, threshold=t, verify=dedup_params.verify)
+                     similarity=sim, accepted=ok, signature=kind, slot=slot, bands=bands, rows=rows, threshold=t,
+                     verify=dedup_params.verify)
 
 
 def near_duplicate_groups(texts: list[str], dedup_params: DedupParams, threshold: float | None = None) -> list[int]:

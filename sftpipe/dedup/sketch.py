@@ -496,6 +496,8 @@ class Sketches:
     flat: np.ndarray         # all rows' distinct shingle hashes, sorted within a row
     offsets: np.ndarray      # row i's hashes are flat[offsets[i]:offsets[i+1]]
     char_mode: np.ndarray    # bool per row
+    edit_sig: np.ndarray | None = None   # (bins, rows) character signature (sftpipe.dedup.edits)
+    norm: list[str] | None = None        # normalized texts, for the edit check (with edit_sig)
 
     @property
     def sizes(self) -> np.ndarray:
@@ -506,10 +508,17 @@ class Sketches:
 
 
 def sketch_batch(texts: list[str], norm, shingle: str, word_n: int, char_n: int,
-                 num_perm: int, seed: int) -> Sketches:
-    """Normalize, shingle, hash and MinHash a batch of raw texts."""
+                 num_perm: int, seed: int, edit_ngram: int = 0, edit_bins: int = 0) -> Sketches:
+    """Normalize, shingle, hash and MinHash a batch of raw texts; with ``edit_bins``, also the
+    character signature of :mod:`sftpipe.dedup.edits` and the normalized texts."""
     b = normalize_batch(texts, norm)
     char_mode = char_mode_rows(b, shingle)
     rows, s, e = shingle_spans(b, char_mode, word_n, char_n)
     flat, offsets = unique_per_row(rows, span_hashes(b, s, e), len(texts))
-    return Sketches(signatures(flat, offsets, num_perm, seed), flat, offsets, char_mode)
+    out = Sketches(signatures(flat, offsets, num_perm, seed), flat, offsets, char_mode)
+    if edit_bins:
+        from .edits import oph_signatures
+        rows, s, e = shingle_spans(b, np.ones(len(texts), dtype=bool), word_n, edit_ngram)
+        out.edit_sig = oph_signatures(rows, span_hashes(b, s, e), len(texts), edit_bins)
+        out.norm = b.texts()
+    return out

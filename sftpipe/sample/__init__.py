@@ -56,6 +56,14 @@ def clean_rows(sample_params: SampleParams, rng: random.Random) -> list[dict]:
     return rows
 
 
+def _mojibake_source(texts: list[str], rng: random.Random) -> str:
+    """``rng.choice(texts)``, moved on to the next text with non-ASCII characters: ASCII text (a
+    Chinese row's English translation) reads the same in GBK and Latin-1, so its "mojibake" was a
+    fluent real answer labelled garbage. Draws from ``rng`` exactly what ``rng.choice`` draws."""
+    i = rng.randrange(len(texts))
+    return next((t for t in texts[i:] + texts[:i] if not t.isascii()), "乱码示例文本")
+
+
 def inject(sample_params: SampleParams, rows: list[dict], rng: random.Random) -> list[dict]:
     """Add duplicates and corrupt disjoint subsets; every row gets a ``truth`` dict."""
     for r in rows:
@@ -75,7 +83,7 @@ def inject(sample_params: SampleParams, rows: list[dict], rng: random.Random) ->
         r = rows[i]
         kind = D.GARBAGE_TYPES[j % len(D.GARBAGE_TYPES)]
         last = r["messages"][-1]
-        last["content"] = D.garbage(rng, kind, r["lang"], last["content"], rng.choice(zh_texts))
+        last["content"] = D.garbage(rng, kind, r["lang"], last["content"], _mojibake_source(zh_texts, rng))
         r["truth"].update(defect="garbage", garbage_type=kind)
     extra = []
     k_exact, k_near = round(n * sample_params.exact_dup_rate), round(n * sample_params.near_dup_rate)
@@ -90,7 +98,33 @@ def inject(sample_params: SampleParams, rows: list[dict], rng: random.Random) ->
         msgs[target]["content"], kind = D.near_duplicate(rng, msgs[target]["content"], src["lang"], src["long"])
         extra.append({**src, "messages": msgs,
                       "truth": {"category": src["truth"]["category"], "defect": "near_dup", "of": i, "edit": kind}})
+    _inject_clean_defects(sample_params, rows, rest[k_exact + k_near:])
     return rows + extra
+
+
+def _inject_clean_defects(sample_params: SampleParams, rows: list[dict], pool: list[int]) -> None:
+    """Break the last response of rows from ``pool`` (rows with no other defect and no copies) in
+    ways the clean stage repairs; truth holds the kind and the expected text after cleaning.
+
+    A generator of its own, so that the rest of the sample (ids, sources, the other defects) is the
+    same whatever the rate. Mojibake goes only to responses with non-ASCII characters.
+    """
+    k = round(len(rows) * sample_params.clean_defect_rate)
+    if not k:
+        return
+    crng = random.Random(f"clean-defects:{sample_params.seed}")
+    free = list(pool)
+    for j in range(k):
+        kind = D.CLEAN_TYPES[j % len(D.CLEAN_TYPES)]
+        pick = next((x for x in free if kind != "mojibake" or not rows[x]["messages"][-1]["content"].isascii()),
+                    None)
+        if pick is None:
+            continue
+        free.remove(pick)
+        r = rows[pick]
+        last = r["messages"][-1]
+        last["content"], expected = D.clean_defect(crng, kind, r["lang"], last["content"])
+        r["truth"].update(defect="clean_defect", clean_defect=kind, expected=expected)
 
 
 def _assign_sources(rows: list[dict], rng: random.Random) -> None:

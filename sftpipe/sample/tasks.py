@@ -18,6 +18,13 @@ from . import vocab as V
 CATEGORIES = ("arithmetic", "translation", "sentiment", "reverse", "capital", "invitation")
 
 
+def _template(rng: random.Random, n: int, template: int | None) -> int:
+    """The prompt template: drawn, or ``template`` when given (the draw still happens, so the
+    slots and everything drawn after are the same either way: a paraphrase of the same item)."""
+    drawn = rng.randrange(n)
+    return drawn if template is None else template
+
+
 @dataclass(frozen=True)
 class Item:
     category: str
@@ -28,7 +35,7 @@ class Item:
     statement: str
 
 
-def arithmetic(rng: random.Random, lang: str) -> Item:
+def arithmetic(rng: random.Random, lang: str, template: int | None = None) -> Item:
     op = rng.choice("+-")
     if op == "+":
         a, b = rng.randint(1, 20), rng.randint(1, 20)
@@ -38,7 +45,7 @@ def arithmetic(rng: random.Random, lang: str) -> Item:
         b = rng.randint(1, a - 1)
         c = a - b
     obj = rng.choice(V.OBJECTS)
-    t = rng.randrange(3)
+    t = _template(rng, 3, template)
     if lang == "en":
         n = rng.choice(V.NAMES_EN)
         s, p = obj[0], obj[1]
@@ -72,11 +79,11 @@ def arithmetic(rng: random.Random, lang: str) -> Item:
     return Item("arithmetic", lang, prompt, response, (lang, op, a, b, obj[0], n, t), statement)
 
 
-def translation(rng: random.Random, lang: str) -> Item:
+def translation(rng: random.Random, lang: str, template: int | None = None) -> Item:
     (adj, adj_zh), (noun, noun_zh) = rng.choice(V.ADJ), rng.choice(V.NOUN)
     zh = f"{adj_zh}{noun_zh}"
     en = f"{adj} {noun}"
-    t = rng.randrange(3)
+    t = _template(rng, 3, template)
     if lang == "en":
         prompt = [f"Translate into Chinese: {en}", f'How do you say "{en}" in Chinese?',
                   f'Give the Chinese translation of the phrase "{en}".'][t]
@@ -112,10 +119,10 @@ def _review(rng: random.Random, lang: str, positive: bool) -> str:
     return s
 
 
-def sentiment(rng: random.Random, lang: str) -> Item:
+def sentiment(rng: random.Random, lang: str, template: int | None = None) -> Item:
     positive = rng.random() < 0.5
     review = _review(rng, lang, positive)
-    t = rng.randrange(3)
+    t = _template(rng, 3, template)
     if lang == "en":
         prompt = [f'What is the sentiment of this review? "{review}"',
                   f"Classify the review as positive or negative: {review}",
@@ -130,10 +137,10 @@ def sentiment(rng: random.Random, lang: str) -> Item:
     return Item("sentiment", lang, prompt, response, (lang, review, t), statement)
 
 
-def reverse(rng: random.Random, lang: str) -> Item:
+def reverse(rng: random.Random, lang: str, template: int | None = None) -> Item:
     k = rng.randint(3, 5)
     words = rng.sample(V.REVERSE_WORDS_EN if lang == "en" else V.REVERSE_WORDS_ZH, k)
-    t = rng.randrange(2)
+    t = _template(rng, 2, template)
     if lang == "en":
         sep = [" ", ", "][t]
         prompt = [f"Reverse the order of these words: {' '.join(words)}",
@@ -148,9 +155,9 @@ def reverse(rng: random.Random, lang: str) -> Item:
     return Item("reverse", lang, prompt, response, (lang, tuple(words), t), statement)
 
 
-def capital(rng: random.Random, lang: str) -> Item:
+def capital(rng: random.Random, lang: str, template: int | None = None) -> Item:
     country, cap, country_zh, cap_zh = rng.choice(V.CAPITALS)
-    t = rng.randrange(5)
+    t = _template(rng, 5, template)
     if lang == "en":
         prompt = [f"What is the capital of {country}?", f"Name the capital city of {country}.",
                   f"Which city is the capital of {country}?", f"Tell me the capital of {country}.",
@@ -179,9 +186,9 @@ EXTRA_ZH = {"生日聚会": "现场会有蛋糕。", "野餐": "请带一块野�
             "科学展": "学生们会展示他们的作品。", "送别午餐": "我们一起好好道别。"}
 
 
-def invitation(rng: random.Random, lang: str) -> Item:
+def invitation(rng: random.Random, lang: str, template: int | None = None) -> Item:
     ev, day, place, tm = rng.choice(V.EVENTS), rng.choice(V.DAYS), rng.choice(V.PLACES), rng.choice(V.TIMES)
-    t = rng.randrange(3)
+    t = _template(rng, 3, template)
     if lang == "en":
         name, sender = rng.sample(V.NAMES_EN, 2)
         prompt = [f"Write a short invitation to {name} for {ev[0]} at {place[0]} on {day[0]} at {tm[0]}. "

@@ -1,0 +1,201 @@
+"""Typo-level copies: a character signature, an edit-distance check, and a slot check.
+
+Word 5-gram Jaccard cannot see a copy with a few typos: a 2% character edit
+rate touches most 5-word windows. This pass works on characters instead:
+
+1. **signature**: every row's normalized text (the same normalization as the
+   word pass) is cut into character n-grams (``dedup.edits.ngram``, 3 by
+   default) whatever its language, and sketched by *one-permutation hashing*:
+   each n-gram's 32-bit hash falls in one of ``bins`` bins by its top bits, and
+   each bin keeps its smallest hash. Empty bins borrow the next non-empty bin's
+   value (circularly), mixed with the distance, so short rows still have a
+   full signature. Two rows agree in a bin with probability about the Jaccard
+   of their n-gram sets, as with MinHash, but the cost is one pass over the
+   n-grams instead of one pass per permutation: an English row has ~5x more
+   character n-grams than word 5-grams, and per-permutation MinHash over them
+   would be several times slower than the whole word pass.
+2. **candidates**: LSH banding of that signature (``bands`` x ``rows``; 32 x 4
+   finds a pair at n-gram Jaccard 0.5 with probability 0.87, at 0.6 with
+   0.99), the same banding code as the word pass.
+3. **edit check**: a candidate is a copy when the normalized Levenshtein
+   similarity of the two normalized texts, ``1 - distance / max(len)``,
+   reaches ``min_similarity`` (rapidfuzz, bit-parallel C++). A copy with 8% of
+   its characters edited keeps a similarity of about 0.9 whatever its length,
+   while its n-gram Jaccard falls to ~0.3 when the row is short.
+4. **slot check** (:func:`slot_change`, applied by the caller to every near
+   pair, word pass included): two rows of one template that differ in a slot
+   are different examples (``18 + 15`` vs ``18 + 16``, ``capital of Kenya`` vs
+   ``capital of Peru``) however similar they are. A pair is kept apart when its
+   numbers differ, or when the edit script replaces a whole word (at least half
+   of the word's letters, two or more) or a run of two or more CJK characters
+   on both sides. Typos are short: one or two characters, a swapped pair,
+   an inserted or deleted character or word, which the check lets through.
+   The trade-off, measured by ``bench/dedup_quality.py``: a copy whose typos
+   hit the same short word twice (``cat`` -> ``cta`` -> ``xta``) reads as a
+   substituted word and is kept apart; a one-character slot (``王明`` vs
+   ``李明``) reads as a typo and merges.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .sketch import MAX_HASH, _F32, _fmix
+
+_DIGITS = re.compile(r"\d+")
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_GAP = 2              # edits closer than this many equal characters form one change
+_MIX = np.uint32(0x9E3779B9)
+
+
+def oph_signatures(rows: np.ndarray, hashes: np.ndarray, n: int, bins: int) -> np.ndarray:
+    """One-permutation-hashing signatures, shape (bins, n) uint32; ``bins`` a power of two.
+
+    ``rows``/``hashes``: the row and 32-bit hash of every n-gram (duplicates are fine). A row
+    without n-grams keeps MAX_HASH in every bin.
+    """
+    if bins & (bins - 1) or bins < 2:
+        raise ValueError(f"bins must be a power of two >= 2, got {bins}")
+    shift = np.uint32(32 - (bins.bit_length() - 1))
+    flat = np.full(n * bins, MAX_HASH, dtype=np.uint32)
+    if len(hashes):
+        idx = rows.astype(np.int64) * bins + (hashes >> shift).astype(np.int64)
+        np.minimum.at(flat, idx, hashes)
+    sig = flat.reshape(n, bins)
+    empty = sig == MAX_HASH
+    partial = empty.any(axis=1) & ~empty.all(axis=1)
+    if partial.any():
+        sig[partial] = _densify(sig[partial], empty[partial], bins)
+    return np.ascontiguousarray(sig.T)
+
+
+def _densify(sig: np.ndarray, empty: np.ndarray, bins: int) -> np.ndarray:
+    """Fill each empty bin from the next non-empty bin to its right (circularly), the value
+    mixed with the distance so that borrowed values differ from the lender's own."""
+    cand = np.where(np.concatenate([~empty, ~empty], axis=1), np.arange(2 * bins), 4 * bins)
+    nxt = np.minimum.accumulate(cand[:, ::-1], axis=1)[:, ::-1][:, :bins]   # next non-empty bin, < 2*bins
+    dist = (nxt - np.arange(bins)).astype(np.uint32)
+    src = np.take_along_axis(sig, nxt % bins, axis=1)
+    mixed = _fmix(src ^ (dist * _MIX), _F32)
+    return np.where(empty, mixed, sig)
+
+
+def edit_similarity(a: list[str], b: list[str]) -> np.ndarray:
+    """Normalized Levenshtein similarity ``1 - d / max(len)`` of each pair (a[k], b[k])."""
+    if not a:
+        return np.zeros(0)
+    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.process import cpdist
+    return np.asarray(cpdist(a, b, scorer=Levenshtein.normalized_similarity, workers=1), dtype=np.float64)
+
+
+def _content(s: str) -> int:
+    """Letters (any script) and digits in ``s``."""
+    return sum(ch.isalnum() for ch in s)
+
+
+def _latin(ch: str) -> bool:
+    """A letter of a space-separated script (not CJK, not a digit: numbers are compared apart)."""
+    return ch.isalpha() and not _CJK_CHAR.match(ch)
+
+
+def _widen(text: str, i: int, j: int) -> tuple[int, int]:
+    """text[i:j] grown to the whole words it touches (a CJK character is a word of its own)."""
+    while i > 0 and _latin(text[i - 1]) and (i == j or i >= len(text) or _latin(text[i]) or text[i].isspace()):
+        i -= 1
+    while j < len(text) and _latin(text[j]) and (j == i or _latin(text[j - 1]) or text[j - 1].isspace()):
+        j += 1
+    return i, j
+
+
+def change_blocks(a: str, b: str, gap: int = 1) -> tuple[list[tuple[str, str]], bool]:
+    """The changes between two texts, as (part of a, part of b) with spaces removed, and
+    whether one CJK character replaces another in two places (``小娟`` -> ``小红`` twice).
+
+    Character edits (Levenshtein opcodes) at most ``gap`` equal characters apart form one
+    block, grown on each side to whole words, so a word split or joined by a typo (``ca t``,
+    ``thecat``) or two swapped characters compare as one string with their original.
+    """
+    from rapidfuzz.distance import Levenshtein
+    spans: list[list[int]] = []
+    subs: set[tuple[str, str]] = set()
+    repeated = False
+    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(a, b):
+        if tag == "equal":
+            continue
+        if tag == "replace":
+            for x, y in zip(a[i1:i2], b[j1:j2]):
+                if _CJK_CHAR.match(x) and _CJK_CHAR.match(y):
+                    repeated |= (x, y) in subs
+                    subs.add((x, y))
+        if (spans and i1 - spans[-1][1] <= gap and j1 - spans[-1][3] <= gap
+                and not a[spans[-1][1]:i1].isspace()):
+            spans[-1][1], spans[-1][3] = i2, j2
+        else:
+            spans.append([i1, i2, j1, j2])
+    blocks: list[list[int]] = []
+    for i1, i2, j1, j2 in spans:
+        (i1, i2), (j1, j2) = _widen(a, i1, i2), _widen(b, j1, j2)
+        if blocks and (i1 <= blocks[-1][1] or j1 <= blocks[-1][3]):
+            blocks[-1][1], blocks[-1][3] = max(i2, blocks[-1][1]), max(j2, blocks[-1][3])
+        else:
+            blocks.append([i1, i2, j1, j2])
+    return [("".join(a[i1:i2].split()), "".join(b[j1:j2].split())) for i1, i2, j1, j2 in blocks], repeated
+
+
+def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08) -> str | None:
+    """Why two normalized texts are different examples, or None if they may be copies.
+
+    From :func:`change_blocks`:
+
+    * ``"number"``: their digit runs differ;
+    * ``"substitution"``: a block differs (OSA distance: a swap of neighbours is one edit) by 3
+      or more edits and at least half its length, or is replaced outright (2+ edits, as many as
+      its length): ``kenya``/``peru``, ``green``/``red``, ``书``/``课程``; while ``teh``/``the``,
+      ``eh``/``the``, one changed CJK character pass as typos;
+    * ``"repeated"``: the same change occurs twice (a slot filled in the prompt and again in the
+      response: ``小娟``/``小红`` in both), which random typos do not do;
+    * ``"insertion"``: whole tokens inserted or deleted add up to more than ``max_indel`` of
+      the shorter text's letters (single characters aside).
+    """
+    if _DIGITS.findall(a) != _DIGITS.findall(b):
+        return "number"
+    from rapidfuzz.distance import OSA
+    seen = set()
+    indel = cjk_changed = 0
+    blocks, cjk_subs = change_blocks(a, b)
+    if cjk_subs:
+        return "repeated"
+    for sa, sb in blocks:
+        if not sa or not sb:
+            c = _content(sa + sb)
+            if c > 1 or _CJK_CHAR.search(sa + sb):
+                if (sa, sb) in seen:
+                    return "repeated"          # 笔/铅笔 in prompt and response
+                seen.add((sa, sb))
+            indel += c if c > 1 else 0
+            continue
+        if sa == sb:
+            continue
+        d = OSA.distance(sa, sb)
+        longest = max(len(sa), len(sb))
+        if d >= 3:
+            return "substitution"
+        if d >= 2:
+            if _CJK_CHAR.search(sa + sb):
+                if d >= longest:
+                    return "substitution"      # every character replaced: 课程/手机, 书/游戏
+                cjk_changed += d
+            elif 2 * d >= longest:
+                return "substitution"
+        if (sa, sb) in seen:
+            return "repeated"
+        seen.add((sa, sb))
+    short = min(_content(a), _content(b))
+    if cjk_changed > max_cjk * short:
+        return "substitution"
+    if indel > max_indel * short:
+        return "insertion"
+    return None

@@ -1,0 +1,26 @@
+"""clean: repair broken text (mojibake, HTML, control/zero-width characters, whitespace) and mask PII."""
+
+import click
+
+from stages._common import log, stage
+
+
+@stage("clean", help="Repair broken text (mojibake, HTML, invisible characters, whitespace) and mask PII.")
+@click.option("--inp", default="data/collected/data.jsonl", show_default=True)
+@click.option("--out", default="data/clean", show_default=True)
+@click.option("--metrics", default="metrics/clean.json", show_default=True)
+def cli(params, inp, out, metrics):
+    from sftpipe.clean import clean_records
+    from sftpipe.io import read_jsonl
+    from sftpipe.ledger import write_filter_outputs
+
+    records = read_jsonl(inp)
+    result = clean_records(records, params.clean)
+    m = write_filter_outputs("clean", records, result, out, metrics)
+    log.info("%d rows in, %d kept (%d changed: %s), dropped %s", m["rows_in"], m["kept"], m["rows_changed"],
+             ", ".join(f"{k} {v}" for k, v in m["rows_changed_by_rule"].items()) or "none",
+             m["dropped_by_reason"])
+
+
+if __name__ == "__main__":
+    cli()
