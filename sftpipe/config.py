@@ -119,11 +119,14 @@ class NormalizeParams(Section):
 class EditsParams(Section):
     """Typo-level copies: character n-gram signature, edit-distance check (sftpipe.dedup.edits)."""
     enabled: bool = True
-    ngram: int = Field(3, ge=1)              # character n-grams of the normalized text, every language
+    ngram: int = Field(5, ge=1)              # character n-grams of the normalized text, every language
     bins: int = Field(128, ge=2)             # one-permutation-hashing bins (a power of two)
     bands: int = Field(32, ge=1)
     rows: int = Field(4, ge=1)
     min_similarity: float = Field(0.8, gt=0.0, le=1.0)   # 1 - Levenshtein / max length, normalized texts
+    # a candidate pair of long rows (both with >= bins n-grams, so the signature estimate is sharp)
+    # whose estimated n-gram Jaccard is below this skips the edit check: 8% typos keep ~0.45
+    min_estimate: float = Field(0.2, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _shape(self):
@@ -132,6 +135,22 @@ class EditsParams(Section):
         if self.bands * self.rows > self.bins:
             raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds bins {self.bins}")
         return self
+
+
+class SemanticDedupParams(Section):
+    """Paraphrases: same request in other words, same answer (sftpipe.dedup.semantic)."""
+    enabled: bool = True
+    method: Literal["tfidf", "base_model", "sentence_transformers"] = "tfidf"
+    model: str | None = None               # base_model: a local causal LM dir; sentence_transformers: path or hub id
+    field: Literal["response", "prompt", "all"] = "response"     # what is embedded and clustered
+    dims: int = Field(128, ge=1)           # tfidf: TruncatedSVD components
+    n_clusters: int | None = Field(None, ge=1)   # null: round(sqrt(rows))
+    threshold: float = Field(0.9, ge=-1.0, le=1.0)   # cosine of a candidate pair inside one k-means cluster
+    template_share: float = Field(0.2, gt=0.0, le=1.0)  # a token in >= this share of its request cluster is template
+    min_template_rows: int = Field(5, ge=1)
+    label_rows: int = Field(5, ge=2)       # an answer given to >= this many distinct requests is a label
+    min_input_units: int = Field(3, ge=0)
+    batch_size: int = Field(64, ge=1)
 
 
 class DedupParams(Section):
@@ -149,6 +168,7 @@ class DedupParams(Section):
     verify: bool = True
     edits: EditsParams = EditsParams()
     slot_check: bool = True     # never join rows whose numbers differ or a word / CJK run is replaced
+    semantic: SemanticDedupParams = SemanticDedupParams()
     keep: Literal["longest_response", "shortest_response", "lowest_id"] = "longest_response"
     seed: int = 1
     num_proc: int = Field(1, ge=1)

@@ -16,10 +16,15 @@ from sftpipe import ledger
 from sftpipe.dedup import clusters as dedup
 from sftpipe.sample import neardup as bd
 from sftpipe.dedup import lsh, sketch
-from sftpipe.config import DedupParams, NormalizeParams
+from sftpipe.dedup.edits import edit_similarity
+from sftpipe.config import DedupParams, EditsParams, NormalizeParams, SemanticDedupParams
 from sftpipe.schema import full_text
 
 P = DedupParams()
+# the word-shingle MinHash pass alone: the tests that score it against its own definition
+# (exact Jaccard on word 5-grams) switch the typo pass, the slot check and paraphrases off
+WORD = dict(edits=EditsParams(enabled=False), slot_check=False, semantic=SemanticDedupParams(enabled=False))
+PW = DedupParams(**WORD)
 NORM = NormalizeParams(digits=True)       # every step on (the pipeline's default keeps digits)
 
 
@@ -195,11 +200,11 @@ def test_english_near_duplicates_found():
 def test_chinese_near_duplicates_need_char_shingles():
     edited = ZH.replace("雨伞", "雨衣") + "谢谢"     # a small edit; no spaces anywhere
     texts = [ZH, edited]
-    auto = dedup.find_duplicates(texts, P)
+    auto = dedup.find_duplicates(texts, PW)
     assert auto.component.tolist() == [0, 0]
     assert auto.jaccard([0], [1])[0] >= P.threshold
     # as "words", each sentence between punctuation is one token: almost nothing is shared
-    word = dedup.find_duplicates(texts, DedupParams(shingle="word"))
+    word = dedup.find_duplicates(texts, DedupParams(shingle="word", **WORD))
     assert word.component.tolist() == [0, 1]
     assert word.jaccard([0], [1])[0] < 0.5
 
@@ -214,8 +219,8 @@ def test_empty_normalized_texts_never_cluster_but_exact_copies_do():
 def test_verify_rejects_weak_candidates_the_estimate_would_accept():
     data = bd.generate(400, seed=5, dup_share=0.5, max_rate=0.25)
     loose = dict(bands=32, rows=2, threshold=0.8)
-    on = dedup.find_duplicates(data.texts, DedupParams(verify=True, **loose))
-    off = dedup.find_duplicates(data.texts, DedupParams(verify=False, **loose))
+    on = dedup.find_duplicates(data.texts, DedupParams(verify=True, **loose, **WORD))
+    off = dedup.find_duplicates(data.texts, DedupParams(verify=False, **loose, **WORD))
     assert np.array_equal(on.pairs, off.pairs)                     # same candidates either way
     # with verify, the similarity is the exact Jaccard of the shingle sets (reference code, Python sets)
     sets = bd.shingle_sets(data.texts, P)
@@ -246,7 +251,7 @@ def test_deterministic_across_num_proc(monkeypatch):
 def test_precision_recall_against_exact_jaccard():
     data = bd.generate(1000, seed=21, dup_share=0.4, max_rate=0.12)
     truth = set(bd.true_pairs(bd.shingle_sets(data.texts, P), P.threshold))
-    res = dedup.find_duplicates(data.texts, P)
+    res = dedup.find_duplicates(data.texts, PW)
     found = {tuple(x) for x in res.pairs[res.accepted].tolist()}
     precision, recall = bd.precision_recall(found, truth)
     assert len(truth) > 100
@@ -257,7 +262,7 @@ def test_near_duplicate_groups_labels():
     texts = [EN, "unrelated text number one about birds and trees in the park", EN, EN + " And more.", ZH]
     groups = dedup.near_duplicate_groups(texts, DedupParams(exact=False))
     assert groups == [0, 1, 0, 0, 2]
-    strict = dedup.near_duplicate_groups(texts, P, threshold=1.0)
+    strict = dedup.near_duplicate_groups(texts, PW, threshold=1.0)
     assert strict == [0, 1, 0, 2, 3]
 
 
@@ -279,7 +284,7 @@ def test_keep_policy(keep, kept):
 @pytest.mark.parametrize("keep,kept", [("longest_response", "k:2"), ("shortest_response", "k:1")])
 def test_keep_policy_measures_the_response_not_the_whole_row(keep, kept):
     """The row with the longest response is the one with the shorter prompt + response."""
-    recs = [rec("k:1", EN + " Please answer in two full sentences.", "Nine to six."),
+    recs = [rec("k:1", EN + " " * 40 + "!", "Nine to six."),     # the same prompt once normalized
             rec("k:2", EN, "From nine to six, except Sundays.")]
     assert len(recs[0]["messages"][1]["content"]) < len(recs[1]["messages"][1]["content"])
     assert len(full_text(recs[0])) > len(full_text(recs[1]))
@@ -375,8 +380,12 @@ def test_exact_and_near_copies_get_their_own_reason_and_evidence():
                                                                           "d:3", "near_duplicate")
     assert exact["evidence"] == {"kept_id": "d:1", "cluster_size": 3, "jaccard": 1.0,
                                  "threshold": 0.8}
+    norm = dup.sketches.norm
+    edit = edit_similarity([norm[dup.row_of[2]]], [norm[dup.row_of[0]]])[0]
     assert near["evidence"] == {"kept_id": "d:1", "cluster_size": 3, "jaccard": round(jac, 4),
-                                "threshold": 0.8, "minhash_estimate": round(est, 4)}
+                                "threshold": 0.8, "minhash_estimate": round(est, 4),
+                                "edit_similarity": round(edit, 4), "matched_by": ["char_edits", "word_jaccard"],
+                                "matched_id": "d:1", "similarity": round(max(edit, jac), 4)}
     assert res.extra_metrics["exact_duplicates"] == 1 and res.extra_metrics["near_duplicates"] == 1
 
 

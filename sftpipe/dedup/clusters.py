@@ -157,6 +157,12 @@ def edit_candidates(sk: Sketches, edits) -> tuple[np.ndarray, np.ndarray]:
     pairs = candidate_pairs(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0))
     la, lb = lens[pairs[:, 0]], lens[pairs[:, 1]]
     pairs = pairs[np.minimum(la, lb) >= edits.min_similarity * np.maximum(la, lb)]  # else the distance is too big
+    # long rows fill every bin with their own n-grams, so the estimate is sharp there (sd ~0.04):
+    # unrelated rows of one domain that met in a band go before the costlier edit check
+    keep = np.minimum(lens[pairs[:, 0]], lens[pairs[:, 1]]) < edits.bins + edits.ngram - 1
+    long = np.flatnonzero(~keep)
+    keep[long] = estimated_jaccard(pairs[long], sk.edit_sig) >= edits.min_estimate
+    pairs = pairs[keep]
     sim = edit_similarity([sk.norm[i] for i in pairs[:, 0].tolist()], [sk.norm[j] for j in pairs[:, 1].tolist()])
     ok = sim >= edits.min_similarity
     return pairs[ok], sim[ok]
@@ -165,7 +171,7 @@ def edit_candidates(sk: Sketches, edits) -> tuple[np.ndarray, np.ndarray]:
 def slot_reasons(sk: Sketches, pairs: np.ndarray, texts: list[str], rules) -> list[str | None]:
     """:func:`sftpipe.dedup.edits.slot_change` of each pair's normalized texts."""
     from .edits import slot_change
-    norm = sk.norm if sk.norm is not None else None
+    norm = sk.norm
     get = (lambda i: norm[i]) if norm is not None else (lambda i: normalize(texts[i], rules))
     return [slot_change(get(i), get(j)) for i, j in pairs.tolist()]
 
@@ -231,11 +237,11 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
     slot: list = [None] * len(pairs)
     if dedup_params.slot_check and ok.any():
         idx = np.flatnonzero(ok)
-        reasons: dict = {}
-        for k, (i, j) in zip(idx.tolist(), pairs[idx].tolist()):
-            if (i, j) not in reasons:
-                reasons[(i, j)] = slot_reasons(sk, np.array([[i, j]]), uniq_texts, dedup_params.normalize)[0]
-            slot[k] = reasons[(i, j)]
+        # both passes can propose a pair: check each distinct pair once
+        distinct, inverse = np.unique(pairs[idx], axis=0, return_inverse=True)
+        reasons = slot_reasons(sk, distinct, uniq_texts, dedup_params.normalize)
+        for k, r in zip(idx.tolist(), inverse.ravel().tolist()):
+            slot[k] = reasons[r]
         ok[idx] = [slot[k] is None for k in idx.tolist()]
     comp = union_find(len(uniq), pairs[ok])
     row_of = np.full(n, -1, dtype=np.int64)
@@ -292,36 +298,91 @@ def _survivors(records: list[dict], component: np.ndarray, keep: str) -> np.ndar
     return survivor
 
 
+def _semantic(records: list[dict], dedup_params: DedupParams):
+    """(pairs, cosine, evidence) of the semantic pass over ``records``, or empty ones when it is off."""
+    sem = dedup_params.semantic
+    if not (dedup_params.near and sem.enabled) or len(records) < 2:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0), []
+    from .semantic import SemanticParams, semantic_pairs
+    knobs = {k: v for k, v in sem.model_dump().items() if k != "enabled"}
+    return semantic_pairs(records, SemanticParams(**knobs, seed=dedup_params.seed), return_evidence=True)
+
+
+def _matches(res: DupResult, sem_pairs: np.ndarray, sem_cos: np.ndarray, sem_ev: list) -> dict:
+    """Per text index: the accepted pairs touching it, as (partner, signature name, similarity, extra)."""
+    out: dict[int, list] = defaultdict(list)
+    acc = np.flatnonzero(res.accepted)
+    for (i, j), kind, sim in zip(res.pairs[acc].tolist(), res.signature[acc].tolist(), res.similarity[acc].tolist()):
+        out[i].append((j, SIGNATURES[kind], sim, None))
+        out[j].append((i, SIGNATURES[kind], sim, None))
+    for (i, j), sim, ev in zip(sem_pairs.tolist(), sem_cos.tolist(), sem_ev):
+        out[i].append((j, "semantic", sim, ev))
+        out[j].append((i, "semantic", sim, ev))
+    return out
+
+
 def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResult:
     """The dedup stage on records: kept copies (input order) and ledger rows.
 
-    Each cluster keeps one record, chosen by ``dedup.keep`` (ties by id). Dropped
-    records are ``exact_duplicate`` when their text (``dedup.field``) is identical
-    to the kept one's, else ``near_duplicate``; the evidence names the kept
-    record (``kept_id``, which also names the cluster), the cluster's size, the exact Jaccard with the kept record and the
-    threshold. Kept records get ``meta.dedup_cluster`` and
-    ``meta.dedup_cluster_size``. ``extra_metrics`` holds counts; ``details`` holds
-    ``cluster_size_hist`` (cluster size -> number of clusters, singletons included).
+    Clusters join three kinds of pairs: word-shingle MinHash pairs (Jaccard >= threshold),
+    typo-level pairs (``dedup.edits``: character signature + edit similarity), both kept
+    apart by the slot check, and paraphrases (``dedup.semantic``). Each cluster keeps one
+    record, chosen by ``dedup.keep`` (ties by id). Dropped records are ``exact_duplicate``
+    when their text (``dedup.field``) is identical to the kept one's, ``paraphrase`` when
+    only the semantic pass tied them in, else ``near_duplicate``. The evidence names the kept
+    record (``kept_id``, which also names the cluster), the cluster's size, the exact Jaccard
+    with the kept record and the threshold; for near rows also the MinHash estimate, the
+    edit similarity to the kept record (edits on), which signatures matched the row
+    (``matched_by``), the partner of its strongest match (``matched_id``) and that match's
+    similarity; for paraphrases the semantic rule that held. Kept records get
+    ``meta.dedup_cluster`` and ``meta.dedup_cluster_size``. ``extra_metrics`` holds counts;
+    ``details`` holds ``cluster_size_hist`` (cluster size -> number of clusters).
     """
     texts = [text_of(r, dedup_params.field) for r in records]
     res = find_duplicates(texts, dedup_params)
     n = len(records)
+    sem_pairs, sem_cos, sem_ev = _semantic(records, dedup_params)
     comp = res.component
+    if len(sem_pairs):
+        comp = union_find(n, np.concatenate([np.stack([np.arange(n), comp], axis=1), sem_pairs]))
     size = np.bincount(comp)[comp]           # per row: its cluster's size
     survivor = _survivors(records, comp, dedup_params.keep)
     dropped_idx = np.flatnonzero(survivor != np.arange(n))
     exact = np.array([texts[i] == texts[survivor[i]] for i in dropped_idx.tolist()], dtype=bool)
     near_idx = dropped_idx[~exact]
-    jac = dict(zip(near_idx.tolist(), res.jaccard(near_idx, survivor[near_idx]).tolist())) if len(near_idx) else {}
-    est = dict(zip(near_idx.tolist(), res.estimate(near_idx, survivor[near_idx]).tolist())) if len(near_idx) else {}
+    sketched = near_idx[res.row_of[res.exact_rep[near_idx]] >= 0] if res.sketches is not None else near_idx[:0]
+    jac = dict(zip(sketched.tolist(), res.jaccard(sketched, survivor[sketched]).tolist())) if len(sketched) else {}
+    est = dict(zip(sketched.tolist(), res.estimate(sketched, survivor[sketched]).tolist())) if len(sketched) else {}
+    edit = {}
+    if len(sketched) and res.sketches.norm is not None:
+        from .edits import edit_similarity
+        norm = res.sketches.norm
+        a = [norm[k] for k in res.row_of[res.exact_rep[sketched]].tolist()]
+        b = [norm[k] for k in res.row_of[res.exact_rep[survivor[sketched]]].tolist()]
+        edit = dict(zip(sketched.tolist(), edit_similarity(a, b).tolist()))
+    matches = _matches(res, sem_pairs, sem_cos, sem_ev)
     dropped = []
     for i, is_exact in zip(dropped_idx.tolist(), exact.tolist()):
         kept_id = records[survivor[i]]["id"]
         ev = {"kept_id": kept_id, "cluster_size": int(size[i]),
-              "jaccard": 1.0 if is_exact else round(jac[i], 4), "threshold": res.threshold}
+              "jaccard": 1.0 if is_exact else round(jac.get(i, 0.0), 4), "threshold": res.threshold}
+        reason = "exact_duplicate"
         if not is_exact:
-            ev["minhash_estimate"] = round(est[i], 4)
-        dropped.append(ledger.drop(records[i], STAGE, "exact_duplicate" if is_exact else "near_duplicate", **ev))
+            reason = "near_duplicate"
+            if i in est:
+                ev["minhash_estimate"] = round(est[i], 4)
+            if i in edit:
+                ev["edit_similarity"] = round(edit[i], 4)
+            mine = matches.get(int(res.exact_rep[i]), []) + (matches.get(i, []) if res.exact_rep[i] != i else [])
+            if mine:
+                by = sorted({m[1] for m in mine})
+                # the strongest match: one with the kept record when there is one, else the most similar
+                best = max(mine, key=lambda m: (survivor[i] in (m[0], res.exact_rep[m[0]]), m[2]))
+                ev.update(matched_by=by, matched_id=records[best[0]]["id"], similarity=round(best[2], 4))
+                if by == ["semantic"]:
+                    reason = "paraphrase"
+                    ev["rule"] = best[3]
+        dropped.append(ledger.drop(records[i], STAGE, reason, **ev))
     kept = []
     for i in np.flatnonzero(survivor == np.arange(n)).tolist():
         rec = dict(records[i])
@@ -330,17 +391,24 @@ def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResul
     cluster_sizes = np.bincount(comp, minlength=n)
     cluster_sizes = cluster_sizes[cluster_sizes > 0]
     hist = Counter(cluster_sizes.tolist())
+    reasons = Counter(d["reason"] for d in dropped)
+    acc = res.accepted
+    slot = Counter(r for r in res.slot if r is not None)
     metrics = {
         "clusters": int((cluster_sizes > 1).sum()),
         "rows_in_clusters": int(cluster_sizes[cluster_sizes > 1].sum()),
         "largest_cluster": int(cluster_sizes.max()) if len(cluster_sizes) else 0,
         "exact_duplicates": int(exact.sum()),
-        "near_duplicates": int(len(near_idx)),
+        "near_duplicates": reasons["near_duplicate"],
+        "paraphrases": reasons["paraphrase"],
         "bands": res.bands, "band_rows": res.rows, "threshold": res.threshold,
-        "candidate_pairs": int(len(res.pairs)),
-        "accepted_pairs": int(res.accepted.sum()),
-        "verified_pairs": int(res.accepted.sum()) if res.verify else 0,
+        "candidate_pairs": int((res.signature == 0).sum()),
+        "accepted_pairs": int((acc & (res.signature == 0)).sum()),
+        "verified_pairs": int((acc & (res.signature == 0)).sum()) if res.verify else 0,
+        "edit_pairs": int((acc & (res.signature == 1)).sum()),
+        "slot_rejected_pairs": int(sum(slot.values())),
+        "semantic_pairs": int(len(sem_pairs)),
     }
-    details = {"cluster_size_hist": {str(k): hist[k] for k in sorted(hist)}}
+    details = {"cluster_size_hist": {str(k): hist[k] for k in sorted(hist)},
+               "slot_rejected_by": {k: slot[k] for k in sorted(slot)}}
     return ledger.FilterResult(kept=kept, dropped=dropped, extra_metrics=metrics, details=details)
-

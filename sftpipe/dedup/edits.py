@@ -39,6 +39,7 @@ rate touches most 5-word windows. This pass works on characters instead:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 
@@ -48,6 +49,7 @@ _DIGITS = re.compile(r"\d+")
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 _GAP = 2              # edits closer than this many equal characters form one change
 _MIX = np.uint32(0x9E3779B9)
+_POLY = np.uint32(0x01000193)       # FNV-1a's 32-bit prime
 
 
 def oph_signatures(rows: np.ndarray, hashes: np.ndarray, n: int, bins: int) -> np.ndarray:
@@ -71,6 +73,53 @@ def oph_signatures(rows: np.ndarray, hashes: np.ndarray, n: int, bins: int) -> n
     return np.ascontiguousarray(sig.T)
 
 
+def char_ngram_hashes(cps: np.ndarray, lens: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, 32-bit hash) of every character position of a code point batch: the hash of the
+    n-gram starting there, or MAX_HASH where no full n-gram starts (a row's last n-1).
+
+    The hash is a polynomial over the n code points, computed with n shifted vector
+    operations over the whole batch, so no per-n-gram spans are built (the span hashing
+    of the word pass costs ~3x more here). A row shorter than n gives one n-gram, the
+    whole row; an empty row gives none. MAX_HASH entries leave OPH bins empty, which is
+    cheaper than dropping them here.
+    """
+    lens = np.asarray(lens, dtype=np.int64)
+    T = len(cps)
+    if T == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
+    c = np.zeros(T + n, dtype=np.uint32)
+    c[:T] = cps
+    h = np.full(T, n, dtype=np.uint32)    # 32-bit arithmetic: half the memory traffic of 64
+    for k in range(n):                    # positions near a row's end mix in the next row: masked below
+        np.multiply(h, _POLY, out=h)
+        np.add(h, c[k:k + T], out=h)
+    _fmix32_inplace(h)
+    ends = np.cumsum(lens)
+    for k in range(1, n):                 # the last n-1 positions of a row start no full n-gram
+        h[(ends - k)[lens >= k]] = MAX_HASH
+    short = np.flatnonzero((lens > 0) & (lens < n))
+    if len(short):                        # a short row: one n-gram, the row alone (zero-padded)
+        first = ends[short] - lens[short]
+        hs = np.full(len(short), n, dtype=np.uint32)
+        for k in range(n):
+            hs *= _POLY
+            hs += np.where(k < lens[short], c[np.minimum(first + k, T)], np.uint32(0))
+        _fmix32_inplace(hs)
+        h[first] = hs
+    return np.repeat(np.arange(len(lens)), lens), h
+
+
+def _fmix32_inplace(h: np.ndarray) -> None:
+    """MurmurHash3's fmix32 (as ``sketch._fmix`` with ``_F32``), without temporaries."""
+    s1, m1, s2, m2, s3 = (np.uint32(x) for x in _F32)
+    tmp = np.empty_like(h)
+    for shift, mult in ((s1, m1), (s2, m2), (s3, None)):
+        np.right_shift(h, shift, out=tmp)
+        np.bitwise_xor(h, tmp, out=h)
+        if mult is not None:
+            np.multiply(h, mult, out=h)
+
+
 def _densify(sig: np.ndarray, empty: np.ndarray, bins: int) -> np.ndarray:
     """Fill each empty bin from the next non-empty bin to its right (circularly), the value
     mixed with the distance so that borrowed values differ from the lender's own."""
@@ -91,11 +140,15 @@ def edit_similarity(a: list[str], b: list[str]) -> np.ndarray:
     return np.asarray(cpdist(a, b, scorer=Levenshtein.normalized_similarity, workers=1), dtype=np.float64)
 
 
+_NOT_CONTENT = re.compile(r"[\W_]+")   # \w is str.isalnum() plus "_"
+
+
 def _content(s: str) -> int:
     """Letters (any script) and digits in ``s``."""
-    return sum(ch.isalnum() for ch in s)
+    return len(s) - sum(map(len, _NOT_CONTENT.findall(s)))
 
 
+@lru_cache(maxsize=1 << 16)
 def _latin(ch: str) -> bool:
     """A letter of a space-separated script (not CJK, not a digit: numbers are compared apart)."""
     return ch.isalpha() and not _CJK_CHAR.match(ch)
@@ -108,6 +161,12 @@ def _widen(text: str, i: int, j: int) -> tuple[int, int]:
     while j < len(text) and _latin(text[j]) and (j == i or _latin(text[j - 1]) or text[j - 1].isspace()):
         j += 1
     return i, j
+
+
+def _cjk_near(text: str, i: int, j: int) -> bool:
+    """A CJK character just before ``text[i:j]`` or just after it: a space there splits no word
+    (Chinese has none), so edits on both sides of it are one change (旅 行 -> 服 务)."""
+    return bool((i > 0 and _CJK_CHAR.match(text[i - 1])) or (j < len(text) and _CJK_CHAR.match(text[j])))
 
 
 def change_blocks(a: str, b: str, gap: int = 1) -> tuple[list[tuple[str, str]], bool]:
@@ -131,7 +190,7 @@ def change_blocks(a: str, b: str, gap: int = 1) -> tuple[list[tuple[str, str]], 
                     repeated |= (x, y) in subs
                     subs.add((x, y))
         if (spans and i1 - spans[-1][1] <= gap and j1 - spans[-1][3] <= gap
-                and not a[spans[-1][1]:i1].isspace()):
+                and (not a[spans[-1][1]:i1].isspace() or _cjk_near(a, spans[-1][1], i1))):
             spans[-1][1], spans[-1][3] = i2, j2
         else:
             spans.append([i1, i2, j1, j2])
@@ -179,20 +238,40 @@ def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08) -
             continue
         if sa == sb:
             continue
+        if sa in sb or sb in sa:
+            # a whole word inserted or deleted next to a kept one ("reading room" -> "room"),
+            # which the block grew over: an insertion of the difference, not a substitution
+            c = abs(_content(sa) - _content(sb))
+            if (sa, sb) in seen and c > 1:
+                return "repeated"
+            seen.add((sa, sb))
+            indel += c if c > 1 else 0
+            continue
         d = OSA.distance(sa, sb)
         longest = max(len(sa), len(sb))
-        if d >= 3:
-            return "substitution"
-        if d >= 2:
-            if _CJK_CHAR.search(sa + sb):
+        if _CJK_CHAR.search(sa + sb):
+            grown = abs(len(sa) - len(sb))
+            if grown >= 2:
+                # no spaces: a changed character and a word of 2+ characters appended or
+                # prepended to it meet in one block (伞 -> 衣谢谢). The growth counts as
+                # inserted; the rest is the shorter side against the longer one's start or end
+                short, long_ = sorted((sa, sb), key=len)
+                indel += grown
+                d = min(OSA.distance(short, long_[:len(short)]), OSA.distance(short, long_[-len(short):]))
+                longest = len(short)
+            elif d >= 3:
+                return "substitution"
+            if d >= 2:
                 if d >= longest:
                     return "substitution"      # every character replaced: 课程/手机, 书/游戏
                 cjk_changed += d
-            elif 2 * d >= longest:
-                return "substitution"
+        elif d >= 3 or (d >= 2 and 2 * d >= longest):
+            return "substitution"
         if (sa, sb) in seen:
             return "repeated"
         seen.add((sa, sb))
+    if not (cjk_changed or indel):
+        return None
     short = min(_content(a), _content(b))
     if cjk_changed > max_cjk * short:
         return "substitution"

@@ -292,9 +292,9 @@ class Batch:
         return _starts(self.lens)
 
     def texts(self) -> list[str]:
-        s = self.starts
-        return [self.cps[s[i]:s[i + 1]].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
-                for i in range(len(self.lens))]
+        s = self.starts.tolist()
+        whole = self.cps.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")   # one decode, then slices
+        return [whole[a:b] for a, b in zip(s[:-1], s[1:])]
 
 
 def _encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -517,8 +517,8 @@ def sketch_batch(texts: list[str], norm, shingle: str, word_n: int, char_n: int,
     flat, offsets = unique_per_row(rows, span_hashes(b, s, e), len(texts))
     out = Sketches(signatures(flat, offsets, num_perm, seed), flat, offsets, char_mode)
     if edit_bins:
-        from .edits import oph_signatures
-        rows, s, e = shingle_spans(b, np.ones(len(texts), dtype=bool), word_n, edit_ngram)
-        out.edit_sig = oph_signatures(rows, span_hashes(b, s, e), len(texts), edit_bins)
+        from .edits import char_ngram_hashes, oph_signatures
+        rows, hashes = char_ngram_hashes(b.cps, b.lens, edit_ngram)
+        out.edit_sig = oph_signatures(rows, hashes, len(texts), edit_bins)
         out.norm = b.texts()
     return out

@@ -125,6 +125,46 @@ class Bench:
         return out
 
 
+    def score(self, component) -> "Score":
+        """Score a clustering (per row: a cluster label) against the injected truth.
+
+        Recall per (kind, lang, rate) counts each copy against its own original (two copies
+        of one original are counted through it); precision is over every pair of rows put in
+        one cluster, so a wrong merge of two clusters costs all their cross pairs.
+        """
+        found = neardup.same_component_pairs(np.asarray(component))
+        truth = self.dup_pairs()
+        recall: dict[tuple, list[int]] = {}
+        for i, j in truth:
+            ti, tj = self.truth[i], self.truth[j]
+            if ti["kind"] != "original" and tj["kind"] != "original":
+                continue
+            t = tj if ti["kind"] == "original" else ti
+            cell = recall.setdefault((t["kind"], t["lang"], t["rate"]), [0, 0])
+            cell[0] += (i, j) in found
+            cell[1] += 1
+        one = self.one_slot_pairs()
+        return Score(recall={k: (a, b) for k, (a, b) in sorted(recall.items())},
+                     precision=len(found & truth) / len(found) if found else 1.0,
+                     false_pairs=len(found - truth), one_slot_merged=len(found & one), one_slot_pairs=len(one))
+
+
+@dataclass
+class Score:
+    recall: dict            # (kind, lang, rate) -> (found, total)
+    precision: float        # share of same-cluster pairs that are true duplicates
+    false_pairs: int
+    one_slot_merged: int    # templated near-misses (one slot differs) put in one cluster
+    one_slot_pairs: int
+
+    def rate(self, kind: str, lang: str | None = None, rate: float | None = None) -> float:
+        """Pooled recall over the cells that match."""
+        cells = [v for (k, la, r), v in self.recall.items() if k == kind and lang in (None, la)
+                 and rate in (None, r)]
+        total = sum(b for _, b in cells)
+        return sum(a for a, _ in cells) / total if total else float("nan")
+
+
 def _record(rid: str, prompt: str, response: str) -> dict:
     return {"id": rid, "source": "dupbench",
             "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}

@@ -1,0 +1,127 @@
+"""Typo-level copies and paraphrases, scored against injected ground truth (sftpipe.sample.dupbench)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sftpipe import ledger
+from sftpipe.config import DedupParams, EditsParams, SemanticDedupParams
+from sftpipe.dedup import clusters as dedup
+from sftpipe.dedup.edits import char_ngram_hashes, edit_similarity, oph_signatures, slot_change
+from sftpipe.dedup.sketch import MAX_HASH, normalize, normalize_batch
+from sftpipe.sample import dupbench
+
+P = DedupParams()
+WORD_ONLY = DedupParams(edits=EditsParams(enabled=False), slot_check=False,
+                        semantic=SemanticDedupParams(enabled=False))
+
+
+def rec(rid, prompt, response):
+    return {"id": rid, "source": "t", "label": None, "meta": {},
+            "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}
+
+
+def clusters_of(records, res) -> list[int]:
+    """Per record: the index of the record its cluster kept."""
+    at = {r["id"]: i for i, r in enumerate(records)}
+    comp = list(range(len(records)))
+    for d in res.dropped:
+        comp[at[d["id"]]] = at[d["evidence"]["kept_id"]]
+    return comp
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return dupbench.generate(n_per_lang=400, n_long=60, n_typo=40, n_para=40, seed=1)
+
+
+def test_dupbench_targets_on_a_small_set(bench):
+    """The issue's targets: typo recall >= 0.95 at 2% and >= 0.90 at 5% of characters edited,
+    paraphrase recall >= 0.80, precision >= 0.99 with templated one-slot near-misses kept apart.
+    The word pass alone (what dedup was) finds few of the typo copies and no paraphrase."""
+    res = dedup.dedup_records(bench.records, P)
+    ledger.check_accounting("dedup", [r["id"] for r in bench.records], [r["id"] for r in res.kept],
+                            [d["id"] for d in res.dropped])
+    s = bench.score(clusters_of(bench.records, res))
+    assert s.rate("typo", rate=0.02) >= 0.95 and s.rate("typo", rate=0.05) >= 0.90, s.recall
+    assert s.rate("paraphrase") >= 0.80, s.recall
+    assert s.precision >= 0.99 and s.one_slot_merged == 0 and s.one_slot_pairs > 1000, s
+    old = bench.score(clusters_of(bench.records, dedup.dedup_records(bench.records, WORD_ONLY)))
+    assert old.rate("typo", lang="en", rate=0.02) < 0.5 and old.rate("paraphrase") < 0.1, old.recall
+    m = res.extra_metrics
+    assert m["edit_pairs"] > 100 and m["slot_rejected_pairs"] > 100 and m["semantic_pairs"] > 50
+    assert m["paraphrases"] > 50 and m["near_duplicates"] > 100
+
+
+def test_every_drop_names_the_signature_that_matched(bench):
+    res = dedup.dedup_records(bench.records, P)
+    by = {tuple(d["evidence"].get("matched_by", ["exact"])) for d in res.dropped}
+    assert ("char_edits",) in by and ("semantic",) in by
+    for d in res.dropped:
+        ev = d["evidence"]
+        if d["reason"] == "paraphrase":
+            assert ev["matched_by"] == ["semantic"] and ev["rule"]["rule"] in ("same_answer_same_content",
+                                                                               "label_same_input")
+            assert -1 <= ev["similarity"] <= 1
+        elif d["reason"] == "near_duplicate":
+            assert ev["matched_by"] and 0 < ev["similarity"] <= 1 and "edit_similarity" in ev
+            if ev["matched_by"] == ["char_edits"]:
+                assert ev["similarity"] >= P.edits.min_similarity
+
+
+def test_a_typo_copy_is_found_whatever_its_word_jaccard():
+    a = "Please explain why the sky looks blue on a clear afternoon, and keep it short for a child."
+    b = "Plaese explain why teh sky looks blue on a clear aftrenoon, and keep it shrot for a child."
+    recs = [rec("t:1", a, "Sunlight scatters off air molecules; blue scatters most."),
+            rec("t:2", b, "Sunlight scatters off air molecules; blue scatters most.")]
+    assert dedup.dedup_records(recs, WORD_ONLY).dropped == []            # 4 typos break most word 5-grams
+    (d,) = dedup.dedup_records(recs, P).dropped
+    assert d["reason"] == "near_duplicate" and d["evidence"]["matched_by"] == ["char_edits"]
+    assert d["evidence"]["jaccard"] < 0.8 <= d["evidence"]["edit_similarity"]
+
+
+@pytest.mark.parametrize("a,b,reason", [
+    ("what is 18 + 15", "what is 18 + 16", "number"),
+    ("what is the capital of kenya", "what is the capital of peru", "substitution"),
+    ("the cat sat on the green mat", "the cat sat on the red mat", "substitution"),
+    ("我 买 了 一 门 课程", "我 买 了 一 门 手机", "substitution"),
+    ("判断 旅 行很温馨 正面", "判断 服 务很温馨 正面", "substitution"),       # a typo's space splits no CJK word
+    ("小娟有3个苹果 小娟吃了1个", "小红有3个苹果 小红吃了1个", "repeated"),
+    ("the library opens at nine", "the library opens at nine i would recommend it to everyone here", "insertion"),
+    ("teh cat sat on the mat", "the cat sat on the mat", None),            # a swap is one edit
+    # one word deleted, one character changed and "thanks" appended: under 10% of the letters
+    ("the library opens at nine and closes at six except on sundays when it stays closed for cleaning "
+     "and repairs of the old reading room", "the library opens at nine and closes at six except on sundays "
+     "when it stays closed for cleaning and repairs of the old room", None),
+    ("我们明天上午九点在学校门口集合然后一起坐大巴去郊外的森林公园野餐请大家记得带好水和雨伞",
+     "我们明天上午九点在学校门口集合然后一起坐大巴去郊外的森林公园野餐请大家记得带好水和雨衣谢谢", None),
+])
+def test_slot_check(a, b, reason):
+    assert slot_change(a, b) == reason
+
+
+def test_char_ngram_hashes_agree_with_the_ngram_sets():
+    texts = ["hello world", "ab", "", "world hello", "hello"]
+    b = normalize_batch(texts, P.normalize)
+    rows, h = char_ngram_hashes(b.cps, b.lens, 5)
+    got = [sorted(set(h[(rows == i) & (h != MAX_HASH)].tolist())) for i in range(len(texts))]
+    norm = b.texts()
+    want = [sorted({t[k:k + 5] for k in range(max(1, len(t) - 4))}) if t else [] for t in norm]
+    assert [len(g) for g in got] == [len(w) for w in want]
+    assert set(got[0]) & set(got[3]) and len(set(got[0]) & set(got[4])) == 1   # "hello" is shared once
+    assert got[2] == [] and len(got[1]) == 1
+    sig = oph_signatures(rows, h, len(texts), 16)
+    assert (sig[:, 2] == MAX_HASH).all() and (sig[:, 0] != MAX_HASH).all()    # short rows are densified
+
+
+def test_the_long_row_prefilter_keeps_typo_copies_and_drops_unrelated_rows():
+    rng = np.random.default_rng(0)
+    words = [f"w{k}" for k in range(400)]
+    base = " ".join(rng.choice(words, 120))
+    other = " ".join(rng.choice(words, 120))            # same vocabulary: shares many char 5-grams
+    typo = base.replace("w1", "w!1", 3)
+    res = dedup.find_duplicates([base, other, typo], P)
+    assert res.component.tolist() == [0, 1, 0]
+    norm = [normalize(t, P.normalize) for t in (base, typo)]
+    assert edit_similarity(norm[:1], norm[1:])[0] >= 0.8
