@@ -12,5 +12,5 @@ fi
 pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; }
 pip_install "torch==2.13.0"
 pip_install -c constraints.txt -e ".[test]"
-if [ -n "${SFTPIPE_BENCH:-}" ]; then pip_install -c constraints.txt -e ".[bench]"; fi  # TRL, for bench/ only
+if [ -n "${SFTPIPE_BENCH:-}" ]; then pip_install -c constraints.txt -e ".[bench]"; fi  # TRL and rensa, peers for bench/ only
 echo "setup: ready (.venv)"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .io import iter_jsonl
 
-FILTER_STAGES = ("dedup", "label_noise", "perplexity", "split")
+FILTER_STAGES = ("clean", "dedup", "label_noise", "perplexity", "split")
 
 
 def _read(path: Path) -> list[dict]:
@@ -34,7 +34,7 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
     collected = {r["id"] for r in _read(data / "collected" / "data.jsonl")}
     if not collected & set(truth):
         return {}
-    out = {}
+    out = _clean_truth(truth, data, collected)
     dedup_drop = {d["id"] for d in _read(data / "dedup" / "dropped.jsonl")}
     pairs = [(i, t["of"], t["defect"]) for i, t in truth.items() if t["defect"] in ("exact_dup", "near_dup")
              and i in collected]
@@ -71,6 +71,47 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
     return out
 
 
+def _clean_truth(truth: dict[str, dict], data: Path, collected: set) -> dict:
+    """Share of injected text defects that clean repaired to the expected text, per kind, and
+    share of defect-free rows it changed at all."""
+    kept = {r["id"]: r for r in _read(data / "clean" / "kept.jsonl")}
+    if not kept:
+        return {}
+    dropped = {d["id"] for d in _read(data / "clean" / "dropped.jsonl")}
+    done: dict[str, list[int]] = {}
+    for i, t in truth.items():
+        if t.get("defect") != "clean_defect" or i not in collected:
+            continue
+        ok = (i in dropped) if not t["expected"] else (i in kept and kept[i]["messages"][-1]["content"] == t["expected"])
+        cell = done.setdefault(t["clean_defect"], [0, 0])
+        cell[0] += ok
+        cell[1] += 1
+    plain = [i for i in collected if truth.get(i, {}).get("defect") is None and i in kept]
+    changed = sum(1 for i in plain if kept[i]["meta"].get("clean"))
+    total = sum(b for _, b in done.values())
+    return {"clean_repaired": round(sum(a for a, _ in done.values()) / total, 4) if total else None,
+            "clean_repaired_by_kind": {k: round(a / b, 4) for k, (a, b) in sorted(done.items())},
+            "clean_defect_free_rows_changed": round(changed / max(len(plain), 1), 4)}
+
+
+def _clean_examples(data: Path, metrics: Path, examples: int) -> list[str]:
+    """Rows changed per rule, with before/after snippets (PII rules show only the masked text)."""
+    m = _json(metrics / "clean.json")
+    by_rule = m.get("rows_changed_by_rule", {})
+    if not by_rule:
+        return []
+    shown = _json(data / "clean" / "details.json").get("examples", {})
+    lines = ["## What clean changed", "", f"{m.get('rows_changed', 0)} of {m.get('rows_in', 0)} rows changed; "
+             "every changed row lists its rules in `meta.clean`.", ""]
+    for rule, n in by_rule.items():
+        lines.append(f"### clean / {rule} ({n} rows)")
+        for ex in shown.get(rule, [])[:examples]:
+            before = f"\"{ex['before']}\" → " if "before" in ex else ""
+            lines.append(f"- `{ex['id']}` message {ex['message']}: {before}\"{ex['after']}\"")
+        lines.append("")
+    return lines
+
+
 def _excerpt(rec: dict, n: int = 90) -> str:
     text = " / ".join(m["content"] for m in rec["messages"] if m["role"] != "system")
     text = text.replace("\n", " ").replace("|", "\\|")
@@ -105,7 +146,8 @@ def data_card(data: Path, metrics: Path, quality: dict, examples: int = 2) -> st
     lines += ["", "## Pictures", "", "PNG files beside this card (`dvc plots show` embeds them too); they need no "
               "network to view.", ""]
     lines += [f"![{title}]({path})" for title, path in PICTURES]
-    lines += ["", "## Why rows were dropped, with examples", ""]
+    lines += [""] + _clean_examples(data, metrics, examples)
+    lines += ["## Why rows were dropped, with examples", ""]
     quarantine = _read(data / "collected" / "quarantine.jsonl")
     for reason, n in Counter(q["reason"] for q in quarantine).most_common():
         lines.append(f"### collect / {reason} ({n} rows)")

@@ -6,7 +6,7 @@ from stages._common import log, stage
 
 
 @stage("dedup", help="Remove exact and near duplicates (MinHash LSH, datasketch-compatible).")
-@click.option("--inp", default="data/collected/data.jsonl", show_default=True)
+@click.option("--inp", default="data/clean/kept.jsonl", show_default=True)
 @click.option("--out", default="data/dedup", show_default=True)
 @click.option("--metrics", default="metrics/dedup.json", show_default=True)
 @click.option("--plot", default="metrics/plots/dedup_clusters.csv", show_default=True)

@@ -283,28 +283,38 @@ def test_dvc_yaml_lists_every_dedup_key_split_reads_and_no_other(records):
     params = _split_stage_params()
     listed = {k.split(".", 1)[1] for k in params if isinstance(k, str) and k.startswith("dedup.")}
     assert "dedup" not in params
-    assert listed | {"threshold", "keep", "field", "exact", "near", "num_proc"} == set(DedupParams.model_fields)
+    assert listed | {"threshold", "keep", "field", "exact", "near", "num_proc", "semantic"} == \
+        set(DedupParams.model_fields)
     rows = records[:700]
     split = SplitParams(decontam_min_overlap=0.2)
     ids = lambda parts: {s: [(r["id"], r["meta"]["split_group"]) for r in parts[s]] for s in SPLITS}  # noqa: E731
     parts, res = split_records(rows, split, DP)
     base = (ids(parts), [d["id"] for d in res.dropped])
     ignored = {"threshold": 0.95, "keep": "lowest_id", "field": "prompt", "exact": False, "near": False,
-               "num_proc": 2}
+               "num_proc": 2, "semantic": DP.semantic.model_copy(update={"enabled": False, "threshold": 0.5})}
     for key, value in ignored.items():
         parts, res = split_records(rows, split, DP.model_copy(update={key: value}))
         assert (ids(parts), [d["id"] for d in res.dropped]) == base, key
     read = {"normalize": DP.normalize.model_copy(update={"punctuation": False, "lowercase": False}),
             "shingle": "char", "word_ngram": 2, "char_ngram": 2, "num_perm": 16, "bands": 1, "rows": 16,
-            "verify": False, "seed": 5}
+            "verify": False, "seed": 5, "edits": DP.edits.model_copy(update={"min_similarity": 0.5}),
+            "slot_check": False}
     assert set(read) == listed
+    # the word pass's keys are seen with the typo pass and the slot check off (they find or reject
+    # most of what another word pass setting changes);
     # the signature's size and seed matter only through candidates the estimate accepts (verify off)
-    estimated = DP.model_copy(update={"verify": False})
-    parts, res = split_records(rows, split, estimated)
-    base_estimated = (ids(parts), [d["id"] for d in res.dropped])
+    word = DP.model_copy(update={"edits": DP.edits.model_copy(update={"enabled": False}), "slot_check": False})
+    estimated = word.model_copy(update={"verify": False})
+    bases = {}
+    noslot = DP.model_copy(update={"slot_check": False})   # else the slot check rejects what looser edits add
+    for name, p in (("word", word), ("estimated", estimated), ("noslot", noslot)):
+        parts, res = split_records(rows, split, p)
+        bases[name] = (ids(parts), [d["id"] for d in res.dropped])
     for key, value in read.items():
         update = {"bands": 1, "rows": 16} if key in ("bands", "rows") else {key: value}   # misses pairs
-        start, against = (estimated, base_estimated) if key in ("num_perm", "seed") else (DP, base)
+        start, against = ((estimated, bases["estimated"]) if key in ("num_perm", "seed") else
+                          (noslot, bases["noslot"]) if key == "edits" else (DP, base) if key == "slot_check"
+                          else (word, bases["word"]))
         parts, res = split_records(rows, split, start.model_copy(update=update))
         assert (ids(parts), [d["id"] for d in res.dropped]) != against, key
 

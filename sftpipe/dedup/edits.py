@@ -123,10 +123,11 @@ def _fmix32_inplace(h: np.ndarray) -> None:
 def _densify(sig: np.ndarray, empty: np.ndarray, bins: int) -> np.ndarray:
     """Fill each empty bin from the next non-empty bin to its right (circularly), the value
     mixed with the distance so that borrowed values differ from the lender's own."""
-    cand = np.where(np.concatenate([~empty, ~empty], axis=1), np.arange(2 * bins), 4 * bins)
-    nxt = np.minimum.accumulate(cand[:, ::-1], axis=1)[:, ::-1][:, :bins]   # next non-empty bin, < 2*bins
-    dist = (nxt - np.arange(bins)).astype(np.uint32)
-    src = np.take_along_axis(sig, nxt % bins, axis=1)
+    pos = np.where(empty, np.int16(2 * bins), np.arange(bins, dtype=np.int16))   # int16: a quarter of the traffic
+    ahead = np.minimum.accumulate(np.concatenate([pos, pos + np.int16(bins)], axis=1)[:, ::-1], axis=1)
+    nxt = ahead[:, :bins - 1:-1]                       # next non-empty bin at or after each bin, < 2*bins
+    dist = (nxt - np.arange(bins, dtype=np.int16)).astype(np.uint32)
+    src = np.take_along_axis(sig, (nxt % np.int16(bins)).astype(np.intp), axis=1)
     mixed = _fmix(src ^ (dist * _MIX), _F32)
     return np.where(empty, mixed, sig)
 
@@ -219,6 +220,8 @@ def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08) -
     * ``"insertion"``: whole tokens inserted or deleted add up to more than ``max_indel`` of
       the shorter text's letters (single characters aside).
     """
+    if a == b:
+        return None                        # equal once normalized: case, spacing, punctuation, width
     if _DIGITS.findall(a) != _DIGITS.findall(b):
         return "number"
     from rapidfuzz.distance import OSA

@@ -75,9 +75,13 @@ _FULLWIDTH = {c: chr(ord(c) + 0xFEE0) for c in "0123456789ABCDEFGHIJKLMNOPQRSTUV
 
 
 def near_duplicate(rng: random.Random, text: str, lang: str, long: bool) -> tuple[str, str]:
-    """(perturbed text, edit kind). Normalization-level edits, or a small edit near the end of long rows."""
-    kinds = ["case", "spacing", "punctuation", "fullwidth"] + (["tail_edit"] * 3 if long else [])
+    """(perturbed text, edit kind). Normalization-level edits, typos (3% of the characters: what
+    word 5-grams miss), or a small edit near the end of long rows."""
+    kinds = ["case", "spacing", "punctuation", "fullwidth", "typo", "typo"] + (["tail_edit"] * 3 if long else [])
     kind = rng.choice(kinds)
+    if kind == "typo":
+        from .dupbench import typo
+        return typo(rng, text, 0.03), kind
     if kind == "case":
         out = text.upper() if lang == "en" and rng.random() < 0.3 else text.swapcase()
         if out == text:  # no letters to change case of (Chinese): fall back to spacing
