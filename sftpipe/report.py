@@ -43,7 +43,12 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
         ps = [(i, o) for i, o, k in pairs if k == kind]
         caught = sum(1 for i, o in ps if i in dedup_drop or o in dedup_drop)
         out[f"dedup_{kind}_recall"] = round(caught / len(ps), 4) if ps else None
-    others = collected - in_pair
+    # paraphrases the generator made by chance: the same task slots in another template, same answer
+    natural = _natural_paraphrases(truth, data)
+    need = sum(len(g) - 1 for g in natural)
+    found = sum(min(len(g & dedup_drop), len(g) - 1) for g in natural)
+    out["dedup_paraphrase_recall"] = round(found / need, 4) if need else None
+    others = collected - in_pair - set().union(*natural)
     out["dedup_other_rows_dropped"] = round(len(dedup_drop & others) / max(len(others), 1), 4)
 
     ln_in = {r["id"] for r in _read(data / "dedup" / "kept.jsonl")}
@@ -69,6 +74,19 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
     out["final_defective_rows"] = len(bad)
     out["final_defect_rate"] = round(len(bad) / max(len(final), 1), 4)
     return out
+
+
+def _natural_paraphrases(truth: dict[str, dict], data: Path) -> list[set]:
+    """Groups of collected rows with the same task slots (truth ``slots``) and the same normalized
+    final answer: the same request in other words with the same answer."""
+    from .dedup.semantic import normalize_text
+
+    groups: dict[tuple, set] = {}
+    for r in _read(data / "collected" / "data.jsonl"):
+        slots = truth.get(r["id"], {}).get("slots")
+        if slots:
+            groups.setdefault((slots, normalize_text(r["messages"][-1]["content"])), set()).add(r["id"])
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def _clean_truth(truth: dict[str, dict], data: Path, collected: set) -> dict:

@@ -80,3 +80,31 @@ def test_data_card_shows_every_stage_picture_by_its_path(tmp_path):
     assert shown == [f"![{title}]({path})" for title, path in PICTURES]
     assert [p for _, p in PICTURES] == ["plots/dedup_clusters.png", "plots/label_issues.png", "plots/perplexity.png",
                                         "plots/training_curves.png"]
+
+
+def test_clean_and_paraphrases_are_measured_against_the_truth(tmp_path):
+    """clean: a defect counts as repaired only when the kept text is the expected one; a defect-free
+    row it changed is counted. dedup: rows with the same task slots and the same answer are paraphrases
+    it should reduce to one; a dropped row outside any injected pair or paraphrase group is an error."""
+    d, m, truth = build(tmp_path)
+    rows = [rec(i) for i in range(10)]
+    truth["s:8"] = {"id": "s:8", "defect": "clean_defect", "clean_defect": "html", "expected": "a8"}
+    truth["s:9"] = {"id": "s:9", "defect": "clean_defect", "clean_defect": "mojibake", "expected": "right"}
+    truth["s:0"]["slots"] = truth["s:7"]["slots"] = "('en', 'x')"
+    rows[7]["messages"][-1]["content"] = "A0!"            # same answer as s:0 once normalized
+    rows[2]["meta"] = {"clean": ["whitespace"]}           # a defect-free row that clean changed
+    write_jsonl(d / "collected" / "data.jsonl", rows)
+    write_jsonl(d / "clean" / "kept.jsonl", rows)         # s:9 kept with the wrong text
+    write_jsonl(d / "clean" / "dropped.jsonl", [])
+    write_jsonl(d / "dedup" / "dropped.jsonl", [drop(rows[1], "dedup", "exact_duplicate", kept_id="s:0"),
+                                                drop(rows[7], "dedup", "paraphrase", kept_id="s:0")])
+    q = truth_metrics(truth, d)
+    assert q["clean_repaired"] == 0.5 and q["clean_repaired_by_kind"] == {"html": 1.0, "mojibake": 0.0}
+    assert q["clean_defect_free_rows_changed"] == round(1 / 3, 4)   # s:2 of the defect-free s:0, s:2, s:7
+    assert q["dedup_paraphrase_recall"] == 1.0 and q["dedup_other_rows_dropped"] == 0.0
+    write_json(m / "clean.json", {"rows_in": 10, "kept": 10, "dropped": 0, "rows_changed": 1,
+                                  "rows_changed_by_rule": {"whitespace": 1}})
+    write_json(d / "clean" / "details.json", {"examples": {"whitespace": [{"id": "s:2", "message": 1,
+                                                                          "before": "a2  ", "after": "a2"}]}})
+    card = data_card(d, m, q)
+    assert "| clean | 10 | 10 | 0 |" in card and '`s:2` message 1: "a2  " → "a2"' in card

@@ -51,8 +51,10 @@ def clean_rows(sample_params: SampleParams, rng: random.Random) -> list[dict]:
                 msgs = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.1 else []
                 for it in turns:
                     msgs += [{"role": "user", "content": it.prompt}, {"role": "assistant", "content": it.response}]
-                rows.append({"messages": msgs, "label": cat, "lang": lang,
-                             "long": cat == "invitation"})
+                # the task slots without the template: rows that share them and the answer are
+                # paraphrases the generator made by chance, which dedup should find (report uses it)
+                rows.append({"messages": msgs, "label": cat, "lang": lang, "long": cat == "invitation",
+                             "slots": ";".join(repr(it.key[:-1]) for it in turns)})
     return rows
 
 
@@ -67,7 +69,7 @@ def _mojibake_source(texts: list[str], rng: random.Random) -> str:
 def inject(sample_params: SampleParams, rows: list[dict], rng: random.Random) -> list[dict]:
     """Add duplicates and corrupt disjoint subsets; every row gets a ``truth`` dict."""
     for r in rows:
-        r["truth"] = {"category": r["label"], "defect": None}
+        r["truth"] = {"category": r["label"], "defect": None, "slots": r["slots"]}
     n = len(rows)
     order = list(range(n))
     rng.shuffle(order)
