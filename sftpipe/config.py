@@ -170,6 +170,7 @@ class DedupParams(Section):
     slot_check: bool = True     # never join rows whose numbers differ or a word / CJK run is replaced
     semantic: SemanticDedupParams = SemanticDedupParams()
     keep: Literal["longest_response", "shortest_response", "lowest_id"] = "longest_response"
+    prefer_typical: bool = True   # first keep the member with the fewest tokens seen in no other row (typos)
     seed: int = 1
     num_proc: int = Field(1, ge=1)
 
@@ -212,6 +213,7 @@ class PerplexityParams(Section):
     min_ppl: float | None = Field(None, gt=0.0)
     max_ppl: float | None = Field(None, gt=0.0)
     mad_k: float | None = Field(3.0, gt=0.0)    # robust z-score bound on log-perplexity
+    skip_placeholders: bool = True              # score text without clean's <EMAIL>, <PHONE>, ... masks
 
     @field_validator("group_by")
     @classmethod

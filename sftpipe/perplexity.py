@@ -18,18 +18,33 @@ the score, the bounds and the rule that cut them.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 import numpy as np
 
+from .clean.pii import PLACEHOLDERS
 from .config import PerplexityParams
 from .model.formatting import IGNORE, encode, pad_batch
 from .ledger import FilterResult, drop
 from .schema import last_turn_split, prompt_text, response_text
 
 
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
+
+
+def without_placeholders(rec: dict) -> dict:
+    """``rec`` with clean's PII placeholders cut out of every message (for scoring only)."""
+    if not any(_PLACEHOLDER.search(m["content"]) for m in rec["messages"]):
+        return rec
+    return {**rec, "messages": [{**m, "content": _PLACEHOLDER.sub("", m["content"])} for m in rec["messages"]]}
+
+
 def encode_for_scoring(tokenizer, rec: dict, ppl_params: PerplexityParams) -> tuple[list[int], list[bool]]:
-    """Token ids and which positions are scored, per ``perplexity.mode`` and ``perplexity.template``."""
+    """Token ids and which positions are scored, per ``perplexity.mode`` and ``perplexity.template``
+    (without PII placeholders under ``perplexity.skip_placeholders``)."""
+    if ppl_params.skip_placeholders:
+        rec = without_placeholders(rec)
     if ppl_params.template == "chat":
         enc = encode(tokenizer, rec["messages"], loss_on="all" if ppl_params.mode == "full" else "last_turn")
         scored = [lab != IGNORE for lab in enc.labels]

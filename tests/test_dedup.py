@@ -276,7 +276,7 @@ def cluster_records():
 @pytest.mark.parametrize("keep,kept", [("longest_response", "s:2"), ("shortest_response", "s:9"),
                                        ("lowest_id", "s:2")])
 def test_keep_policy(keep, kept):
-    res = dedup.dedup_records(cluster_records(), DedupParams(keep=keep, field="prompt"))
+    res = dedup.dedup_records(cluster_records(), DedupParams(keep=keep, field="prompt", prefer_typical=False))
     assert sorted(r["id"] for r in res.kept) == sorted([kept, "s:3"])
     assert {d["evidence"]["kept_id"] for d in res.dropped} == {kept}
 
@@ -288,7 +288,7 @@ def test_keep_policy_measures_the_response_not_the_whole_row(keep, kept):
             rec("k:2", EN, "From nine to six, except Sundays.")]
     assert len(recs[0]["messages"][1]["content"]) < len(recs[1]["messages"][1]["content"])
     assert len(full_text(recs[0])) > len(full_text(recs[1]))
-    res = dedup.dedup_records(recs, DedupParams(keep=keep, field="prompt"))
+    res = dedup.dedup_records(recs, DedupParams(keep=keep, field="prompt", prefer_typical=False))
     assert [r["id"] for r in res.kept] == [kept]
     assert [d["evidence"]["kept_id"] for d in res.dropped] == [kept]
 
@@ -367,7 +367,7 @@ def test_empty_input_and_rows_without_duplicates_keep_everything():
 def test_exact_and_near_copies_get_their_own_reason_and_evidence():
     """A byte-identical copy is an exact duplicate (Jaccard 1, no estimate); an edited copy is a near
     duplicate whose evidence holds its exact Jaccard and MinHash estimate with the kept row, to 4 places."""
-    p = DedupParams(field="prompt")
+    p = DedupParams(field="prompt", prefer_typical=False)
     recs = [rec("d:1", EN, "the longest reply"), rec("d:2", EN, "short"), rec("d:3", EN + " And more.", "mid")]
     res = dedup.dedup_records(recs, p)
     assert [r["id"] for r in res.kept] == ["d:1"]

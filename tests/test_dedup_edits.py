@@ -125,3 +125,17 @@ def test_the_long_row_prefilter_keeps_typo_copies_and_drops_unrelated_rows():
     assert res.component.tolist() == [0, 1, 0]
     norm = [normalize(t, P.normalize) for t in (base, typo)]
     assert edit_similarity(norm[:1], norm[1:])[0] >= 0.8
+
+
+def test_the_original_survives_its_longer_typo_copy():
+    """A doubled key makes the copy's answer longer, so longest_response alone keeps the typo."""
+    others = [rec(f"o:{k}", f"Tell me about the river number {k}.", f"The river number {k} is long and the water "
+                  f"is cold in the winter.") for k in range(5)]
+    orig = rec("a:1", "Tell me about the old river.", "The old river is long and the water is cold in the winter.")
+    copy = rec("a:2", "Tell me about the old river.", "The old river is long and teh water is cold in the wintter.")
+    recs = others + [orig, copy]
+    res = dedup.dedup_records(recs, P)
+    assert [d["id"] for d in res.dropped] == ["a:2"] and res.dropped[0]["evidence"]["kept_id"] == "a:1"
+    plain = dedup.dedup_records(recs, P.model_copy(update={"prefer_typical": False}))
+    assert [d["id"] for d in plain.dropped] == ["a:1"]
+    assert dedup.rare_tokens(recs, [5, 6]) == {5: 0, 6: 2}      # "teh", "wintter" occur nowhere else

@@ -352,3 +352,17 @@ def test_plot_groups_lists_every_scored_row_with_its_groups_bounds():
     # no rule: lower 0 means no lower cut (None), and no upper cut
     res = perplexity_filter(rows, scores, PerplexityParams(mad_k=None, group_by="none"))
     assert plot_groups(res) == {"all": {"scores": [2.0, 5.0, 50.0, 3.0], "lower": None, "upper": None}}
+
+
+def test_pii_placeholders_are_not_scored(tiny_tokenizer):
+    """No model has seen <PHONE>: scored in, it made masked rows look like garbage."""
+    from sftpipe.perplexity import without_placeholders
+
+    masked = rec(0, "联系方式？", "联系电话：<PHONE>，邮箱 <EMAIL>。")
+    plain = rec(1, "联系方式？", "联系电话：，邮箱 。")
+    assert without_placeholders(masked)["messages"] == plain["messages"]
+    on, off = PerplexityParams(), PerplexityParams(skip_placeholders=False)
+    assert encode_for_scoring(tiny_tokenizer, masked, on) == encode_for_scoring(tiny_tokenizer, plain, on)
+    assert encode_for_scoring(tiny_tokenizer, masked, off) != encode_for_scoring(tiny_tokenizer, plain, off)
+    untouched = rec(2, "a <b> c", "x < y")
+    assert without_placeholders(untouched) is untouched

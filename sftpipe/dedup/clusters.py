@@ -32,7 +32,7 @@ import numpy as np
 from .. import ledger
 from ..config import DedupParams
 from ..ledger import FilterResult
-from ..schema import response_text, text_of
+from ..schema import full_text, response_text, text_of
 from .lsh import candidate_pairs, estimated_jaccard, exact_jaccard, union_find
 from .sketch import Sketches, normalize, sketch_batch, sorted_unique
 
@@ -279,14 +279,45 @@ def _id_key(rid) -> tuple:
     return tuple((int(tok), tok) if k % 2 else tok for k, tok in enumerate(parts))
 
 
-def _survivors(records: list[dict], component: np.ndarray, keep: str) -> np.ndarray:
-    """Index of the kept record of each record's cluster, by the keep policy."""
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def _tokens(text: str) -> list[str]:
+    """Words, and character bigrams inside runs of CJK characters (Chinese has no spaces)."""
+    out = []
+    for w in _TOKEN.findall(text.casefold()):
+        if _CJK_RUN.search(w):
+            out += [w[k:k + 2] for k in range(max(1, len(w) - 1))]
+        else:
+            out.append(w)
+    return out
+
+
+_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def rare_tokens(records: list[dict], rows: list[int]) -> dict[int, int]:
+    """For each of ``rows``: how many of its tokens occur in no other record of ``records``.
+
+    A typo makes such a token (``teh``, ``Tehrna``, a new character bigram); the correct spelling
+    is shared with other rows. Counted over distinct tokens per record."""
+    toks = [set(_tokens(full_text(r))) for r in records]
+    df: Counter = Counter()
+    for t in toks:
+        df.update(t)
+    return {i: sum(df[t] == 1 for t in toks[i]) for i in rows}
+
+
+def _survivors(records: list[dict], component: np.ndarray, keep: str, prefer_typical: bool = False) -> np.ndarray:
+    """Index of the kept record of each record's cluster, by the keep policy (after the fewest
+    rare tokens, with ``prefer_typical``)."""
     n = len(records)
     survivor = np.arange(n)
     members = defaultdict(list)
     counts = np.bincount(component)
     for i in np.flatnonzero(counts[component] > 1).tolist():
         members[int(component[i])].append(i)
+    rare = rare_tokens(records, [i for g in members.values() for i in g]) if prefer_typical and members else {}
     for group in members.values():
         if keep == "lowest_id":
             key = lambda i: (_id_key(records[i]["id"]), i)
@@ -294,7 +325,7 @@ def _survivors(records: list[dict], component: np.ndarray, keep: str) -> np.ndar
             key = lambda i: (-len(response_text(records[i])), _id_key(records[i]["id"]), i)
         else:
             key = lambda i: (len(response_text(records[i])), _id_key(records[i]["id"]), i)
-        survivor[group] = min(group, key=key)
+        survivor[group] = min(group, key=(lambda i: (rare[i], key(i))) if rare else key)
     return survivor
 
 
@@ -346,7 +377,7 @@ def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResul
     if len(sem_pairs):
         comp = union_find(n, np.concatenate([np.stack([np.arange(n), comp], axis=1), sem_pairs]))
     size = np.bincount(comp)[comp]           # per row: its cluster's size
-    survivor = _survivors(records, comp, dedup_params.keep)
+    survivor = _survivors(records, comp, dedup_params.keep, dedup_params.prefer_typical)
     dropped_idx = np.flatnonzero(survivor != np.arange(n))
     exact = np.array([texts[i] == texts[survivor[i]] for i in dropped_idx.tolist()], dtype=bool)
     near_idx = dropped_idx[~exact]
