@@ -38,8 +38,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+# Line breaks to str.splitlines() and many JSONL readers, which JSON leaves raw in strings when
+# ensure_ascii is off (the other ones, below U+0020, it escapes anyway)
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """One JSON line: readable UTF-8, keys sorted, and no character any reader takes for a line break."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).translate(_LINE_BREAKS)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:

@@ -124,8 +124,9 @@ def _clean_examples(data: Path, metrics: Path, examples: int) -> list[str]:
     for rule, n in by_rule.items():
         lines.append(f"### clean / {rule} ({n} rows)")
         for ex in shown.get(rule, [])[:examples]:
-            before = f"\"{ex['before']}\" → " if "before" in ex else ""
-            lines.append(f"- `{ex['id']}` message {ex['message']}: {before}\"{ex['after']}\"")
+            one = lambda t: t.replace("\n", "\\n").replace("|", "\\|")   # noqa: E731 (one card line)
+            before = f"\"{one(ex['before'])}\" → " if "before" in ex else ""
+            lines.append(f"- `{ex['id']}` message {ex['message']}: {before}\"{one(ex['after'])}\"")
         lines.append("")
     return lines
 

@@ -345,3 +345,14 @@ def test_cli_params_path_is_a_directory_is_one_line(tmp_path):
                            "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert_one_line_error(proc, str(tmp_path))
+
+
+def test_jsonl_lines_survive_readers_that_split_on_unicode_line_breaks(tmp_path):
+    """JSON leaves U+2028/U+2029/U+0085 raw inside strings; str.splitlines() (and many JSONL
+    readers) break lines there. The clean stage's own input has them (a defect it repairs)."""
+    from sftpipe.io import read_jsonl, write_jsonl
+
+    rows = [{"id": "a", "text": "one\u2028two\u2029three\x85four\x0bfive"}, {"id": "b", "text": "ok"}]
+    write_jsonl(tmp_path / "x.jsonl", rows)
+    raw = (tmp_path / "x.jsonl").read_text(encoding="utf-8")
+    assert [json.loads(x) for x in raw.splitlines()] == rows == read_jsonl(tmp_path / "x.jsonl")
