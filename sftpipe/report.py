@@ -31,7 +31,8 @@ def _prf(found: set, truth: set) -> dict:
 
 def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
     """Each filter measured against injected defects, over the rows that reached it."""
-    collected = {r["id"] for r in _read(data / "collected" / "data.jsonl")}
+    collected_rows = _read(data / "collected" / "data.jsonl")
+    collected = {r["id"] for r in collected_rows}
     if not collected & set(truth):
         return {}
     out = _clean_truth(truth, data, collected)
@@ -44,7 +45,7 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
         caught = sum(1 for i, o in ps if i in dedup_drop or o in dedup_drop)
         out[f"dedup_{kind}_recall"] = round(caught / len(ps), 4) if ps else None
     # paraphrases the generator made by chance: the same task slots in another template, same answer
-    natural = _natural_paraphrases(truth, data)
+    natural = _natural_paraphrases(truth, collected_rows)
     need = sum(len(g) - 1 for g in natural)
     found = sum(min(len(g & dedup_drop), len(g) - 1) for g in natural)
     out["dedup_paraphrase_recall"] = round(found / need, 4) if need else None
@@ -76,13 +77,13 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
     return out
 
 
-def _natural_paraphrases(truth: dict[str, dict], data: Path) -> list[set]:
+def _natural_paraphrases(truth: dict[str, dict], collected: list[dict]) -> list[set]:
     """Groups of collected rows with the same task slots (truth ``slots``) and the same normalized
     final answer: the same request in other words with the same answer."""
     from .dedup.semantic import normalize_text
 
     groups: dict[tuple, set] = {}
-    for r in _read(data / "collected" / "data.jsonl"):
+    for r in collected:
         slots = truth.get(r["id"], {}).get("slots")
         if slots:
             groups.setdefault((slots, normalize_text(r["messages"][-1]["content"])), set()).add(r["id"])
@@ -124,11 +125,15 @@ def _clean_examples(data: Path, metrics: Path, examples: int) -> list[str]:
     for rule, n in by_rule.items():
         lines.append(f"### clean / {rule} ({n} rows)")
         for ex in shown.get(rule, [])[:examples]:
-            one = lambda t: t.replace("\n", "\\n").replace("|", "\\|")   # noqa: E731 (one card line)
-            before = f"\"{one(ex['before'])}\" → " if "before" in ex else ""
-            lines.append(f"- `{ex['id']}` message {ex['message']}: {before}\"{one(ex['after'])}\"")
+            before = f"\"{_one_line(ex['before'])}\" → " if "before" in ex else ""
+            lines.append(f"- `{ex['id']}` message {ex['message']}: {before}\"{_one_line(ex['after'])}\"")
         lines.append("")
     return lines
+
+
+def _one_line(text: str) -> str:
+    """``text`` as it can stand in one line of the card: newlines shown as \\n, pipes escaped."""
+    return text.replace("\n", "\\n").replace("|", "\\|")
 
 
 def _excerpt(rec: dict, n: int = 90) -> str:

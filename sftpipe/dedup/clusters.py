@@ -33,6 +33,7 @@ from .. import ledger
 from ..config import DedupParams
 from ..ledger import FilterResult
 from ..schema import full_text, response_text, text_of
+from .edits import _CJK_CHAR
 from .lsh import candidate_pairs, estimated_jaccard, exact_jaccard, union_find
 from .sketch import Sketches, normalize, sketch_batch, sorted_unique
 
@@ -77,7 +78,7 @@ def _sketch_chunk(args) -> Sketches:
     ed = dedup_params.edits
     return sketch_batch(texts, dedup_params.normalize, dedup_params.shingle, dedup_params.word_ngram,
                         dedup_params.char_ngram, dedup_params.num_perm, dedup_params.seed,
-                        ed.ngram if ed.enabled else 0, ed.bins if ed.enabled else 0)
+                        ed.ngram if ed.enabled else 0, ed.bins if ed.enabled else 0, dedup_params.slot_check)
 
 
 def _pool_context():
@@ -105,7 +106,8 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
     so that at most one chunk's copy is alive besides the result."""
     sig = np.empty((num_perm, n), dtype=np.uint32)
     offsets = np.zeros(n + 1, dtype=np.int64)
-    flats, modes, edit_sigs, norm = [], [], [], []
+    flats, modes, edit_sigs = [], [], []
+    norm: list[str] | None = []
     r = f = 0
     for part in parts:
         k = part.sig.shape[1]
@@ -115,6 +117,9 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
         modes.append(part.char_mode)
         if part.edit_sig is not None:
             edit_sigs.append(part.edit_sig)
+        if part.norm is None:
+            norm = None
+        elif norm is not None:
             norm += part.norm
         r += k
         f += len(part.flat)
@@ -122,7 +127,7 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
     return Sketches(sig=sig, flat=flat, offsets=offsets,
                     char_mode=np.concatenate(modes) if modes else np.zeros(0, dtype=bool),
                     edit_sig=np.concatenate(edit_sigs, axis=1) if edit_sigs else None,
-                    norm=norm if edit_sigs else None)
+                    norm=norm)
 
 
 def exact_groups(texts: list[str]) -> np.ndarray:
@@ -156,10 +161,12 @@ def edit_candidates(sk: Sketches, edits) -> tuple[np.ndarray, np.ndarray]:
     lens = np.fromiter(map(len, sk.norm), dtype=np.int64, count=len(sk.norm))
     pairs = candidate_pairs(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0))
     la, lb = lens[pairs[:, 0]], lens[pairs[:, 1]]
-    pairs = pairs[np.minimum(la, lb) >= edits.min_similarity * np.maximum(la, lb)]  # else the distance is too big
+    shorter = np.minimum(la, lb)
+    close = shorter >= edits.min_similarity * np.maximum(la, lb)       # else the distance is too big
+    pairs, shorter = pairs[close], shorter[close]
     # long rows fill every bin with their own n-grams, so the estimate is sharp there (sd ~0.04):
     # unrelated rows of one domain that met in a band go before the costlier edit check
-    keep = np.minimum(lens[pairs[:, 0]], lens[pairs[:, 1]]) < edits.bins + edits.ngram - 1
+    keep = shorter < edits.bins + edits.ngram - 1
     long = np.flatnonzero(~keep)
     keep[long] = estimated_jaccard(pairs[long], sk.edit_sig) >= edits.min_estimate
     pairs = pairs[keep]
@@ -168,12 +175,11 @@ def edit_candidates(sk: Sketches, edits) -> tuple[np.ndarray, np.ndarray]:
     return pairs[ok], sim[ok]
 
 
-def slot_reasons(sk: Sketches, pairs: np.ndarray, texts: list[str], rules) -> list[str | None]:
-    """:func:`sftpipe.dedup.edits.slot_change` of each pair's normalized texts."""
+def slot_reasons(sk: Sketches, pairs: np.ndarray) -> list[str | None]:
+    """:func:`sftpipe.dedup.edits.slot_change` of each pair's normalized texts (``sk.norm``,
+    kept by the sketch when the slot check is on)."""
     from .edits import slot_change
-    norm = sk.norm
-    get = (lambda i: norm[i]) if norm is not None else (lambda i: normalize(texts[i], rules))
-    return [slot_change(get(i), get(j)) for i, j in pairs.tolist()]
+    return [slot_change(sk.norm[i], sk.norm[j]) for i, j in pairs.tolist()]
 
 
 @dataclass(kw_only=True)
@@ -225,8 +231,7 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
                          signature=np.zeros(0, np.int8), slot=[], bands=bands, rows=rows,
                          threshold=t, verify=dedup_params.verify)
     uniq = np.flatnonzero(exact_rep == np.arange(n))
-    uniq_texts = [texts[i] for i in uniq.tolist()]
-    sk = sketch(uniq_texts, dedup_params)
+    sk = sketch([texts[i] for i in uniq.tolist()], dedup_params)
     pairs, sim, ok, _ = cluster_sketches(sk, bands, rows, t, dedup_params.verify)
     kind = np.zeros(len(pairs), dtype=np.int8)
     if dedup_params.edits.enabled:
@@ -239,7 +244,7 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
         idx = np.flatnonzero(ok)
         # both passes can propose a pair: check each distinct pair once
         distinct, inverse = np.unique(pairs[idx], axis=0, return_inverse=True)
-        reasons = slot_reasons(sk, distinct, uniq_texts, dedup_params.normalize)
+        reasons = slot_reasons(sk, distinct)
         for k, r in zip(idx.tolist(), inverse.ravel().tolist()):
             slot[k] = reasons[r]
         ok[idx] = [slot[k] is None for k in idx.tolist()]
@@ -286,14 +291,11 @@ def _tokens(text: str) -> list[str]:
     """Words, and character bigrams inside runs of CJK characters (Chinese has no spaces)."""
     out = []
     for w in _TOKEN.findall(text.casefold()):
-        if _CJK_RUN.search(w):
+        if _CJK_CHAR.search(w):
             out += [w[k:k + 2] for k in range(max(1, len(w) - 1))]
         else:
             out.append(w)
     return out
-
-
-_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def rare_tokens(records: list[dict], rows: list[int]) -> dict[int, int]:
@@ -385,7 +387,7 @@ def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResul
     jac = dict(zip(sketched.tolist(), res.jaccard(sketched, survivor[sketched]).tolist())) if len(sketched) else {}
     est = dict(zip(sketched.tolist(), res.estimate(sketched, survivor[sketched]).tolist())) if len(sketched) else {}
     edit = {}
-    if len(sketched) and res.sketches.norm is not None:
+    if len(sketched) and dedup_params.edits.enabled:
         from .edits import edit_similarity
         norm = res.sketches.norm
         a = [norm[k] for k in res.row_of[res.exact_rep[sketched]].tolist()]

@@ -47,7 +47,6 @@ from .sketch import MAX_HASH, _F32, _fmix
 
 _DIGITS = re.compile(r"\d+")
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
-_GAP = 2              # edits closer than this many equal characters form one change
 _MIX = np.uint32(0x9E3779B9)
 _POLY = np.uint32(0x01000193)       # FNV-1a's 32-bit prime
 
@@ -93,7 +92,7 @@ def char_ngram_hashes(cps: np.ndarray, lens: np.ndarray, n: int) -> tuple[np.nda
     for k in range(n):                    # positions near a row's end mix in the next row: masked below
         np.multiply(h, _POLY, out=h)
         np.add(h, c[k:k + T], out=h)
-    _fmix32_inplace(h)
+    _fmix(h, _F32, inplace=True)
     ends = np.cumsum(lens)
     for k in range(1, n):                 # the last n-1 positions of a row start no full n-gram
         h[(ends - k)[lens >= k]] = MAX_HASH
@@ -104,20 +103,9 @@ def char_ngram_hashes(cps: np.ndarray, lens: np.ndarray, n: int) -> tuple[np.nda
         for k in range(n):
             hs *= _POLY
             hs += np.where(k < lens[short], c[np.minimum(first + k, T)], np.uint32(0))
-        _fmix32_inplace(hs)
+        _fmix(hs, _F32, inplace=True)
         h[first] = hs
     return np.repeat(np.arange(len(lens)), lens), h
-
-
-def _fmix32_inplace(h: np.ndarray) -> None:
-    """MurmurHash3's fmix32 (as ``sketch._fmix`` with ``_F32``), without temporaries."""
-    s1, m1, s2, m2, s3 = (np.uint32(x) for x in _F32)
-    tmp = np.empty_like(h)
-    for shift, mult in ((s1, m1), (s2, m2), (s3, None)):
-        np.right_shift(h, shift, out=tmp)
-        np.bitwise_xor(h, tmp, out=h)
-        if mult is not None:
-            np.multiply(h, mult, out=h)
 
 
 def _densify(sig: np.ndarray, empty: np.ndarray, bins: int) -> np.ndarray:
@@ -128,7 +116,7 @@ def _densify(sig: np.ndarray, empty: np.ndarray, bins: int) -> np.ndarray:
     nxt = ahead[:, :bins - 1:-1]                       # next non-empty bin at or after each bin, < 2*bins
     dist = (nxt - np.arange(bins, dtype=np.int16)).astype(np.uint32)
     src = np.take_along_axis(sig, (nxt % np.int16(bins)).astype(np.intp), axis=1)
-    mixed = _fmix(src ^ (dist * _MIX), _F32)
+    mixed = _fmix(src ^ (dist * _MIX), _F32, inplace=True)
     return np.where(empty, mixed, sig)
 
 

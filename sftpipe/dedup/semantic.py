@@ -410,7 +410,7 @@ def semantic_pairs(records: list[dict], params=None, return_evidence: bool = Fal
             order = np.lexsort((cand[:, 1], cand[:, 0]))
             pairs, cos = cand[order], np.clip(ccos[order], -1.0, 1.0)
     if return_evidence:
-        return pairs, cos, evidence(records, pairs, params)
+        return pairs, cos, (_evidence(pairs, requests, answers, keys) if len(pairs) else [])
     return pairs, cos
 
 
@@ -422,7 +422,10 @@ def evidence(records: list[dict], pairs: np.ndarray, params=None) -> list[dict]:
         return []
     requests = [request_text(r) for r in records]
     answers = [answer_text(r) for r in records]
-    keys = _keys(requests, answers, params)
+    return _evidence(pairs, requests, answers, _keys(requests, answers, params))
+
+
+def _evidence(pairs: np.ndarray, requests: list[str], answers: list[str], keys: _Keys) -> list[dict]:
     out = []
     for i, j in np.asarray(pairs).tolist():
         weak = bool(keys.weak[i] or keys.weak[j])

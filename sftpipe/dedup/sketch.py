@@ -251,14 +251,19 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return _POW[0], _POW[1]
 
 
-def _fmix(h: np.ndarray, consts) -> np.ndarray:
+def _fmix(h: np.ndarray, consts, inplace: bool = False) -> np.ndarray:
+    """MurmurHash3's finalizer (fmix32 or fmix64 by ``consts``) of every element. ``inplace``
+    overwrites ``h`` instead of a copy; either way one scratch buffer, no temporary per step."""
     dt = h.dtype.type
     s1, m1, s2, m2, s3 = (dt(c) for c in consts)
-    h = h ^ (h >> s1)
-    h *= m1
-    h ^= h >> s2
-    h *= m2
-    h ^= h >> s3
+    if not inplace:
+        h = h.copy()
+    tmp = np.empty_like(h)
+    for shift, mult in ((s1, m1), (s2, m2), (s3, None)):
+        np.right_shift(h, shift, out=tmp)
+        np.bitwise_xor(h, tmp, out=h)
+        if mult is not None:
+            np.multiply(h, mult, out=h)
     return h
 
 
@@ -463,7 +468,7 @@ def signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int) 
     a, b = permutations(num_perm, seed)
     n = len(offsets) - 1
     out = np.full((num_perm, n), MAX_HASH, dtype=np.uint32)
-    hv = _fmix(flat.astype(np.uint32, copy=True), _F32)
+    hv = _fmix(flat.astype(np.uint32, copy=True), _F32, inplace=True)
     nonempty = np.flatnonzero(offsets[1:] > offsets[:-1])
     buf = np.empty(min(_BLOCK, len(hv)) or 1, dtype=np.uint32)
     i = 0
@@ -497,7 +502,7 @@ class Sketches:
     offsets: np.ndarray      # row i's hashes are flat[offsets[i]:offsets[i+1]]
     char_mode: np.ndarray    # bool per row
     edit_sig: np.ndarray | None = None   # (bins, rows) character signature (sftpipe.dedup.edits)
-    norm: list[str] | None = None        # normalized texts, for the edit check (with edit_sig)
+    norm: list[str] | None = None        # normalized texts, for the edit and slot checks
 
     @property
     def sizes(self) -> np.ndarray:
@@ -508,9 +513,11 @@ class Sketches:
 
 
 def sketch_batch(texts: list[str], norm, shingle: str, word_n: int, char_n: int,
-                 num_perm: int, seed: int, edit_ngram: int = 0, edit_bins: int = 0) -> Sketches:
+                 num_perm: int, seed: int, edit_ngram: int = 0, edit_bins: int = 0,
+                 keep_norm: bool = False) -> Sketches:
     """Normalize, shingle, hash and MinHash a batch of raw texts; with ``edit_bins``, also the
-    character signature of :mod:`sftpipe.dedup.edits` and the normalized texts."""
+    character signature of :mod:`sftpipe.dedup.edits`; with it or ``keep_norm``, the normalized
+    texts (the edit and slot checks compare them)."""
     b = normalize_batch(texts, norm)
     char_mode = char_mode_rows(b, shingle)
     rows, s, e = shingle_spans(b, char_mode, word_n, char_n)
@@ -520,5 +527,6 @@ def sketch_batch(texts: list[str], norm, shingle: str, word_n: int, char_n: int,
         from .edits import char_ngram_hashes, oph_signatures
         rows, hashes = char_ngram_hashes(b.cps, b.lens, edit_ngram)
         out.edit_sig = oph_signatures(rows, hashes, len(texts), edit_bins)
+    if edit_bins or keep_norm:
         out.norm = b.texts()
     return out
