@@ -46,7 +46,10 @@ def encode_for_scoring(tokenizer, rec: dict, ppl_params: PerplexityParams) -> tu
     if ppl_params.skip_placeholders:
         rec = without_placeholders(rec)
     if ppl_params.template == "chat":
-        enc = encode(tokenizer, rec["messages"], loss_on="all" if ppl_params.mode == "full" else "last_turn")
+        # a row with tool calls is scored on every assistant part (the calls and the answer)
+        loss_on = "all" if ppl_params.mode == "full" else (
+            "response" if any(m.get("tool_calls") for m in rec["messages"]) else "last_turn")
+        enc = encode(tokenizer, rec["messages"], loss_on=loss_on, tools=rec.get("tools"))
         scored = [lab != IGNORE for lab in enc.labels]
         ids = enc.input_ids
     else:

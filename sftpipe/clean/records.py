@@ -17,6 +17,10 @@ A row whose user or assistant turn is empty afterwards is dropped as ``empty_aft
 needs both sides of every exchange); a system message emptied by cleaning is left out of the
 row. Every kept row that changed gets ``meta["clean"]``: the sorted names of the rules that
 changed it. The output is a function of the input rows and the params only.
+
+Reasoning (``reasoning_content``) and tool results are text and are cleaned like any message.
+Tool-call arguments and tool schemas are structured data a function reads, and are left as
+they are (a masked e-mail in a ``send_email`` call would break the call).
 """
 
 from __future__ import annotations
@@ -142,9 +146,19 @@ def clean_records(records: list[dict], clean_params: CleanParams) -> FilterResul
             trace = [] if want else None
             new, c = _clean(m["content"], clean_params, trace)
             fired += c
+            new_m = {**m, "content": new}
             if new != m["content"]:
                 changed = True
-            new_msgs.append({**m, "content": new})
+            if m.get("reasoning_content"):
+                r, c = _clean(m["reasoning_content"], clean_params, trace)
+                fired += c
+                if r != m["reasoning_content"]:
+                    changed = True
+                    if r.strip():
+                        new_m["reasoning_content"] = r
+                    else:
+                        del new_m["reasoning_content"]
+            new_msgs.append(new_m)
             for rule, before, after in trace or ():
                 if len(examples[rule]) < want:
                     b, a = snippets(before, after)
@@ -158,7 +172,7 @@ def clean_records(records: list[dict], clean_params: CleanParams) -> FilterResul
         if changed:
             rows_changed += 1
         empty = [{"index": i, "role": m["role"]} for i, m in enumerate(new_msgs)
-                 if m["role"] != "system" and not m["content"].strip()]
+                 if m["role"] in ("user", "assistant") and not m["content"].strip() and not m.get("tool_calls")]
         if empty:
             dropped.append(drop(rec, STAGE, "empty_after_clean", empty_turns=empty,
                                 rules=dict(sorted(fired.items()))))

@@ -2,8 +2,19 @@
 
 * alpaca:   ``instruction``, optional ``input``, ``output``, optional ``system``
             and ``history`` (a list of ``[user, assistant]`` pairs)
-* sharegpt: ``conversations: [{"from": "human"|"gpt"|"system", "value": ...}]``
-* openai:   ``messages: [{"role": ..., "content": str | [{"type": "text", "text": ...}]}]``
+* sharegpt: ``conversations: [{"from": "human"|"gpt"|"system", "value": ...}]``; tool use as
+            LLaMA-Factory writes it: ``function_call`` turns whose value is the call's JSON
+            (``{"name", "arguments"}``, or a list of them for parallel calls), ``observation``
+            turns holding the tool's output, and a ``tools`` field (a list, or that list as a
+            JSON string)
+* openai:   ``messages: [{"role": ..., "content": str | [{"type": "text", "text": ...}]}]``;
+            assistant ``tool_calls`` (``{"id", "type": "function", "function": {"name",
+            "arguments": <JSON string>}}``) or a legacy ``function_call``, ``tool`` (or legacy
+            ``function``) messages, and ``tools`` (or legacy ``functions``)
+
+Reasoning comes from a turn's ``reasoning_content`` (or ``reasoning``) field or from a
+``<think>...</think>`` block that opens an assistant turn; the schema keeps it in one
+field, ``reasoning_content``.
 
 :func:`to_record` converts one :class:`~sftpipe.collect.readers.RawRow` into the
 canonical schema or raises :class:`RowError` naming the input's own field.
@@ -12,24 +23,26 @@ canonical schema or raises :class:`RowError` naming the input's own field.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from typing import TYPE_CHECKING
 
 from ..errors import RowError
-from ..schema import json_type, make_record
+from ..schema import json_type, make_record, parse_arguments
 
 if TYPE_CHECKING:
     from .readers import RawRow
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "bot": "assistant", "model": "assistant", "chatgpt": "assistant", "system": "system"}
+                  "bot": "assistant", "model": "assistant", "chatgpt": "assistant", "system": "system",
+                  "function_call": "assistant", "observation": "tool", "tool": "tool", "function": "tool"}
 KNOWN_FIELDS = {"id", "instruction", "input", "output", "system", "history", "conversations", "messages",
-                "label", "category"}
+                "label", "category", "tools", "functions"}
 
 # Converters tag each message with "_src": (input field, its role key, its content key),
 # so a problem the schema finds in canonical ``messages[i]`` is reported at the
 # field of the input that holds it (``conversations[2].value``, ``output``...).
-# make_record copies only role and content, so the tag never reaches the output.
+# make_record copies only the schema's keys, so the tag never reaches the output.
 
 FIELD_ALIASES = {"instruction": ("prompt", "question", "query", "instructions"),
                  "output": ("response", "answer", "completion", "target", "outputs", "reply"),
@@ -54,6 +67,10 @@ def detect_format(data: dict) -> str:
         return "sharegpt"
     if "instruction" in data or "output" in data:
         return "alpaca"
+    if isinstance(data.get("text"), str):
+        raise RowError("pretraining_text", "a plain 'text' row has no prompt/response pair; SFT needs "
+                       "instruction/output, conversations or messages (plain text belongs in a pretraining "
+                       "corpus)", "text")
     hints = [(k, w) for w in ("instruction", "output", "conversations", "messages")
              if (k := did_you_mean(data, w))]
     hint = "".join(f"; is '{k}' meant to be '{w}'?" for k, w in hints[:2])
@@ -131,9 +148,90 @@ def sharegpt_messages(data: dict) -> list[dict]:
         if not isinstance(value, str):
             raise RowError("bad_type", f"turn text must be a string, got {json_type(value)}",
                            f"conversations[{i}].{text_key}")
-        msgs.append({"role": SHAREGPT_ROLES[who], "content": value,
-                     "_src": (f"conversations[{i}]", role_key, text_key)})
+        src = (f"conversations[{i}]", role_key, text_key)
+        if who == "function_call":
+            calls = _sharegpt_calls(value, f"conversations[{i}].{text_key}")
+            prev = msgs[-1] if msgs else None
+            if prev and prev["role"] == "assistant" and "tool_calls" not in prev:
+                prev["tool_calls"] = calls    # "gpt" text then its call: one assistant turn
+                continue
+            msgs.append({"role": "assistant", "content": "", "tool_calls": calls, "_src": src})
+            continue
+        msg = {"role": SHAREGPT_ROLES[who], "content": value, "_src": src}
+        _take_reasoning(t, msg, f"conversations[{i}]")
+        msgs.append(msg)
+    _link_results(msgs)
     return msgs
+
+
+def _sharegpt_calls(value: str, field: str) -> list[dict]:
+    """A function_call turn's value: ``{"name", "arguments"}`` or a list of them, as JSON."""
+    try:
+        data = json.loads(value)
+    except ValueError as e:
+        raise RowError("bad_tool_call", f"function_call value is not valid JSON ({e})", field) from None
+    calls = data if isinstance(data, list) else [data]
+    if not calls or not all(isinstance(c, dict) for c in calls):
+        raise RowError("bad_tool_call", 'function_call value must be {"name": ..., "arguments": {...}} '
+                       "or a list of them", field)
+    return [_call(c, field) for c in calls]
+
+
+def _call(c: dict, field: str) -> dict:
+    """One call from any of the common spellings, arguments parsed (raises RowError)."""
+    fn = c.get("function") if isinstance(c.get("function"), dict) else c
+    name = fn.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RowError("bad_tool_call", "a tool call has no function name", field)
+    args = fn.get("arguments", fn.get("parameters", {}))
+    out = {"name": name, "arguments": parse_arguments(args, field)}
+    if c.get("id") not in (None, ""):
+        out["id"] = c["id"]
+    return out
+
+
+def _take_reasoning(turn: dict, msg: dict, field: str) -> None:
+    for key in ("reasoning_content", "reasoning", "thinking"):
+        v = turn.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            raise RowError("bad_type", f"'{key}' must be a string, got {json_type(v)}", f"{field}.{key}")
+        msg["reasoning_content"] = v
+        return
+
+
+def _link_results(msgs: list[dict]) -> None:
+    """Name each tool result after its call when the calls before it are answered in order
+    and the result does not say which call it answers."""
+    calls: list[dict] = []
+    k = 0
+    for m in msgs:
+        if m["role"] == "assistant":
+            calls, k = list(m.get("tool_calls") or ()), 0
+        elif m["role"] == "tool":
+            if k < len(calls) and not m.get("name") and not m.get("tool_call_id"):
+                c = calls[k]
+                if c.get("id"):
+                    m["tool_call_id"] = c["id"]
+                m["name"] = c["name"]
+            k += 1
+
+
+def _tools(data: dict) -> list | None:
+    """The row's ``tools`` (or legacy ``functions``), parsed when stored as a JSON string."""
+    key = "tools" if "tools" in data else "functions"
+    tools = data.get(key)
+    if isinstance(tools, str):
+        if not tools.strip():
+            return None
+        try:
+            tools = json.loads(tools)
+        except ValueError as e:
+            raise RowError("bad_tools", f"'{key}' is a string but not valid JSON ({e})", key) from None
+    if tools is not None and not isinstance(tools, list):
+        raise RowError("bad_tools", f"'{key}' must be a list of function schemas, got {json_type(tools)}", key)
+    return tools
 
 
 def openai_messages(data: dict) -> list[dict]:
@@ -146,10 +244,6 @@ def openai_messages(data: dict) -> list[dict]:
     for i, t in enumerate(turns):
         if not isinstance(t, dict):
             raise RowError("bad_type", f"each message must be an object, got {json_type(t)}", f"messages[{i}]")
-        for key in ("tool_calls", "function_call"):
-            if t.get(key):
-                raise RowError("unsupported_content", f"{key} are not supported (text-only SFT)",
-                               f"messages[{i}].{key}")
         content = t.get("content")
         if isinstance(content, list):  # content parts
             texts = []
@@ -162,7 +256,31 @@ def openai_messages(data: dict) -> list[dict]:
                                    f"messages[{i}].content[{j}]")
                 texts.append(part["text"])
             content = "".join(texts)
-        msgs.append({"role": t.get("role"), "content": content, "_src": (f"messages[{i}]", "role", "content")})
+        role = t.get("role")
+        if role == "function":              # the legacy name of a tool result
+            role = "tool"
+        if role == "tool" and isinstance(content, (dict, list)):
+            content = json.dumps(content, ensure_ascii=False)   # a structured tool output, as JSON text
+        msg = {"role": role, "content": content, "_src": (f"messages[{i}]", "role", "content")}
+        calls = t.get("tool_calls")
+        if not calls and isinstance(t.get("function_call"), dict):
+            calls = [t["function_call"]]
+        if calls:
+            if not isinstance(calls, list):
+                raise RowError("bad_tool_call", f"tool_calls must be a list, got {json_type(calls)}",
+                               f"messages[{i}].tool_calls")
+            msg["tool_calls"] = []
+            for j, c in enumerate(calls):
+                if not isinstance(c, dict):
+                    raise RowError("bad_tool_call", f"a tool call must be an object, got {json_type(c)}",
+                                   f"messages[{i}].tool_calls[{j}]")
+                msg["tool_calls"].append(_call(c, f"messages[{i}].tool_calls[{j}].function.arguments"))
+        for key in ("tool_call_id", "name"):
+            if role == "tool" and t.get(key) not in (None, ""):
+                msg[key] = t[key]
+        _take_reasoning(t, msg, f"messages[{i}]")
+        msgs.append(msg)
+    _link_results(msgs)
     return msgs
 
 
@@ -198,6 +316,7 @@ def to_record(raw: RawRow, source: str, fmt: str = "auto", label_field: str | No
         messages = [{"role": "system", "content": default_system,
                      "_src": ("collect.default_system", None, None)}] + messages
     size = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+    tools = _tools(data)
     if size > max_chars:
         raise RowError("too_long", f"record has {size} characters, above collect.max_chars={max_chars}")
     label = _label(data, label_field)
@@ -211,7 +330,7 @@ def to_record(raw: RawRow, source: str, fmt: str = "auto", label_field: str | No
     if raw.line is not None:
         meta["line"] = raw.line
     try:
-        return make_record(rid, messages, source, label, meta)
+        return make_record(rid, messages, source, label, meta, tools)
     except RowError as e:
         e.field = _input_field(e.field, messages)
         raise

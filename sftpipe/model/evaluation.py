@@ -20,7 +20,7 @@ from .templates import stop_token_ids
 def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int, progress=None) -> list[str]:
     import torch
 
-    prompts = [encode(tokenizer, r["messages"]) for r in records]
+    prompts = [encode(tokenizer, r["messages"], tools=r.get("tools")) for r in records]
     prompts = [e.input_ids[: e.prompt_len] for e in prompts]
     order = sorted(range(len(records)), key=lambda i: -len(prompts[i]))
     stops = stop_token_ids(tokenizer)
@@ -45,7 +45,7 @@ def response_loss(model, tokenizer, records: list[dict], batch_size: int, max_le
     """Mean negative log-likelihood per response token over all rows, and the token count."""
     import torch
 
-    encs = [encode(tokenizer, r["messages"], "response", max_length) for r in records]
+    encs = [encode(tokenizer, r["messages"], "response", max_length, tools=r.get("tools")) for r in records]
     order = sorted(range(len(encs)), key=lambda i: len(encs[i].input_ids))
     dev = next(model.parameters()).device
     total, count = 0.0, 0

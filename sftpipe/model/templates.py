@@ -6,43 +6,103 @@ format is a Jinja chat template, so training, loss masking, perplexity scoring
 and generation all render through ``tokenizer.apply_chat_template``.
 The end of each assistant turn is an end-of-turn marker (ChatML's
 ``<|im_end|>``) or the tokenizer's EOS token, which is always trained on.
+
+Tool use and reasoning in the built-in formats (a hub model's own template renders
+them its own way, through ``apply_chat_template(..., tools=...)``):
+
+* the tools are listed in the system turn, one signature per line, inside
+  ``<tools>...</tools>``: ``name(arg: type, opt?: type) - description``, where ``?``
+  marks an optional argument and an enum shows as ``a|b``;
+* an assistant's calls follow its text, one per call:
+  ``<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>``;
+* each tool result is its own turn (ChatML role ``tool``; ``### Tool result:`` /
+  ``### 工具结果：`` / ``TOOL:`` in the others), in the order of the calls;
+* reasoning opens the assistant turn: ``<think>\\n...\\n</think>\\n``.
+
+Assistant turns are wrapped in ``{% generation %}`` markers, so transformers'
+``return_assistant_tokens_mask`` and TRL's ``assistant_only_loss`` accept these
+templates; this project's own masks do not need them (see formatting.py).
 """
 
 from __future__ import annotations
 
+import json
+import re
+
+# --- pieces shared by the templates (Jinja, no literal newlines: strings carry '\n') ---
+
+_FN = "{% set f = t['function'] if t['function'] is defined else t %}"
+_PARAMS = ("{% set ps = f['parameters'] if f['parameters'] is defined and f['parameters'] else {} %}"
+           "{% set props = ps['properties'] if ps['properties'] is defined else {} %}"
+           "{% set req = ps['required'] if ps['required'] is defined else [] %}")
+_SIGNATURE = (
+    _FN + _PARAMS + "{{ f['name'] + '(' }}"
+    "{% for k, v in props.items() %}"
+    "{{ k }}{% if k not in req %}{{ '?' }}{% endif %}{{ ': ' }}"
+    "{% if v['enum'] is defined %}{{ v['enum'] | join('|') }}"
+    "{% elif v['type'] is defined %}{{ v['type'] }}{% else %}{{ 'any' }}{% endif %}"
+    "{% if not loop.last %}{{ ', ' }}{% endif %}"
+    "{% endfor %}{{ ')' }}"
+    "{% if f['description'] is defined and f['description'] %}{{ ' - ' + f['description'] }}{% endif %}"
+    "{{ '\\n' }}"
+)
+TOOLS_BLOCK = "{{ '<tools>\\n' }}{% for t in tools %}" + _SIGNATURE + "{% endfor %}{{ '</tools>' }}"
+
+# the assistant's reply: reasoning, text, calls (no end-of-turn marker)
+REPLY = (
+    "{% if m['reasoning_content'] is defined and m['reasoning_content'] %}"
+    "{{ '<think>\\n' + m['reasoning_content'] + '\\n</think>\\n' }}{% endif %}"
+    "{{ m['content'] if m['content'] else '' }}"
+    "{% if m['tool_calls'] is defined and m['tool_calls'] %}"
+    "{% for tc in m['tool_calls'] %}{% set c = tc['function'] if tc['function'] is defined else tc %}"
+    "{% if m['content'] or not loop.first %}{{ '\\n' }}{% endif %}"
+    "{{ '<tool_call>' }}{{ {'name': c['name'], 'arguments': c['arguments']} | tojson }}{{ '</tool_call>' }}"
+    "{% endfor %}{% endif %}"
+)
+
+# ChatML. Without tools and reasoning it renders byte for byte as it always has.
 CHATML = (
+    "{% set has_tools = tools is defined and tools %}"
     "{% for m in messages %}"
-    "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
+    "{% if m['role'] == 'system' and loop.first and has_tools %}"
+    "{{ '<|im_start|>system\\n' + m['content'] + '\\n\\n' }}" + TOOLS_BLOCK + "{{ '<|im_end|>\\n' }}"
+    "{% else %}"
+    "{% if loop.first and has_tools %}{{ '<|im_start|>system\\n' }}" + TOOLS_BLOCK + "{{ '<|im_end|>\\n' }}{% endif %}"
+    "{% if m['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\\n' }}{% generation %}" + REPLY + "{{ '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endif %}{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-ALPACA = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] + '\n\n' }}"
-    "{% elif m['role'] == 'user' %}{{ '### Instruction:\n' + m['content'] + '\n\n' }}"
-    "{% else %}{{ '### Response:\n' + m['content'] + eos_token + '\n\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
-)
 
-VICUNA = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] + ' ' }}"
-    "{% elif m['role'] == 'user' %}{{ 'USER: ' + m['content'] + ' ' }}"
-    "{% else %}{{ 'ASSISTANT: ' + m['content'] + eos_token }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
+def _plain(system_sep: str, user: str, tool: str, assistant: str, turn_end: str, after_reply: str,
+           tools_title: str, gen_prompt: str) -> str:
+    """An instruction-style template: system text, then user / tool / assistant blocks."""
+    return (
+        "{% set has_tools = tools is defined and tools %}"
+        "{% for m in messages %}"
+        "{% if loop.first and has_tools and m['role'] != 'system' %}"
+        "{{ '" + tools_title + "' }}" + TOOLS_BLOCK + "{{ '" + system_sep + "' }}{% endif %}"
+        "{% if m['role'] == 'system' %}"
+        "{% if has_tools %}{{ m['content'] + '\\n\\n" + tools_title + "' }}" + TOOLS_BLOCK +
+        "{{ '" + system_sep + "' }}{% else %}{{ m['content'] + '" + system_sep + "' }}{% endif %}"
+        "{% elif m['role'] == 'user' %}{{ '" + user + "' + m['content'] + '" + turn_end + "' }}"
+        "{% elif m['role'] == 'tool' %}{{ '" + tool + "' + m['content'] + '" + turn_end + "' }}"
+        "{% else %}{{ '" + assistant + "' }}{% generation %}" + REPLY + "{{ eos_token }}{% endgeneration %}"
+        "{{ '" + after_reply + "' }}{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '" + gen_prompt + "' }}{% endif %}"
+    )
 
-ZH = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] + '\n\n' }}"
-    "{% elif m['role'] == 'user' %}{{ '### 指令：\n' + m['content'] + '\n\n' }}"
-    "{% else %}{{ '### 回答：\n' + m['content'] + eos_token + '\n\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### 回答：\n' }}{% endif %}"
-)
+
+ALPACA = _plain("\\n\\n", "### Instruction:\\n", "### Tool result:\\n", "### Response:\\n", "\\n\\n", "\\n\\n",
+                "Tools:\\n", "### Response:\\n")
+VICUNA = _plain(" ", "USER: ", "TOOL: ", "ASSISTANT: ", " ", "", "Tools: ", "ASSISTANT:")
+ZH = _plain("\\n\\n", "### 指令：\\n", "### 工具结果：\\n", "### 回答：\\n", "\\n\\n", "\\n\\n", "工具：\\n",
+            "### 回答：\\n")
 
 TEMPLATES = {"chatml": CHATML, "alpaca": ALPACA, "vicuna": VICUNA, "zh": ZH}
 END_OF_TURN = {"chatml": "<|im_end|>"}
@@ -75,3 +135,37 @@ def stop_token_ids(tokenizer) -> list[int]:
         if isinstance(tid, int) and tokenizer.convert_ids_to_tokens(tid) == tok:  # absent -> unk id or None
             ids.add(tid)
     return sorted(ids)
+
+
+_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
+
+
+def parse_reply(text: str) -> dict:
+    """A generated assistant turn, read back: ``{"content", "reasoning", "calls", "bad_calls"}``.
+
+    ``calls`` are the ``<tool_call>`` blocks that hold a JSON object with a string ``name``
+    (``arguments`` an object; a JSON string of one is parsed); ``bad_calls`` counts blocks
+    that do not (invalid JSON, no name, an unclosed block cut by the token limit).
+    """
+    reasoning = ""
+    think = _THINK.match(text)
+    if think:
+        reasoning, text = think.group(1).strip(), text[think.end():]
+    elif "</think>" in text:           # reasoning without its opening tag (some templates put it in the prompt)
+        reasoning, text = text.split("</think>", 1)
+        reasoning, text = reasoning.replace("<think>", "").strip(), text.lstrip()
+    calls, bad = [], 0
+    for m in _CALL.finditer(text):
+        try:
+            obj = json.loads(m.group(1))
+            args = obj.get("arguments", {}) if isinstance(obj, dict) else None
+            if isinstance(args, str):
+                args = json.loads(args)
+            if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not isinstance(args, dict):
+                raise ValueError
+            calls.append({"name": obj["name"], "arguments": args})
+        except ValueError:
+            bad += 1
+    content = _CALL.sub("", text).strip() if "<tool_call>" in text else text.strip()
+    return {"content": content, "reasoning": reasoning, "calls": calls, "bad_calls": bad}

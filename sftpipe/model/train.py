@@ -60,15 +60,20 @@ def tokenize_rows(records: list[dict], tokenizer, train_params: TrainParams):
 
     def enc(batch):
         out = {"input_ids": [], "labels": [], "truncated": []}
-        for msgs in batch["messages"]:
-            e = encode(tokenizer, msgs, train_params.loss_on, max_length=train_params.max_length)
+        for row in batch["row"]:
+            r = json.loads(row)
+            e = encode(tokenizer, r["messages"], train_params.loss_on, max_length=train_params.max_length,
+                       tools=r.get("tools"), reasoning=train_params.reasoning)
             out["input_ids"].append(e.input_ids)
             out["labels"].append(e.labels)
             out["truncated"].append(e.truncated)
         return out
 
-    ds = Dataset.from_dict({"messages": [r["messages"] for r in records]})
-    ds = ds.map(enc, batched=True, remove_columns=["messages"], desc="tokenize")
+    # rows as JSON text: Arrow would merge every message's keys into one struct type, giving each
+    # call's arguments the keys of every other call's (as nulls) and each message a tool_calls: None
+    ds = Dataset.from_dict({"row": [json.dumps({"messages": r["messages"], "tools": r.get("tools")},
+                                               ensure_ascii=False) for r in records]})
+    ds = ds.map(enc, batched=True, remove_columns=["row"], desc="tokenize")
     truncated = ds["truncated"]
     has_target = [any(lab != IGNORE for lab in labs) for labs in ds["labels"]]
     too_long = [t and train_params.truncation == "drop" for t in truncated]
