@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from .io import iter_jsonl
+from .schema import message_text
 
 FILTER_STAGES = ("clean", "dedup", "label_noise", "perplexity", "split")
 
@@ -137,7 +138,7 @@ def _one_line(text: str) -> str:
 
 
 def _excerpt(rec: dict, n: int = 90) -> str:
-    text = " / ".join(m["content"] for m in rec["messages"] if m["role"] != "system")
+    text = " / ".join(message_text(m) for m in rec["messages"] if m["role"] != "system")
     text = text.replace("\n", " ").replace("|", "\\|")
     return text[:n] + ("…" if len(text) > n else "")
 

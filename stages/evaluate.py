@@ -33,9 +33,13 @@ def cli(params, test_path, sft_dir, metrics, details, deltas, predictions):
     write_json(details, {"per_category": cats})
     write_text(deltas, evaluation.deltas_markdown(scores["base"], scores["sft"], cats))
     write_jsonl(predictions, [{"id": r["id"], "label": r.get("label"), "lang": r["meta"].get("lang"),
-                               "reference": r["messages"][-1]["content"], "base": b, "sft": s}
+                               "reference": evaluation.reference(r), "base": b, "sft": s}
                               for r, b, s in zip(rows, preds["base"], preds["sft"])])
     b, s = scores["base"], scores["sft"]
+    if "tool_call_accuracy" in s:
+        log.info("%d rows with tools: call accuracy %.3f -> %.3f, argument EM %.3f -> %.3f (base -> sft)",
+                 s["tool_rows"], b["tool_call_accuracy"], s["tool_call_accuracy"], b.get("tool_args_exact_match", 0),
+                 s.get("tool_args_exact_match", 0))
     log.info("%d test rows: ROUGE-L %.3f -> %.3f, EM %.3f -> %.3f, loss %.3f -> %.3f (base -> sft)", len(rows),
              b["rougeL"], s["rougeL"], b["exact_match"], s["exact_match"], b["loss"], s["loss"])
 

@@ -257,3 +257,57 @@ def test_parse_reply_reads_calls_bad_json_and_think():
     assert r["reasoning"] == "step" and r["calls"] == [{"name": "add", "arguments": {"a": 1, "b": 2}}]
     assert r["bad_calls"] == 1 and r["content"] == ""
     assert parse_reply("Paris.") == {"content": "Paris.", "reasoning": "", "calls": [], "bad_calls": 0}
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+def test_tool_metrics_score_decision_names_arguments_and_json():
+    from sftpipe.model.evaluation import call_step, tool_metrics
+
+    call = load(openai_row())                                      # reference: add(48213, 99127)
+    direct = load({"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}],
+                   "tools": [ADD]})                                 # reference: no call
+    rows = [call, call, call, call, direct, direct]
+    preds = ['<tool_call>{"name": "add", "arguments": {"b": 99127, "a": 48213}}</tool_call>',   # exact
+             '<tool_call>{"name": "add", "arguments": {"a": 48213, "b": 9}}</tool_call>',       # one arg wrong
+             '<tool_call>{"name": "get_weather", "arguments": {"city": "x"}}</tool_call>',      # wrong function
+             "147340",                                                                         # no call
+             "hi",                                                                             # right: no call
+             '<tool_call>{"name": add</tool_call>']                                            # bad JSON call
+    m = tool_metrics(rows, preds)
+    assert m["tool_rows"] == 6
+    assert m["tool_call_accuracy"] == round(3 / 6, 4)             # rows 1, 2 and 5
+    assert m["tool_decision_accuracy"] == round(4 / 6, 4)         # rows 1, 2, 3 and 5
+    assert m["tool_args_exact_match"] == 0.25
+    assert m["tool_args_f1"] == round((1 + 0.5 + 0 + 0) / 4, 4)
+    assert m["tool_valid_json_rate"] == 0.75
+    assert call_step(call)["messages"][-1]["tool_calls"][0]["name"] == "add"
+    assert call_step(direct)["messages"] == direct["messages"]
+
+
+def test_answers_are_compared_without_reasoning():
+    from sftpipe.model.evaluation import answer, reference
+
+    assert answer("<think>\n8 + 5 = 13\n</think>\n13") == "13"
+    assert reference(load(openai_row())) == "48213 + 99127 = 147340."
+
+
+def test_a_hub_style_template_gets_tools_and_calls_in_its_own_format(tiny_tokenizer):
+    """A template written against transformers' conventions (tools as JSON schemas in the OpenAI
+    wrapper, calls as ``tool_call.function``), as a hub model's own template would be."""
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, "chatml")                                     # adds the ChatML tokens
+    t.chat_template = (
+        "{% if tools %}{{ '<|im_start|>system\\n' }}{% for x in tools %}{{ x | tojson }}{{ '\\n' }}{% endfor %}"
+        "{{ '<|im_end|>\\n' }}{% endif %}"
+        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}"
+        "{% if m.content %}{{ m.content }}{% endif %}"
+        "{% if m.tool_calls %}{% for c in m.tool_calls %}{{ 'CALL ' + c.function.name + ' ' }}"
+        "{{ c.function.arguments | tojson }}{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    rec = load(openai_row())
+    enc = encode(t, rec["messages"], "response", tools=rec["tools"])
+    text = t.decode(enc.input_ids)
+    assert '"type": "function"' in text and '"name": "add"' in text      # the wrapper the template expects
+    trained = t.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE])
+    assert 'CALL add {"a": 48213, "b": 99127}' in trained and "147340}" not in trained

@@ -67,6 +67,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import UserError
+from ..schema import response_text
 
 __all__ = ["SemanticParams", "embed", "semantic_pairs", "evidence", "request_text", "answer_text",
            "normalize_text", "task_input", "numbers", "tokens", "METHODS"]
@@ -125,8 +126,8 @@ def request_text(rec: dict) -> str:
 
 
 def answer_text(rec: dict) -> str:
-    """The assistant turns, joined by newlines."""
-    return "\n".join(m["content"] for m in rec["messages"] if m["role"] == "assistant")
+    """The assistant turns (reasoning, text and tool calls), joined by newlines."""
+    return response_text(rec)
 
 
 _OTHER = re.compile(r"[\W_]+")      # anything but letters and digits (\w without the underscore)
