@@ -33,6 +33,8 @@ class SampleParams(Section):
     label_flip_rate: float = Field(0.05, ge=0.0, le=0.5)
     garbage_rate: float = Field(0.05, ge=0.0, le=0.5)
     clean_defect_rate: float = Field(0.04, ge=0.0, le=0.5)  # rows given a repairable text defect (clean stage)
+    tool_rows_per_lang: int = Field(200, ge=1)      # tool-use rows (tools_openai/tools_sharegpt), no defects
+    reasoning_rows_per_lang: int = Field(100, ge=1)  # step-by-step arithmetic rows in the same two files
 
 
 class BaseParams(Section):
@@ -40,6 +42,7 @@ class BaseParams(Section):
     seed: int = 0
     languages: list[Literal["en", "zh"]] = ["en", "zh"]
     corpus_rows: int = Field(12000, ge=100)         # plain-text documents to pretrain on
+    tool_docs: float = Field(0.05, ge=0.0, lt=1.0)   # share of them about tool use, JSON calls, column arithmetic
     vocab_size: int = Field(3000, ge=300)
     hidden_size: int = Field(192, ge=16)
     num_layers: int = Field(4, ge=1)
@@ -64,7 +67,16 @@ class Source(Section):
     format: Literal["auto", "alpaca", "sharegpt", "openai"] = "auto"
     label_field: str | None = None              # column holding the category, if any
     hub_split: str = "train"
+    revision: str | None = Field(None, min_length=1)  # hub datasets: commit hash or tag to load (pins the data)
     limit: int | None = Field(None, ge=1)
+
+    @property
+    def source_name(self) -> str:
+        """``name``, else the file stem without a compression suffix (``x.jsonl.gz`` -> ``x``)."""
+        if self.name:
+            return self.name
+        p = Path(self.path)
+        return Path(p.stem).stem if p.suffix.lower() in (".gz", ".zst") else p.stem
 
 
 class CollectParams(Section):
@@ -76,7 +88,7 @@ class CollectParams(Section):
     @field_validator("sources")
     @classmethod
     def _unique_names(cls, v):
-        names = [s.name or Path(s.path).stem for s in v]
+        names = [s.source_name for s in v]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"duplicate source names {sorted(dup)}; give each source a distinct name")
@@ -280,9 +292,10 @@ class TrainParams(Section):
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
-    max_length: int = Field(256, ge=8)
+    max_length: int = Field(384, ge=8)
     truncation: Literal["truncate", "drop"] = "truncate"
     loss_on: Literal["response", "all", "last_turn"] = "response"
+    reasoning: Literal["train", "mask", "drop"] = "train"   # reasoning: trained / input only / removed
     packing: Literal["auto", "padding_free", "padded"] = "auto"
     gradient_checkpointing: bool = False
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
@@ -296,7 +309,7 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     test_file: str = "data/split/test.jsonl"     # or a fixed file, so data-quality experiments compare on one test set
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(32, ge=1)
     max_rows: int | None = Field(None, ge=1)
 

@@ -14,7 +14,8 @@ def cli(params, out, metrics):
     from sftpipe.sample import pretrain_corpus
 
     base_params = params.base
-    corpus = pretrain_corpus(base_params.languages, base_params.corpus_rows, base_params.seed)
+    corpus = pretrain_corpus(base_params.languages, base_params.corpus_rows, base_params.seed,
+                             tool_share=base_params.tool_docs)
     with atomic_path(out) as tmp:
         summary = pretrain(base_params, corpus, tmp, log=log.info)
     write_json(metrics, summary)

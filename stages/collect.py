@@ -1,5 +1,6 @@
 """collect: every configured source into one canonical JSONL, bad rows quarantined."""
 
+import os
 from pathlib import Path
 
 import click
@@ -11,9 +12,11 @@ from stages._common import log, progress, stage
 @click.option("--out", default="data/collected", show_default=True)
 @click.option("--metrics", default="metrics/collect.json", show_default=True)
 def cli(params, out, metrics):
-    from sftpipe.collect.sources import collect
+    from sftpipe.collect.sources import check_declared_sources, collect
     from sftpipe.io import write_json, write_jsonl
 
+    if _tracked_by_dvc():
+        check_declared_sources(params.collect, "dvc.yaml")
     with progress(None, "collect") as bar:
         res = collect(params.collect, bar)
     write_jsonl(Path(out) / "data.jsonl", res.records)
@@ -22,6 +25,16 @@ def cli(params, out, metrics):
     write_json(metrics, m)
     log.info("%d rows in, %d kept, %d quarantined %s", m["rows_in"], m["kept"], m["quarantined"],
              m["quarantined_by_reason"] or "")
+
+
+def _tracked_by_dvc() -> bool:
+    """A run whose sources dvc.yaml must declare: a dvc.yaml here, and either DVC runs this
+    command or it reads ./params.yaml (the file the stage's params come from). A run on a
+    scratch params file elsewhere (tests, one-off conversions) is not a pipeline run."""
+    if not Path("dvc.yaml").is_file():
+        return False
+    params_path = click.get_current_context().params.get("params_path") or "params.yaml"
+    return "DVC_STAGE" in os.environ or Path(params_path).resolve() == Path("params.yaml").resolve()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""sample: write the offline sample sources (4 files, 3 formats) and their ground truth."""
+"""sample: write the offline sample sources (4 chat files in 3 formats, 2 tool-use files) and their ground truth."""
 
 import click
 

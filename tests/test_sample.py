@@ -18,7 +18,8 @@ def test_sample_files_collect_cleanly_and_truth_matches(tmp_path):
     assert ids == set(truth) and len(ids) == counts["rows"]
     defects = Counter(t["defect"] for t in truth.values())
     assert all(defects[k] > 0 for k in ("exact_dup", "near_dup", "label_flip", "garbage", "clean_defect"))
-    base_rows = counts["rows"] - defects["exact_dup"] - defects["near_dup"]   # rows before the copies
+    # chat rows before the copies (the tool and reasoning rows get no defects)
+    base_rows = counts["rows"] - counts["tool_rows"] - counts["reasoning_rows"] - defects["exact_dup"] - defects["near_dup"]
     assert counts["clean_defect"] == defects["clean_defect"] == round(p.clean_defect_rate * base_rows)
     langs = Counter(r["meta"]["lang"] for r in res.records)
     assert langs["en"] > 250 and langs["zh"] > 250
@@ -33,7 +34,7 @@ def test_sample_files_collect_cleanly_and_truth_matches(tmp_path):
         if t["defect"] == "clean_defect":   # the broken response is in the file, the repair in truth
             assert by_id[i]["label"] == t["category"]
             assert by_id[i]["messages"][-1]["content"] != t["expected"] and t["expected"].strip()
-    assert len(set(counts["per_source"])) == 4
+    assert len(set(counts["per_source"])) == len(SOURCES) == 6
 
 
 def test_clean_defect_rate_leaves_the_rest_of_the_sample_alone(tmp_path):

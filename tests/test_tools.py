@@ -311,3 +311,22 @@ def test_a_hub_style_template_gets_tools_and_calls_in_its_own_format(tiny_tokeni
     assert '"type": "function"' in text and '"name": "add"' in text      # the wrapper the template expects
     trained = t.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE])
     assert 'CALL add {"a": 48213, "b": 99127}' in trained and "147340}" not in trained
+
+
+def test_trl_assistant_only_loss_accepts_the_built_in_template(tiny_tokenizer, tiny_model_dir):
+    """TRL refuses a template without generation markers under assistant_only_loss."""
+    pytest.importorskip("trl")                                  # a bench extra; CI skips this
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, "chatml")
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}] * 2
+    cfg = SFTConfig(output_dir=str(tiny_model_dir) + "-trl", assistant_only_loss=True, max_steps=1, report_to=[],
+                    use_cpu=True, bf16=False)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(t))
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=t)
+    row = trainer.train_dataset[0]
+    assert t.decode([i for i, lab in zip(row["input_ids"], row["labels"]) if lab != -100]) == "hello there<|im_end|>"

@@ -1,15 +1,19 @@
 """Files to raw rows: each record of a source, with where it is, before any format is applied.
 
-Files: ``.jsonl``, ``.json`` (an array of records), ``.csv``, ``.parquet``; or a
-Hugging Face hub dataset id when the machine has network.
+Files: ``.jsonl``, ``.json`` (an array of records), ``.csv``, ``.parquet``; the first
+three also gzip-compressed (``.jsonl.gz``, ``.json.gz``, ``.csv.gz``: decompressed in
+memory, line numbers are those of the decompressed text) or zstd-compressed (``.zst``,
+through the ``zstandard`` package, as many hub datasets ship). Or a Hugging Face hub dataset id
+when the machine has network, optionally pinned to a ``revision``.
 
-File-level problems (missing file, a directory, an empty file, a JSON array in a
-``.jsonl`` file, a CSV without the needed columns or with a repeated one, invalid
-UTF-8 in a ``.json``/``.csv`` file, a syntax error inside a ``.json`` array, an
-unterminated CSV quote) are fatal :class:`UserError` s: where the next record
-starts is unknowable, or the whole file is of the wrong kind. Row-level problems
-travel on the row (:attr:`RawRow.error`); the collect stage quarantines or stops
-on them, per ``collect.on_error``. That includes what Python's JSON parser
+File-level problems (missing file, a directory, an empty file, a corrupt or
+truncated ``.gz`` file, a JSON array in a ``.jsonl`` file, a CSV without the
+needed columns or with a repeated one, invalid UTF-8 in a ``.json``/``.csv`` file,
+a syntax error inside a ``.json`` array, an unterminated CSV quote) are fatal
+:class:`UserError` s: where the next record starts is unknowable, or the whole
+file is of the wrong kind. Row-level problems travel on the row
+(:attr:`RawRow.error`); the collect stage quarantines or stops on them, per
+``collect.on_error``. That includes what Python's JSON parser
 accepts but JSON does not (NaN, Infinity, a key given twice), which would
 otherwise end up, or be lost without a word, in the output. A UTF-8 BOM and CRLF
 line endings are accepted as if they were not there.
@@ -20,6 +24,7 @@ line endings are accepted as if they were not there.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -34,6 +39,9 @@ from ..schema import json_type
 from .formats import did_you_mean
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+TYPES = (".jsonl", ".json", ".csv", ".parquet")     # by the inner suffix: x.jsonl.gz is a .jsonl
+COMPRESSED = (".gz", ".zst")                        # around .jsonl, .json, .csv (parquet compresses itself)
+SUPPORTED = ".jsonl, .json, .csv (each also .gz or .zst), or .parquet"
 
 
 @dataclass
@@ -56,22 +64,38 @@ BOM = b"\xef\xbb\xbf"
 RAW_KEEP = 4000         # characters of an unparsable line kept for the quarantine
 
 
-def read_source(path: str, hub_split: str = "train") -> Iterator[RawRow]:
-    """Yield raw rows (some with a row-level ``error``) from a local file or a hub dataset."""
+def is_hub_id(path: str) -> bool:
+    """Whether ``read_source`` takes ``path`` for a hub dataset id rather than a local file:
+    no such file or directory here, ``owner/name`` shaped, and no data-file suffix."""
+    return not Path(path).exists() and bool(HUB_ID.match(path)) and not path.lower().endswith(TYPES + COMPRESSED)
+
+
+def file_type(p: Path) -> tuple[str, str | None]:
+    """(inner suffix, compression suffix or None): ``x.jsonl.gz`` -> (".jsonl", ".gz")."""
+    suffix = p.suffix.lower()
+    if suffix in COMPRESSED:
+        return Path(p.stem).suffix.lower(), suffix
+    return suffix, None
+
+
+def read_source(path: str, hub_split: str = "train", revision: str | None = None) -> Iterator[RawRow]:
+    """Yield raw rows (some with a row-level ``error``) from a local file or a hub dataset
+    (``revision``, a commit hash or tag, is passed to ``datasets.load_dataset``)."""
     p = Path(path)
+    if is_hub_id(path):
+        yield from _read_hub(path, hub_split, revision)
+        return
     if not p.exists():
-        if HUB_ID.match(path) and not path.endswith((".json", ".jsonl", ".csv", ".parquet")):
-            yield from _read_hub(path, hub_split)
-            return
         raise UserError(f"{path}: file not found")
     if p.is_dir():
         raise UserError(f"{path}: is a directory, expected a data file")
     if p.stat().st_size == 0:
         raise UserError(f"{path}: file is empty (no records)")
-    suffix = p.suffix.lower()
+    suffix, compression = file_type(p)
     readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
-    if suffix not in readers:
-        raise UserError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .csv or .parquet)")
+    if suffix not in readers or (compression and suffix == ".parquet"):
+        kind = suffix + (compression or "")
+        raise UserError(f"{path}: unsupported file type '{kind}' (use {SUPPORTED})")
     n = 0
     for row in readers[suffix](p):
         n += 1
@@ -149,8 +173,40 @@ class _StrictJSON:
         return value
 
 
-def _read_jsonl(p: Path) -> Iterator[RawRow]:
+def read_bytes(p: Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in ``.gz`` or ``.zst``; a corrupt or
+    truncated archive is a one-line UserError naming the file."""
     raw = p.read_bytes()
+    kind = file_type(p)[1]
+    if kind is None:
+        return raw
+    try:
+        if kind == ".gz":
+            return gzip.decompress(raw)
+        return _zstd_decompress(raw)
+    except Exception as e:  # gzip: OSError/EOFError/zlib.error; zstandard: ZstdError
+        msg = " ".join(str(e).split()) or type(e).__name__
+        what = "gzip" if kind == ".gz" else "zstd"
+        raise UserError(f"{p}: cannot decompress {what} ({msg}); the file is corrupt or truncated") from None
+
+
+def _zstd_decompress(raw: bytes) -> bytes:
+    """Every frame of a zstd file, including frames written without their content size
+    (streaming mode); a frame cut short raises (the stream readers return what they have)."""
+    import zstandard
+
+    out = []
+    while raw:
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        out.append(dobj.decompress(raw))
+        if not dobj.eof:
+            raise EOFError("the last zstd frame is cut short")
+        raw = dobj.unused_data
+    return b"".join(out)
+
+
+def _read_jsonl(p: Path) -> Iterator[RawRow]:
+    raw = read_bytes(p)
     if raw.startswith(BOM):
         raw = raw[len(BOM):]
     lines = raw.split(b"\n")
@@ -202,13 +258,14 @@ def _refuse_json_array(p: Path, raw: bytes, lines: list[bytes]) -> None:
             return
         except ValueError:
             pass
+    compression = file_type(p)[1] or ""
     raise UserError(f"{where(p, lineno)}: found a JSON array, but .jsonl expects one JSON object per line "
-                    f"(rename the file to .json)")
+                    f"(rename the file to .json{compression})")
 
 
 def _decode_whole(p: Path, kind: str) -> str:
     """The file as text; a BOM is dropped, invalid UTF-8 is fatal (with the line where it is)."""
-    raw = p.read_bytes()
+    raw = read_bytes(p)
     skip = len(BOM) if raw.startswith(BOM) else 0
     try:
         return raw[skip:].decode("utf-8")
@@ -373,11 +430,11 @@ def _read_parquet(p: Path) -> Iterator[RawRow]:
         yield RawRow(row, str(p), None, i)
 
 
-def _read_hub(repo_id: str, split: str) -> Iterator[RawRow]:
+def _read_hub(repo_id: str, split: str, revision: str | None = None) -> Iterator[RawRow]:
     try:
         import datasets
 
-        ds = datasets.load_dataset(repo_id, split=split)
+        ds = datasets.load_dataset(repo_id, split=split, revision=revision)
     except Exception as e:  # offline, unknown id, gated...
         raise UserError(f"{repo_id}: cannot load hub dataset ({type(e).__name__}: {str(e).splitlines()[0]}); "
                         f"no network? use a local file instead") from None

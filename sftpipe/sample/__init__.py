@@ -3,8 +3,12 @@
 :func:`generate` writes four source files in three formats (alpaca JSON, ShareGPT
 JSONL, OpenAI-messages JSONL, alpaca CSV) plus ``truth.jsonl``: for every row
 the true category and the defect injected into it, if any. Tests and benches
-measure each filter against that truth. :func:`pretrain_corpus` gives the plain
-text the base model is pretrained on (same facts, no chat format, no defects).
+measure each filter against that truth. Two more files hold tool-use and reasoning
+rows (:mod:`.tools`: OpenAI JSONL and LLaMA-Factory ShareGPT JSON, no defects); they
+draw from a generator of their own, so the four files above are the same bytes
+whatever their params, and their truth rows follow the others in ``truth.jsonl``.
+:func:`pretrain_corpus` gives the plain text the base model is pretrained on (same
+facts, no chat format, no defects).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from pathlib import Path
 from ..config import SampleParams
 from ..io import atomic_path, write_json, write_jsonl
 from . import defects as D
+from . import tools as T
 from .tasks import CATEGORIES, GENERATORS, SYSTEM, WEIGHTS, Item
 
-SOURCES = {"alpaca_en": "alpaca_en.json", "sharegpt_zh": "sharegpt_zh.jsonl",
-           "openai_mixed": "openai_mixed.jsonl", "alpaca_zh": "alpaca_zh.csv"}
+CHAT_SOURCES = {"alpaca_en": "alpaca_en.json", "sharegpt_zh": "sharegpt_zh.jsonl",
+                "openai_mixed": "openai_mixed.jsonl", "alpaca_zh": "alpaca_zh.csv"}
+SOURCES = {**CHAT_SOURCES, **T.TOOL_SOURCES}    # every file generate() writes, name -> file name
 
 
 def _unique_items(rng: random.Random, category: str, lang: str, n: int, seen: set) -> list[Item]:
@@ -191,17 +197,47 @@ def generate(sample_params: SampleParams, out_dir: str | Path) -> dict:
             src = rows[t["of"]]
             t["of"] = f"{src['source']}:{src['rid']}"
         truth.append(t)
+    # tool-use and reasoning rows: their own generator, so nothing above depends on them
+    avoid = {s for r in rows for s in r["slots"].split(";")}    # no tool row repeats a chat row's request
+    tool_rows = T.generate_tool_rows(sample_params, avoid)
+    write_jsonl(out_dir / T.TOOL_SOURCES["tools_openai"],
+                [T.to_openai(r) for r in tool_rows if r["source"] == "tools_openai"])
+    write_json(out_dir / T.TOOL_SOURCES["tools_sharegpt"],
+               [T.to_sharegpt(r) for r in tool_rows if r["source"] == "tools_sharegpt"])
+    truth += [T.truth_row(r) for r in tool_rows]
     write_jsonl(out_dir / "truth.jsonl", truth)
     counts = defaultdict(int)
     for t in truth:
         counts[t["defect"] or "clean"] += 1
-    return {"rows": len(rows), **dict(sorted(counts.items())),
-            "per_source": {s: len(v) for s, v in sorted(by_source.items())}}
+    per_source = {s: len(v) for s, v in by_source.items()}
+    for r in tool_rows:
+        per_source[r["source"]] = per_source.get(r["source"], 0) + 1
+    n_reasoning = sum(r["category"] == T.REASONING for r in tool_rows)
+    return {"rows": len(rows) + len(tool_rows), **dict(sorted(counts.items())),
+            "tool_rows": len(tool_rows) - n_reasoning, "reasoning_rows": n_reasoning,
+            "per_source": dict(sorted(per_source.items()))}
 
 
-def pretrain_corpus(languages: list[str], n: int, seed: int) -> list[str]:
+# Share of the pretraining corpus written about the tool and reasoning rows. 0 keeps the corpus (and
+# so the base model) as it was. At 0.05 the tokenizer learns merges for tool names, JSON keys and the
+# tool markup: with params.yaml's base model every tool row then fits train.max_length (256 tokens;
+# at most ~245), where at 0 a quarter of them are longer (up to ~355) and lose the end of the answer.
+TOOL_DOC_SHARE = 0.0
+
+
+def pretrain_corpus(languages: list[str], n: int, seed: int, tool_share: float = TOOL_DOC_SHARE) -> list[str]:
     """Plain-text documents about the same facts the tasks ask about: statements, and
-    prompt/response pairs in a plain (non-chat) layout. No chat markup, no defects."""
+    prompt/response pairs in a plain (non-chat) layout. No chat markup, no defects.
+
+    With ``tool_share`` > 0 the last ``round(n * tool_share)`` documents are about the tool and
+    reasoning rows instead (requests, tool outputs and answers; tool signatures, calls as JSON;
+    column arithmetic: :func:`.tools.pretrain_documents`), drawn from a generator of their own:
+    the documents before them are the corpus's first documents whatever the share."""
+    k = round(n * tool_share)
+    return _task_documents(languages, n - k, seed) + T.pretrain_documents(languages, k, seed)
+
+
+def _task_documents(languages: list[str], n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     docs = []
     cats = list(CATEGORIES)
