@@ -255,8 +255,10 @@ def test_parse_reply_reads_calls_bad_json_and_think():
     r = parse_reply('<think>\nstep\n</think>\n<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
                     '<tool_call>{"name": add}</tool_call>')
     assert r["reasoning"] == "step" and r["calls"] == [{"name": "add", "arguments": {"a": 1, "b": 2}}]
-    assert r["bad_calls"] == 1 and r["content"] == ""
-    assert parse_reply("Paris.") == {"content": "Paris.", "reasoning": "", "calls": [], "bad_calls": 0}
+    assert r["bad_calls"] == 1 and r["content"] == "" and r["names"] == ["add", None]
+    r = parse_reply('<tool_call>{"name": "get_weather", "arguments": {"city": "arguments": {"ci')
+    assert r["calls"] == [] and r["bad_calls"] == 1 and r["names"] == ["get_weather"]   # cut short, name readable
+    assert parse_reply("Paris.") == {"content": "Paris.", "reasoning": "", "calls": [], "bad_calls": 0, "names": []}
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -273,14 +275,16 @@ def test_tool_metrics_score_decision_names_arguments_and_json():
              '<tool_call>{"name": "get_weather", "arguments": {"city": "x"}}</tool_call>',      # wrong function
              "147340",                                                                         # no call
              "hi",                                                                             # right: no call
-             '<tool_call>{"name": add</tool_call>']                                            # bad JSON call
+             '<tool_call>{"name": add</tool_call>',                                            # bad JSON call
+             '<tool_call>{"name": "add", "arguments": {"a": 48213, "b": "99']                    # cut short
+    rows.insert(6, call)
     m = tool_metrics(rows, preds)
-    assert m["tool_rows"] == 6
-    assert m["tool_call_accuracy"] == round(3 / 6, 4)             # rows 1, 2 and 5
-    assert m["tool_decision_accuracy"] == round(4 / 6, 4)         # rows 1, 2, 3 and 5
-    assert m["tool_args_exact_match"] == 0.25
-    assert m["tool_args_f1"] == round((1 + 0.5 + 0 + 0) / 4, 4)
-    assert m["tool_valid_json_rate"] == 0.75
+    assert m["tool_rows"] == 7
+    assert m["tool_call_accuracy"] == round(4 / 7, 4)             # rows 1, 2, 5 and 7 (its name is readable)
+    assert m["tool_decision_accuracy"] == round(5 / 7, 4)         # rows 1, 2, 3, 5 and 7
+    assert m["tool_args_exact_match"] == 0.2                       # row 1 of the 5 that should call
+    assert m["tool_args_f1"] == round((1 + 0.5 + 0 + 0 + 0) / 5, 4)
+    assert m["tool_valid_json_rate"] == 0.6                        # 3 of 5 blocks parse
     assert call_step(call)["messages"][-1]["tool_calls"][0]["name"] == "add"
     assert call_step(direct)["messages"] == direct["messages"]
 

@@ -138,7 +138,8 @@ def tool_metrics(records: list[dict], call_preds: list[str], preds: list[str] | 
     """Call-step scores over rows with tools.
 
     * ``tool_call_accuracy``: the right decision and the right function(s): no call where the
-      reference answers directly, else the same multiset of function names;
+      reference answers directly, else the same multiset of function names (a name is read
+      from a block whose arguments are broken: choosing is scored apart from writing them);
     * ``tool_decision_accuracy``: call vs no call only;
     * ``tool_args_exact_match`` (rows whose reference calls): every call with exactly the
       reference's arguments (order of calls and keys ignored);
@@ -157,7 +158,7 @@ def tool_metrics(records: list[dict], call_preds: list[str], preds: list[str] | 
         calls = got["calls"]
         made = bool(calls) or got["bad_calls"] > 0
         decided += made == bool(ref)
-        right += (made == bool(ref)) and sorted(c["name"] for c in calls) == sorted(c["name"] for c in ref)
+        right += (made == bool(ref)) and sorted(map(str, got["names"])) == sorted(c["name"] for c in ref)
         if ref:
             em.append(sorted(map(_call_text, calls)) == sorted(map(_call_text, ref)))
             want, have = _arg_pairs(ref), _arg_pairs(calls)

@@ -141,12 +141,18 @@ _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
 
 
+_NAME = re.compile(r'^\s*\{\s*"name"\s*:\s*"([^"\\]+)"')
+
+
 def parse_reply(text: str) -> dict:
-    """A generated assistant turn, read back: ``{"content", "reasoning", "calls", "bad_calls"}``.
+    """A generated assistant turn, read back: ``{"content", "reasoning", "calls", "bad_calls", "names"}``.
 
     ``calls`` are the ``<tool_call>`` blocks that hold a JSON object with a string ``name``
     (``arguments`` an object; a JSON string of one is parsed); ``bad_calls`` counts blocks
-    that do not (invalid JSON, no name, an unclosed block cut by the token limit).
+    that do not (invalid JSON, no name, an unclosed block cut by the token limit). ``names``
+    are the functions every block calls, read from the block's opening ``{"name": "..."``
+    when its JSON is broken further on (choosing the function and writing valid arguments
+    are scored apart); a block with no readable name gives ``None``.
     """
     reasoning = ""
     think = _THINK.match(text)
@@ -155,7 +161,7 @@ def parse_reply(text: str) -> dict:
     elif "</think>" in text:           # reasoning without its opening tag (some templates put it in the prompt)
         reasoning, text = text.split("</think>", 1)
         reasoning, text = reasoning.replace("<think>", "").strip(), text.lstrip()
-    calls, bad = [], 0
+    calls, bad, names = [], 0, []
     for m in _CALL.finditer(text):
         try:
             obj = json.loads(m.group(1))
@@ -165,7 +171,10 @@ def parse_reply(text: str) -> dict:
             if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not isinstance(args, dict):
                 raise ValueError
             calls.append({"name": obj["name"], "arguments": args})
+            names.append(obj["name"])
         except ValueError:
             bad += 1
+            name = _NAME.match(m.group(1))
+            names.append(name.group(1) if name else None)
     content = _CALL.sub("", text).strip() if "<tool_call>" in text else text.strip()
-    return {"content": content, "reasoning": reasoning, "calls": calls, "bad_calls": bad}
+    return {"content": content, "reasoning": reasoning, "calls": calls, "bad_calls": bad, "names": names}
