@@ -13,7 +13,7 @@ occurs in the training rows), greedy, by
 
 Three seeds by default; the spread (min..max) is printed with the mean.
 
-    PYTHONPATH=. python bench/reasoning_ablation.py [--seeds 0 1 2] [--eval-rows 200]
+    PYTHONPATH=. python bench/reasoning_ablation.py [--seeds 0 1 2] [--eval-rows 200] [--method full]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--eval-rows", type=int, default=200)
     ap.add_argument("--data", default="data/split")
+    ap.add_argument("--method", default=None, help="train.method (default: params.yaml's)")
     args = ap.parse_args()
     setup_env()
     from sftpipe.config import load_params
@@ -83,13 +84,13 @@ def main() -> None:
     results: dict[str, list[dict]] = {"train": [], "drop": []}
     for seed in args.seeds:
         for mode in ("train", "drop"):
-            tp = params.train.model_copy(update={"seed": seed, "reasoning": mode})
+            tp = params.train.model_copy(update={"seed": seed, "reasoning": mode,
+                                                 "method": args.method or params.train.method})
             with tempfile.TemporaryDirectory() as tmp:
                 t = Path(tmp)
                 train(tr, va, params.model, tp, params.lora, t / "sft", t / "ckpt", t / "live")
                 model, tok = load_sft(params.model, t / "sft")
-                preds = generate(model.eval(), tok, rows, params.evaluate.max_new_tokens * 2,
-                                 params.evaluate.batch_size)
+                preds = generate(model.eval(), tok, rows, 160, params.evaluate.batch_size)  # reasoning ~110 tokens
             s = score(preds, rows)
             results[mode].append(s)
             print(f"seed {seed} reasoning={mode:5s}: answer EM {s['answer_em']:.3f}  number right "

@@ -33,8 +33,8 @@ class SampleParams(Section):
     label_flip_rate: float = Field(0.05, ge=0.0, le=0.5)
     garbage_rate: float = Field(0.05, ge=0.0, le=0.5)
     clean_defect_rate: float = Field(0.04, ge=0.0, le=0.5)  # rows given a repairable text defect (clean stage)
-    tool_rows_per_lang: int = Field(200, ge=1)      # tool-use rows (tools_openai/tools_sharegpt), no defects
-    reasoning_rows_per_lang: int = Field(100, ge=1)  # step-by-step arithmetic rows in the same two files
+    tool_rows_per_lang: int = Field(120, ge=1)      # tool-use rows (tools_openai/tools_sharegpt), no defects
+    reasoning_rows_per_lang: int = Field(60, ge=1)   # step-by-step arithmetic rows in the same two files
 
 
 class BaseParams(Section):
