@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+from sftpipe.model.templates import TEMPLATES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
@@ -15,6 +17,19 @@ def tiny_tokenizer():
     from sftpipe.sample import pretrain_corpus
 
     return train_tokenizer(pretrain_corpus(["en", "zh"], 400, seed=0), 600)
+
+
+@pytest.fixture(params=sorted(TEMPLATES))
+def tok(request, tiny_tokenizer):
+    """The tiny tokenizer with each named template in turn."""
+    import copy
+
+    from sftpipe.model.templates import apply_template
+
+    t = copy.deepcopy(tiny_tokenizer)
+    apply_template(t, request.param)
+    t.template_name = request.param
+    return t
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import pytest
 
 from sftpipe.model.formatting import IGNORE, encode, encode_prompt, pad_batch, segments
-from sftpipe.model.templates import TEMPLATES, apply_template, stop_token_ids
+from sftpipe.model.templates import apply_template, stop_token_ids
 
 SINGLE_EN = [{"role": "user", "content": "What is the capital of France?"},
              {"role": "assistant", "content": "The capital of France is Paris."}]
@@ -12,16 +12,6 @@ MULTI_ZH = [{"role": "system", "content": "你是一个乐于助人的助手。"
             {"role": "assistant", "content": "法国的首都是巴黎。"},
             {"role": "user", "content": "那德国呢？"},
             {"role": "assistant", "content": "德国的首都是柏林。"}]
-
-
-@pytest.fixture(params=sorted(TEMPLATES))
-def tok(request, tiny_tokenizer):
-    import copy
-
-    t = copy.deepcopy(tiny_tokenizer)
-    apply_template(t, request.param)
-    t.template_name = request.param
-    return t
 
 
 def trained_spans(labels):

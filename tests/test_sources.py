@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 import logging
@@ -28,6 +27,7 @@ from sftpipe.collect.readers import read_source
 from sftpipe.collect.sources import check_declared_sources, collect
 from sftpipe.config import CollectParams, Source
 from sftpipe.errors import UserError
+from test_malformed import corpus
 from test_pipeline import env, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,17 +330,6 @@ def test_hub_like_paths_with_a_data_suffix_are_files_not_hub_ids(tmp_path):
             list(read_source(path))
 
 
-def _load_corpus():
-    if "malformed_corpus" in sys.modules:   # test_malformed loaded it already
-        return sys.modules["malformed_corpus"]
-    spec = importlib.util.spec_from_file_location("malformed_corpus", ROOT / "tests" / "malformed" / "corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-corpus = _load_corpus()
 GZ_CASES = [c for c in corpus.CASES if c.file.lower().endswith((".jsonl", ".json", ".csv"))
             and (isinstance(c.content, bytes) or callable(c.content))]
 

@@ -9,8 +9,9 @@ from sftpipe.collect.formats import to_record
 from sftpipe.collect.readers import RawRow
 from sftpipe.errors import RowError
 from sftpipe.model.formatting import IGNORE, encode, segments
-from sftpipe.model.templates import TEMPLATES, apply_template, parse_reply, stop_token_ids
+from sftpipe.model.templates import apply_template, parse_reply, stop_token_ids
 from sftpipe.schema import full_text, prompt_text, response_text
+from test_formatting import trained_spans
 
 ADD = {"name": "add", "description": "Add two integers",
        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
@@ -155,28 +156,10 @@ def test_filters_read_calls_and_reasoning_as_text():
 
 # --- templates and masks -------------------------------------------------------------------------
 
-@pytest.fixture(params=sorted(TEMPLATES))
-def tok(request, tiny_tokenizer):
-    t = copy.deepcopy(tiny_tokenizer)
-    apply_template(t, request.param)
-    return t
-
-
-def spans(labels):
-    out, start = [], None
-    for i, lab in enumerate(labels + [IGNORE]):
-        if lab != IGNORE and start is None:
-            start = i
-        if lab == IGNORE and start is not None:
-            out.append((start, i))
-            start = None
-    return out
-
-
 def _check_mask(tok, rec, reasoning="train"):
     enc = encode(tok, rec["messages"], "response", tools=rec.get("tools"), reasoning=reasoning)
     stops = set(stop_token_ids(tok))
-    got = spans(enc.labels)
+    got = trained_spans(enc.labels)
     replies = [m for m in rec["messages"] if m["role"] == "assistant"]
     assert len(got) == len(replies)
     trained_text = []
