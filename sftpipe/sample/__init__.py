@@ -3,8 +3,12 @@
 :func:`generate` writes four source files in three formats (alpaca JSON, ShareGPT
 JSONL, OpenAI-messages JSONL, alpaca CSV) plus ``truth.jsonl``: for every row
 the true category and the defect injected into it, if any. Tests and benches
-measure each filter against that truth. Two more files hold tool-use and reasoning
-rows (:mod:`.tools`: OpenAI JSONL and LLaMA-Factory ShareGPT JSON, no defects); they
+measure each filter against that truth. Besides the defects filters catch
+(:mod:`.defects`) there are quality defects for selection (:mod:`.quality`: wrong
+answers, truncated, off-topic, wrong-language and padded responses), a category
+over-represented (``sample.imbalance``) and a share of one category's rows on a
+single prompt template (truth ``template_redundant``). Two more files hold tool-use
+and reasoning rows (:mod:`.tools`: OpenAI JSONL and LLaMA-Factory ShareGPT JSON, no defects); they
 draw from a generator of their own, so the four files above are the same bytes
 whatever their params, and their truth rows follow the others in ``truth.jsonl``.
 :func:`pretrain_corpus` gives the plain text the base model is pretrained on (same
@@ -16,12 +20,13 @@ from __future__ import annotations
 import csv
 import io
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..config import SampleParams
 from ..io import atomic_path, write_json, write_jsonl
 from . import defects as D
+from . import quality as Q
 from . import tools as T
 from .tasks import CATEGORIES, GENERATORS, SYSTEM, WEIGHTS, Item
 
@@ -30,37 +35,79 @@ CHAT_SOURCES = {"alpaca_en": "alpaca_en.json", "sharegpt_zh": "sharegpt_zh.jsonl
 SOURCES = {**CHAT_SOURCES, **T.TOOL_SOURCES}    # every file generate() writes, name -> file name
 
 
-def _unique_items(rng: random.Random, category: str, lang: str, n: int, seen: set) -> list[Item]:
-    out, tries = [], 0
+# The prompt template redundant rows are rewritten in (the first of each task's templates).
+REDUNDANT_TEMPLATE = 0
+
+
+def _unique_items(rng: random.Random, category: str, lang: str, n: int, seen: set,
+                  redundant: tuple[random.Random, float] | None = None) -> tuple[list[Item], list[bool]]:
+    """``n`` items with keys not in ``seen``, and which of them were made template-redundant.
+
+    With ``redundant`` (a generator of its own and a share), each item is, with that probability,
+    rewritten in :data:`REDUNDANT_TEMPLATE`: the same slots, replayed from ``rng``'s state before
+    the item, so ``rng`` draws the same either way. An item whose rewrite would repeat another
+    item is left as it was."""
+    out, alts, tries = [], {}, 0
     while len(out) < n and tries < n * 50:
         tries += 1
+        state = rng.getstate() if redundant else None
         item = GENERATORS[category](rng, lang)
         if item.key in seen:
             continue
         seen.add(item.key)
+        if redundant and redundant[0].random() < redundant[1]:
+            replay = random.Random()
+            replay.setstate(state)
+            alts[len(out)] = GENERATORS[category](replay, lang, REDUNDANT_TEMPLATE)
         out.append(item)
-    return out
+    flags = [False] * len(out)
+    keys = {it.key for it in out}
+    for i, alt in alts.items():
+        if alt.key != out[i].key and alt.key in keys:
+            continue
+        keys.add(alt.key)
+        out[i], flags[i] = alt, True
+    return out, flags
+
+
+def category_counts(sample_params: SampleParams) -> dict[str, int]:
+    """Rows per language and category: ``rows_per_lang`` shared by the category weights, each times
+    its ``imbalance`` factor (renormalized, so the total stays ``rows_per_lang``)."""
+    if not sample_params.imbalance:
+        return {c: round(sample_params.rows_per_lang * WEIGHTS[c]) for c in CATEGORIES}
+    w = {c: WEIGHTS[c] * sample_params.imbalance.get(c, 1.0) for c in CATEGORIES}
+    total = sum(w.values())
+    return {c: round(sample_params.rows_per_lang * w[c] / total) for c in CATEGORIES}
 
 
 def clean_rows(sample_params: SampleParams, rng: random.Random) -> list[dict]:
-    """Defect-free conversations: ~5% two-turn, ~10% with a system prompt."""
+    """Defect-free conversations: ~5% two-turn, ~10% with a system prompt. A share of the rows of
+    ``redundant_category`` (``redundant_template_share``) all use one prompt template: such rows carry
+    ``template_redundant``; the draws for it come from a generator of their own."""
     seen: set = set()
     rows = []
+    counts = category_counts(sample_params)
+    rrng = random.Random(f"redundant-template:{sample_params.seed}")
     for lang in sample_params.languages:
         for cat in CATEGORIES:
-            n = round(sample_params.rows_per_lang * WEIGHTS[cat])
-            items = _unique_items(rng, cat, lang, n, seen)
+            redundant = ((rrng, sample_params.redundant_template_share)
+                         if cat == sample_params.redundant_category and sample_params.redundant_template_share
+                         else None)
+            items, forced = _unique_items(rng, cat, lang, counts[cat], seen, redundant)
             i = 0
             while i < len(items):
                 turns = items[i:i + 2] if rng.random() < 0.05 and i + 1 < len(items) else items[i:i + 1]
-                i += len(turns)
                 msgs = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.1 else []
                 for it in turns:
                     msgs += [{"role": "user", "content": it.prompt}, {"role": "assistant", "content": it.response}]
                 # the task slots without the template: rows that share them and the answer are
                 # paraphrases the generator made by chance, which dedup should find (report uses it)
-                rows.append({"messages": msgs, "label": cat, "lang": lang, "long": cat == "invitation",
-                             "slots": ";".join(repr(it.key[:-1]) for it in turns)})
+                row = {"messages": msgs, "label": cat, "lang": lang, "long": cat == "invitation",
+                       "slots": ";".join(repr(it.key[:-1]) for it in turns), "items": turns}
+                if any(forced[i:i + len(turns)]):
+                    row["template_redundant"] = True
+                rows.append(row)
+                i += len(turns)
     return rows
 
 
@@ -106,20 +153,22 @@ def inject(sample_params: SampleParams, rows: list[dict], rng: random.Random) ->
         msgs[target]["content"], kind = D.near_duplicate(rng, msgs[target]["content"], src["lang"], src["long"])
         extra.append({**src, "messages": msgs,
                       "truth": {"category": src["truth"]["category"], "defect": "near_dup", "of": i, "edit": kind}})
-    _inject_clean_defects(sample_params, rows, rest[k_exact + k_near:])
+    pool = rest[k_exact + k_near:]
+    _inject_quality_defects(sample_params, rows, pool, _inject_clean_defects(sample_params, rows, pool))
     return rows + extra
 
 
-def _inject_clean_defects(sample_params: SampleParams, rows: list[dict], pool: list[int]) -> None:
+def _inject_clean_defects(sample_params: SampleParams, rows: list[dict], pool: list[int]) -> set[int]:
     """Break the last response of rows from ``pool`` (rows with no other defect and no copies) in
     ways the clean stage repairs; truth holds the kind and the expected text after cleaning.
+    Returns the rows it broke.
 
     A generator of its own, so that the rest of the sample (ids, sources, the other defects) is the
     same whatever the rate. Mojibake goes only to responses with non-ASCII characters.
     """
     k = round(len(rows) * sample_params.clean_defect_rate)
     if not k:
-        return
+        return set()
     crng = random.Random(f"clean-defects:{sample_params.seed}")
     free = list(pool)
     for j in range(k):
@@ -133,6 +182,51 @@ def _inject_clean_defects(sample_params: SampleParams, rows: list[dict], pool: l
         last = r["messages"][-1]
         last["content"], expected = D.clean_defect(crng, kind, r["lang"], last["content"])
         r["truth"].update(defect="clean_defect", clean_defect=kind, expected=expected)
+    return set(pool) - set(free)
+
+
+def _inject_quality_defects(sample_params: SampleParams, rows: list[dict], pool: list[int], taken: set[int]) -> None:
+    """Give the last response of rows from ``pool`` (no other defect, no copies) but ``taken`` a
+    quality defect (:mod:`.quality`), the kinds in turn; truth holds the kind, the correct response
+    (``expected``) and the kind's fields. Off-topic responses come from another category's row in the
+    same language (truth ``response_from``: its id), as that row was generated.
+
+    Each kind goes through the back half of ``pool`` in an order of its own (so each kind's rows are a
+    fair sample of the rows it applies to), then the front half from its end; clean defects take
+    their rows from the start. All draws come from a generator of their own: the rest of the sample is
+    the same whatever the rate, and the clean defects whatever this rate, while the two fit apart.
+    """
+    k = round(len(rows) * sample_params.quality_defect_rate)
+    if not k:
+        return
+    qrng = random.Random(f"quality-defects:{sample_params.seed}")
+    back, front = pool[len(pool) // 2:], pool[:len(pool) // 2][::-1]
+    orders = {kind: qrng.sample(back, len(back)) + front for kind in Q.QUALITY_TYPES}
+    at = dict.fromkeys(Q.QUALITY_TYPES, 0)
+    taken = set(taken)
+    by_lang: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_lang[r["lang"]].append(i)
+    for j in range(k):
+        kind = Q.QUALITY_TYPES[j % len(Q.QUALITY_TYPES)]
+        order, i = orders[kind], at[kind]
+        while i < len(order) and (order[i] in taken or not Q.applies(kind, rows[order[i]]["items"][-1])):
+            i += 1
+        at[kind] = i
+        if i == len(order):
+            continue
+        pick = order[i]
+        taken.add(pick)
+        r = rows[pick]
+        item = r["items"][-1]
+        if kind == "off_topic":
+            donor = qrng.choice([d for d in by_lang[r["lang"]] if rows[d]["items"][-1].category != item.category])
+            text, fields = Q.off_topic_fields(item, rows[donor]["items"][-1])
+            fields["response_from"] = donor
+        else:
+            text, fields = Q.make(qrng, kind, item)
+        r["messages"][-1]["content"] = text
+        r["truth"].update(defect=kind, **fields)
 
 
 def _assign_sources(rows: list[dict], rng: random.Random) -> None:
@@ -193,9 +287,12 @@ def generate(sample_params: SampleParams, out_dir: str | Path) -> dict:
     for i in order:
         r = rows[i]
         t = {"id": f"{r['source']}:{r['rid']}", "lang": r["lang"], **r["truth"]}
-        if "of" in t:
-            src = rows[t["of"]]
-            t["of"] = f"{src['source']}:{src['rid']}"
+        for ref in ("of", "response_from"):
+            if ref in t:
+                src = rows[t[ref]]
+                t[ref] = f"{src['source']}:{src['rid']}"
+        if r.get("template_redundant"):
+            t["template_redundant"] = True
         truth.append(t)
     # tool-use and reasoning rows: their own generator, so nothing above depends on them
     avoid = {s for r in rows for s in r["slots"].split(";")}    # no tool row repeats a chat row's request
@@ -209,13 +306,17 @@ def generate(sample_params: SampleParams, out_dir: str | Path) -> dict:
     counts = defaultdict(int)
     for t in truth:
         counts[t["defect"] or "clean"] += 1
+    chat_truth = truth[:len(rows)]
+    per_category = dict(sorted(Counter(t["category"] for t in chat_truth).items()))
+    redundant = sum(bool(t.get("template_redundant")) for t in chat_truth)
     per_source = {s: len(v) for s, v in by_source.items()}
     for r in tool_rows:
         per_source[r["source"]] = per_source.get(r["source"], 0) + 1
     n_reasoning = sum(r["category"] == T.REASONING for r in tool_rows)
     return {"rows": len(rows) + len(tool_rows), **dict(sorted(counts.items())),
             "tool_rows": len(tool_rows) - n_reasoning, "reasoning_rows": n_reasoning,
-            "per_source": dict(sorted(per_source.items()))}
+            "template_redundant": redundant, "per_source": dict(sorted(per_source.items())),
+            "per_category": per_category}
 
 
 # Share of the pretraining corpus written about the tool and reasoning rows. 0 keeps the corpus (and
@@ -235,6 +336,19 @@ def pretrain_corpus(languages: list[str], n: int, seed: int, tool_share: float =
     the documents before them are the corpus's first documents whatever the share."""
     k = round(n * tool_share)
     return _task_documents(languages, n - k, seed) + T.pretrain_documents(languages, k, seed)
+
+
+HELDOUT_SEED_OFFSET = 7919
+
+
+def heldout_corpus(base_params, corpus: list[str]) -> list[str]:
+    """``base.heldout_docs`` documents drawn like the pretraining corpus from another seed, none equal to
+    a training document: the general text on which evaluate checks what fine-tuning forgot."""
+    seen = set(corpus)
+    n = base_params.heldout_docs
+    docs = pretrain_corpus(base_params.languages, 2 * n, base_params.seed + HELDOUT_SEED_OFFSET,
+                           tool_share=base_params.tool_docs) if n else []
+    return [d for d in docs if d not in seen][:n]
 
 
 def _task_documents(languages: list[str], n: int, seed: int) -> list[str]:

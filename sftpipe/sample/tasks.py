@@ -35,6 +35,15 @@ class Item:
     statement: str
 
 
+def arithmetic_response(lang: str, op: str, a: int, b: int, c: int, obj: tuple, name: str) -> str:
+    """The answer to an arithmetic item (``c`` is the result it states: the quality defects give a wrong one)."""
+    if lang == "en":
+        unit = obj[1] if c != 1 else obj[0]
+        return f"{a} + {b} = {c}. {name} has {c} {unit}." if op == "+" else f"{a} - {b} = {c}. There are {c} {unit} left."
+    o, mw = obj[2], obj[3]
+    return f"{a}+{b}={c}，{name}现在有{c}{mw}{o}。" if op == "+" else f"{a}-{b}={c}，还剩{c}{mw}{o}。"
+
+
 def arithmetic(rng: random.Random, lang: str, template: int | None = None) -> Item:
     op = rng.choice("+-")
     if op == "+":
@@ -53,13 +62,13 @@ def arithmetic(rng: random.Random, lang: str, template: int | None = None) -> It
             prompt = [f"{n} has {a} {p}. {n} gets {b} more. How many {p} does {n} have now?",
                       f"If {n} owns {a} {p} and buys {b} more, how many {p} does {n} own?",
                       f"{n} had {a} {p} and found {b} more. What is the total number of {p}?"][t]
-            response = f"{a} + {b} = {c}. {n} has {c} {p if c != 1 else s}."
+            response = arithmetic_response(lang, op, a, b, c, obj, n)
             statement = f"{n} had {a} {p} and got {b} more, so {n} has {c} {p if c != 1 else s}. {a} plus {b} is {c}."
         else:
             prompt = [f"{n} has {a} {p} and gives {b} away. How many {p} are left?",
                       f"{n} had {a} {p} but lost {b}. How many {p} remain?",
                       f"There were {a} {p} on the table and {n} took {b}. How many {p} are still there?"][t]
-            response = f"{a} - {b} = {c}. There are {c} {p if c != 1 else s} left."
+            response = arithmetic_response(lang, op, a, b, c, obj, n)
             statement = f"{a} minus {b} is {c}, so when {n} gives away {b} of {a} {p}, {c} are left."
     else:
         n = rng.choice(V.NAMES_ZH)
@@ -68,13 +77,13 @@ def arithmetic(rng: random.Random, lang: str, template: int | None = None) -> It
             prompt = [f"{n}有{a}{mw}{o}，又得到了{b}{mw}。{n}现在一共有多少{mw}{o}？",
                       f"如果{n}有{a}{mw}{o}，又买了{b}{mw}，{n}一共有几{mw}{o}？",
                       f"{n}原来有{a}{mw}{o}，后来又找到{b}{mw}。{o}的总数是多少？"][t]
-            response = f"{a}+{b}={c}，{n}现在有{c}{mw}{o}。"
+            response = arithmetic_response(lang, op, a, b, c, obj, n)
             statement = f"{n}有{a}{mw}{o}，又得到{b}{mw}，所以一共有{c}{mw}。{a}加{b}等于{c}。"
         else:
             prompt = [f"{n}有{a}{mw}{o}，送给别人{b}{mw}。还剩多少{mw}{o}？",
                       f"{n}有{a}{mw}{o}，丢了{b}{mw}。还剩几{mw}{o}？",
                       f"桌子上有{a}{mw}{o}，{n}拿走了{b}{mw}。桌子上还有多少{mw}{o}？"][t]
-            response = f"{a}-{b}={c}，还剩{c}{mw}{o}。"
+            response = arithmetic_response(lang, op, a, b, c, obj, n)
             statement = f"{a}减{b}等于{c}，{a}{mw}{o}拿走{b}{mw}，还剩{c}{mw}。"
     return Item("arithmetic", lang, prompt, response, (lang, op, a, b, obj[0], n, t), statement)
 
@@ -137,22 +146,30 @@ def sentiment(rng: random.Random, lang: str, template: int | None = None) -> Ite
     return Item("sentiment", lang, prompt, response, (lang, review, t), statement)
 
 
+# the separator of reverse's answer, per language and prompt template
+REVERSE_SEP = {"en": (" ", ", "), "zh": ("、", " ")}
+
+
 def reverse(rng: random.Random, lang: str, template: int | None = None) -> Item:
     k = rng.randint(3, 5)
     words = rng.sample(V.REVERSE_WORDS_EN if lang == "en" else V.REVERSE_WORDS_ZH, k)
     t = _template(rng, 2, template)
+    sep = REVERSE_SEP[lang][t]
     if lang == "en":
-        sep = [" ", ", "][t]
         prompt = [f"Reverse the order of these words: {' '.join(words)}",
                   f"Write these words in reverse order: {', '.join(words)}"][t]
         response = sep.join(reversed(words))
         statement = f'Reversed, "{sep.join(words)}" becomes "{response}".'
     else:
-        sep = ["、", " "][t]
         prompt = [f"把下面的词语倒序排列：{'、'.join(words)}", f"请按相反的顺序写出这些词：{' '.join(words)}"][t]
         response = sep.join(reversed(words))
         statement = f"“{sep.join(words)}”倒过来是“{response}”。"
     return Item("reverse", lang, prompt, response, (lang, tuple(words), t), statement)
+
+
+def capital_response(lang: str, country: str, capital: str) -> str:
+    """The answer to a capital item, in ``lang``: ``country`` and ``capital`` in that language."""
+    return f"The capital of {country} is {capital}." if lang == "en" else f"{country}的首都是{capital}。"
 
 
 def capital(rng: random.Random, lang: str, template: int | None = None) -> Item:
@@ -162,12 +179,12 @@ def capital(rng: random.Random, lang: str, template: int | None = None) -> Item:
         prompt = [f"What is the capital of {country}?", f"Name the capital city of {country}.",
                   f"Which city is the capital of {country}?", f"Tell me the capital of {country}.",
                   f"What city serves as the capital of {country}?"][t]
-        response = f"The capital of {country} is {cap}."
+        response = capital_response(lang, country, cap)
         statement = rng.choice([response, f"{cap} is the capital city of {country}."])
     else:
         prompt = [f"{country_zh}的首都是哪里？", f"请说出{country_zh}的首都。", f"哪座城市是{country_zh}的首都？",
                   f"{country_zh}的首都是哪座城市？", f"告诉我{country_zh}的首都。"][t]
-        response = f"{country_zh}的首都是{cap_zh}。"
+        response = capital_response(lang, country_zh, cap_zh)
         statement = rng.choice([response, f"{cap_zh}是{country_zh}的首都。"])
     return Item("capital", lang, prompt, response, (lang, country, t), statement)
 
@@ -186,6 +203,16 @@ EXTRA_ZH = {"生日聚会": "现场会有蛋糕。", "野餐": "请带一块野�
             "科学展": "学生们会展示他们的作品。", "送别午餐": "我们一起好好道别。"}
 
 
+def invitation_response(lang: str, ev: tuple, day: tuple, place: tuple, tm: tuple, name: str, sender: str) -> str:
+    """The invitation letter; ``ev``, ``day``, ``place`` and ``tm`` are (English, Chinese) pairs of the vocab."""
+    if lang == "en":
+        return (f"Dear {name},\n\nI would like to invite you to {ev[0]} at {place[0]} on {day[0]}. "
+                f"We will start at {tm[0]}. {EXTRA_EN[ev[0]]} Please let me know if you can come.\n\n"
+                f"Best wishes,\n{sender}")
+    return (f"{name}：\n\n你好！诚挚邀请你{day[1]}{tm[1]}到{place[1]}参加{ev[1]}。"
+            f"{EXTRA_ZH[ev[1]]}期待你的回复。\n\n{sender}")
+
+
 def invitation(rng: random.Random, lang: str, template: int | None = None) -> Item:
     ev, day, place, tm = rng.choice(V.EVENTS), rng.choice(V.DAYS), rng.choice(V.PLACES), rng.choice(V.TIMES)
     t = _template(rng, 3, template)
@@ -196,16 +223,13 @@ def invitation(rng: random.Random, lang: str, template: int | None = None) -> It
                   f"Please draft a note from {sender} inviting {name} to {ev[0]} on {day[0]} at {tm[0]}, "
                   f"held at {place[0]}.",
                   f"Invite {name} to {ev[0]}. Details: {place[0]}, {day[0]}, {tm[0]}. From {sender}."][t]
-        response = (f"Dear {name},\n\nI would like to invite you to {ev[0]} at {place[0]} on {day[0]}. "
-                    f"We will start at {tm[0]}. {EXTRA_EN[ev[0]]} Please let me know if you can come.\n\n"
-                    f"Best wishes,\n{sender}")
+        response = invitation_response(lang, ev, day, place, tm, name, sender)
     else:
         name, sender = rng.sample(V.NAMES_ZH, 2)
         prompt = [f"请帮我给{name}写一份邀请，请对方{day[1]}{tm[1]}到{place[1]}参加{ev[1]}，落款是{sender}。",
                   f"以{sender}的名义写一段话，邀请{name}{day[1]}{tm[1]}来{place[1]}参加{ev[1]}。",
                   f"写一张便条邀请{name}参加{ev[1]}。时间：{day[1]}{tm[1]}；地点：{place[1]}；署名：{sender}。"][t]
-        response = (f"{name}：\n\n你好！诚挚邀请你{day[1]}{tm[1]}到{place[1]}参加{ev[1]}。"
-                    f"{EXTRA_ZH[ev[1]]}期待你的回复。\n\n{sender}")
+        response = invitation_response(lang, ev, day, place, tm, name, sender)
     return Item("invitation", lang, prompt, response, (lang, ev, day, place, tm, name, sender, t), response)
 
 

@@ -7,6 +7,22 @@ NAMES_ZH = ["小明", "小红", "小刚", "小丽", "小华", "小军", "小芳"
             "小宇", "小月", "小东", "小玲", "小伟", "小静", "小涛", "小燕", "小峰", "小萍", "小磊", "小娟",
             "阿明", "阿芳", "阿强", "阿丽", "老王", "老李", "老张", "老陈"]
 
+# the names as the other language writes them (an answer in the wrong language keeps the people of the
+# question): English names transliterated, Chinese names in pinyin
+NAMES_EN_IN_ZH = {"Tom": "汤姆", "Anna": "安娜", "Ben": "本", "Lucy": "露西", "Sam": "萨姆", "Mia": "米娅",
+                  "Jack": "杰克", "Emma": "艾玛", "Leo": "利奥", "Nora": "诺拉", "Ivan": "伊万", "Sara": "萨拉",
+                  "Omar": "奥马尔", "Lily": "莉莉", "Max": "马克斯", "Zoe": "佐伊", "Paul": "保罗", "Ella": "埃拉",
+                  "Ryan": "瑞安", "Kate": "凯特", "Hugo": "雨果", "Ruby": "鲁比", "Adam": "亚当", "Iris": "艾丽斯",
+                  "Noah": "诺亚", "Jane": "简", "Eric": "埃里克", "Rosa": "罗莎", "Dan": "丹", "Amy": "艾米",
+                  "Finn": "芬恩", "Tina": "蒂娜", "Carl": "卡尔", "Vera": "维拉", "Luke": "卢克", "Hana": "哈娜"}
+NAMES_ZH_IN_EN = {"小明": "Xiaoming", "小红": "Xiaohong", "小刚": "Xiaogang", "小丽": "Xiaoli", "小华": "Xiaohua",
+                  "小军": "Xiaojun", "小芳": "Xiaofang", "小强": "Xiaoqiang", "小雪": "Xiaoxue", "小龙": "Xiaolong",
+                  "小梅": "Xiaomei", "小杰": "Xiaojie", "小宇": "Xiaoyu", "小月": "Xiaoyue", "小东": "Xiaodong",
+                  "小玲": "Xiaoling", "小伟": "Xiaowei", "小静": "Xiaojing", "小涛": "Xiaotao", "小燕": "Xiaoyan",
+                  "小峰": "Xiaofeng", "小萍": "Xiaoping", "小磊": "Xiaolei", "小娟": "Xiaojuan", "阿明": "Ah Ming",
+                  "阿芳": "Ah Fang", "阿强": "Ah Qiang", "阿丽": "Ah Li", "老王": "Lao Wang", "老李": "Lao Li",
+                  "老张": "Lao Zhang", "老陈": "Lao Chen"}
+
 # (english singular, english plural, chinese noun, chinese measure word)
 OBJECTS = [("apple", "apples", "苹果", "个"), ("book", "books", "书", "本"), ("pen", "pens", "笔", "支"),
            ("card", "cards", "卡片", "张"), ("ball", "balls", "球", "个"), ("cookie", "cookies", "饼干", "块"),
