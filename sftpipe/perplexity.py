@@ -59,12 +59,7 @@ def encode_for_scoring(tokenizer, rec: dict, ppl_params: PerplexityParams) -> tu
         pre = tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"] if prompt else []
         body = tokenizer(response, add_special_tokens=False)["input_ids"] if response.strip() else []
         ids, scored = pre + body, [False] * len(pre) + [True] * len(body)
-    if len(ids) > ppl_params.max_length:  # keep the scored tail: drop prompt tokens from the left first
-        first = scored.index(True) if True in scored else 0
-        cut = min(len(ids) - ppl_params.max_length, first)
-        ids, scored = ids[cut:], scored[cut:]
-        ids, scored = ids[: ppl_params.max_length], scored[: ppl_params.max_length]
-    return ids, scored
+    return _fit(ids, scored, ppl_params.max_length)
 
 
 # Config attributes with which a model's forward rescales or caps its logits after the LM head.
@@ -105,18 +100,18 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_pad: flo
     return out
 
 
-def score_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams,
-               progress=None) -> list[float | None]:
-    """Perplexity per row (None when there is nothing to score)."""
+def _mean_nll(model, tokenizer, encoded: list[tuple[list[int], list[bool]]], batch_size: int,
+              progress=None) -> list[float | None]:
+    """Mean negative log-likelihood of the scored positions of each encoded row (None: nothing scored),
+    in length-sorted batches."""
     import torch
 
-    encoded = [encode_for_scoring(tokenizer, r, ppl_params) for r in records]
-    order = sorted(range(len(records)), key=lambda i: len(encoded[i][0]))
-    out: list[float | None] = [None] * len(records)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    out: list[float | None] = [None] * len(encoded)
     dev = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
-        for batch in _batches(order, [len(e[0]) for e in encoded], ppl_params.batch_size):
+        for batch in _batches(order, [len(e[0]) for e in encoded], batch_size):
             idx = [i for i in batch if any(encoded[i][1][1:])]
             if idx:
                 ids, att, tgt = pad_batch([encoded[i][0] for i in idx], pad,
@@ -130,10 +125,70 @@ def score_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityPara
                 total = torch.zeros(len(idx), device=dev, dtype=nll.dtype).index_add_(0, row_of, nll)
                 mean = (total / n.clamp(min=1)).cpu().tolist()
                 for row, i in enumerate(idx):
-                    out[i] = math.exp(min(mean[row], 50.0))
+                    out[i] = mean[row]
             if progress is not None:
                 progress.update(len(batch))
     return out
+
+
+def score_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams,
+               progress=None) -> list[float | None]:
+    """Perplexity per row (None when there is nothing to score)."""
+    encoded = [encode_for_scoring(tokenizer, r, ppl_params) for r in records]
+    nll = _mean_nll(model, tokenizer, encoded, ppl_params.batch_size, progress)
+    return [None if x is None else math.exp(min(x, 50.0)) for x in nll]
+
+
+def _fit(ids: list[int], scored: list[bool], max_length: int) -> tuple[list[int], list[bool]]:
+    """Cut to ``max_length`` keeping the scored tail: prompt tokens go from the left first."""
+    if len(ids) > max_length:
+        first = scored.index(True) if True in scored else 0
+        cut = min(len(ids) - max_length, first)
+        ids, scored = ids[cut:], scored[cut:]
+        ids, scored = ids[:max_length], scored[:max_length]
+    return ids, scored
+
+
+def _ifd_encoding(tokenizer, rec: dict, ppl_params: PerplexityParams, with_prompt: bool):
+    """The last reply's tokens after its prompt, or alone, both with only the reply scored and the same
+    reply tokens either way. Plain layout: (prompt) newline reply, so each reply token is predicted from
+    at least the newline. Chat layout: the conversation up to the last reply, or the last assistant
+    message after an empty user turn."""
+    if ppl_params.skip_placeholders:
+        rec = without_placeholders(rec)
+    if ppl_params.template == "plain":
+        if with_prompt:
+            p = ppl_params.model_copy(update={"mode": "response", "skip_placeholders": False})
+            return encode_for_scoring(tokenizer, rec, p)
+        _, reply = last_turn_split(rec)
+        pre = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        body = tokenizer(reply, add_special_tokens=False)["input_ids"] if reply.strip() else []
+        return _fit(pre + body, [False] * len(pre) + [True] * len(body), ppl_params.max_length)
+    msgs = rec["messages"]
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    if with_prompt:
+        enc = encode(tokenizer, msgs[: last + 1], loss_on="last_turn", tools=rec.get("tools"))
+    else:
+        enc = encode(tokenizer, [{"role": "user", "content": ""}, msgs[last]], loss_on="last_turn")
+    return _fit(enc.input_ids, [lab != IGNORE for lab in enc.labels], ppl_params.max_length)
+
+
+def ifd_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams,
+             conditioned_ppl: list[float | None] | None = None, progress=None) -> list[float | None]:
+    """Instruction-following difficulty (Cherry LLM) per row: the last reply's mean loss given the
+    conversation before it divided by its mean loss alone, with one reference LM, in the layout of
+    ``perplexity.template``. Near or above 1: the prompt does not help predict the response
+    (off-topic, wrong language, a canned answer). ``conditioned_ppl`` (the perplexity pass's scores)
+    is reused in the plain response layout, where they are the same numbers, so IFD costs one extra
+    pass over the (shorter) replies alone."""
+    if conditioned_ppl is not None and ppl_params.mode == "response" and ppl_params.template == "plain":
+        cond = [None if s is None else math.log(s) for s in conditioned_ppl]
+    else:
+        cond = _mean_nll(model, tokenizer, [_ifd_encoding(tokenizer, r, ppl_params, True) for r in records],
+                         ppl_params.batch_size)
+    alone = _mean_nll(model, tokenizer, [_ifd_encoding(tokenizer, r, ppl_params, False) for r in records],
+                      ppl_params.batch_size, progress)
+    return [None if c is None or a is None or a <= 0 else c / a for c, a in zip(cond, alone)]
 
 
 def group_key(rec: dict, group_by: str) -> str:
@@ -179,7 +234,8 @@ def _sig(x: float) -> float:
     return float(f"{x:.5g}")
 
 
-def perplexity_filter(records: list[dict], scores: list[float | None], ppl_params: PerplexityParams) -> FilterResult:
+def perplexity_filter(records: list[dict], scores: list[float | None], ppl_params: PerplexityParams,
+                      ifd: list[float | None] | None = None) -> FilterResult:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         groups[group_key(r, ppl_params.group_by)].append(i)
@@ -193,6 +249,8 @@ def perplexity_filter(records: list[dict], scores: list[float | None], ppl_param
         lo, hi, rule = limits[g]
         s = scores[i]
         rec = {**r, "meta": {**r["meta"], "ppl": None if s is None else _sig(s), "ppl_group": g}}
+        if ifd is not None:
+            rec["meta"]["ifd"] = None if ifd[i] is None else _sig(ifd[i])
         ev = {"ppl": rec["meta"]["ppl"], "lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),
               "group": g}
         if s is None:

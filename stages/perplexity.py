@@ -15,7 +15,7 @@ def cli(params, inp, out, metrics, plot, picture):
     from sftpipe.io import read_jsonl, write_csv
     from sftpipe.ledger import FilterResult, write_filter_outputs
     from sftpipe.model.loading import load_model, load_tokenizer
-    from sftpipe.perplexity import histogram_rows, perplexity_filter, plot_groups, score_rows
+    from sftpipe.perplexity import histogram_rows, ifd_rows, perplexity_filter, plot_groups, score_rows
     from sftpipe.plots import perplexity_png
 
     ppl_params = params.perplexity
@@ -28,7 +28,11 @@ def cli(params, inp, out, metrics, plot, picture):
         tokenizer = load_tokenizer(model_params)
         with progress(len(records), "perplexity") as bar:
             scores = score_rows(model, tokenizer, records, ppl_params, bar)
-        result = perplexity_filter(records, scores, ppl_params)
+        ifd = None
+        if ppl_params.ifd:
+            with progress(len(records), "ifd") as bar:
+                ifd = ifd_rows(model, tokenizer, records, ppl_params, scores, bar)
+        result = perplexity_filter(records, scores, ppl_params, ifd)
     m = write_filter_outputs("perplexity", records, result, out, metrics)
     write_csv(plot, ["group", "log10_ppl", "kept", "dropped"], histogram_rows(result))
     perplexity_png(plot_groups(result), picture)

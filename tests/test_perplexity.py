@@ -9,8 +9,8 @@ from sftpipe.config import ModelParams, PerplexityParams
 from sftpipe.ledger import FilterResult, drop
 from sftpipe.model.formatting import IGNORE, encode
 from sftpipe.model.loading import load_model, load_tokenizer
-from sftpipe.perplexity import (_batches, bounds, encode_for_scoring, group_key, histogram_rows, perplexity_filter,
-                                plot_groups, score_rows)
+from sftpipe.perplexity import (_batches, _ifd_encoding, bounds, encode_for_scoring, group_key, histogram_rows,
+                                ifd_rows, perplexity_filter, plot_groups, score_rows)
 from sftpipe.schema import prompt_text, response_text
 
 
@@ -63,6 +63,53 @@ def test_scores_follow_what_the_model_has_learned(lookup_model_dir):
     p = PerplexityParams(template="chat", batch_size=8)
     learned, wrong = score_rows(model, tok, rows, p), score_rows(model, tok, swapped, p)
     assert max(learned) < 1.1 and min(wrong) > 2  # neighbouring replies share words ("The capital of ...")
+
+
+def direct_nll(model, ids, scored):
+    return math.log(direct_ppl(model, ids, scored))
+
+
+@pytest.mark.parametrize("template,reuse", [("plain", True), ("plain", False), ("chat", False)])
+def test_ifd_is_the_conditioned_loss_over_the_loss_alone(lm, template, reuse):
+    """IFD = mean loss of the response given the prompt / mean loss of the same response tokens alone
+    (after a newline), each checked against the model's own loss row by row; reusing the perplexity
+    pass's scores gives the same values as computing them again."""
+    model, tok = lm
+    p = PerplexityParams(batch_size=3, max_length=128, template=template)
+    cond = score_rows(model, tok, ROWS, p) if reuse else None
+    ifd = ifd_rows(model, tok, ROWS, p, cond)
+    for r, got in zip(ROWS, ifd):
+        with_prompt, alone = _ifd_encoding(tok, r, p, True), _ifd_encoding(tok, r, p, False)
+        body = [t for t, s in zip(*alone) if s]
+        assert [t for t, s in zip(*with_prompt) if s][-len(body):] == body   # the same response tokens
+        want = direct_nll(model, *with_prompt) / direct_nll(model, *alone)
+        assert got == pytest.approx(want, rel=1e-4), r["id"]
+    if template == "chat":  # chat perplexity scores (every assistant part) are not reused
+        assert ifd_rows(model, tok, ROWS, p, score_rows(model, tok, ROWS, p)) == pytest.approx(ifd, rel=1e-4)
+
+
+def test_ifd_flags_responses_the_prompt_does_not_explain(lookup_model_dir):
+    """On the lookup model a learned reply is far easier given its prompt (IFD well below 1); the same
+    reply under another prompt is not (IFD near or above 1): what off-topic rows look like."""
+    from lookup_model import lookup_rows
+
+    mp = ModelParams(name_or_path=str(lookup_model_dir))
+    model, tok = load_model(mp).eval(), load_tokenizer(mp)
+    rows = lookup_rows()
+    swapped = [{**r, "messages": [r["messages"][0], rows[(i + 1) % len(rows)]["messages"][1]]}
+               for i, r in enumerate(rows)]
+    p = PerplexityParams(batch_size=8, template="chat")   # the layout it learned
+    good, bad = ifd_rows(model, tok, rows, p), ifd_rows(model, tok, swapped, p)
+    assert max(good) < min(bad)
+    assert np.median(good) < 0.5 < np.median(bad)
+
+
+def test_filter_records_ifd_in_meta():
+    rows = [rec(i, "q", "a") for i in range(3)]
+    res = perplexity_filter(rows, [2.0, 3.0, None], PerplexityParams(mad_k=None), ifd=[0.512344, None, None])
+    meta = {r["id"]: r["meta"] for r in res.kept + [d["record"] for d in res.dropped]}
+    assert meta["s:0"]["ifd"] == 0.51234 and meta["s:1"]["ifd"] is None and "ifd" in meta["s:2"]
+    assert "ifd" not in perplexity_filter(rows, [2.0, 3.0, 4.0], PerplexityParams()).kept[0]["meta"]
 
 
 @pytest.mark.parametrize("softcap", [False, True])
