@@ -35,6 +35,23 @@ class SampleParams(Section):
     clean_defect_rate: float = Field(0.04, ge=0.0, le=0.5)  # rows given a repairable text defect (clean stage)
     tool_rows_per_lang: int = Field(120, ge=1)      # tool-use rows (tools_openai/tools_sharegpt), no defects
     reasoning_rows_per_lang: int = Field(60, ge=1)   # step-by-step arithmetic rows in the same two files
+    # rows given a quality defect for `select` (wrong_answer, truncated, off_topic, wrong_language, padded:
+    # split evenly; rows with no other defect). Plausible, fluent, bad: not garbage.
+    quality_defect_rate: float = Field(0.10, ge=0.0, le=0.5)
+    redundant_category: Literal["arithmetic", "translation", "sentiment", "reverse", "capital",
+                                "invitation"] = "sentiment"
+    redundant_template_share: float = Field(0.6, ge=0.0, le=1.0)  # of its rows, all on one prompt template
+    # category -> factor on its share of rows_per_lang (weights renormalized: the total stays); {}: none
+    imbalance: dict[Literal["arithmetic", "translation", "sentiment", "reverse", "capital", "invitation"],
+                    float] = {"sentiment": 3.0}
+
+    @field_validator("imbalance")
+    @classmethod
+    def _positive_factors(cls, v):
+        bad = {k: f for k, f in v.items() if not (f > 0 and math.isfinite(f))}
+        if bad:
+            raise ValueError(f"imbalance factors must be positive numbers, got {bad}")
+        return v
 
 
 class BaseParams(Section):
@@ -53,6 +70,8 @@ class BaseParams(Section):
     steps: int = Field(250, ge=1)
     lr: float = Field(3e-3, gt=0.0)
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    heldout_docs: int = Field(200, ge=0)            # more documents of the same kind, not trained on (evaluate's
+                                                    # forgetting check reads them)
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -226,6 +245,7 @@ class PerplexityParams(Section):
     max_ppl: float | None = Field(None, gt=0.0)
     mad_k: float | None = Field(3.0, gt=0.0)    # robust z-score bound on log-perplexity
     skip_placeholders: bool = True              # score text without clean's <EMAIL>, <PHONE>, ... masks
+    ifd: bool = True                            # also meta.ifd: loss(response | prompt) / loss(response)
 
     @field_validator("group_by")
     @classmethod
@@ -264,6 +284,103 @@ class SplitParams(Section):
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"split fractions must sum to 1 (train+validation+test = {total:g})")
         return self
+
+
+DEFAULT_RUBRIC = (
+    "You grade one training example for a chat model: an instruction and its response. Judge whether the "
+    "response is correct, complete, on topic, in the language the instruction asks for, and free of "
+    "padding. Reply with one line 'Score: N', N an integer from 1 (useless) to 10 (perfect), then one "
+    "short sentence of reason.\n\nInstruction:\n{prompt}\n\nResponse:\n{response}")
+
+
+class JudgeParams(Section):
+    """LLM-as-judge through any OpenAI-compatible endpoint (vLLM, SGLang, a hosted API). The key comes
+    from the environment variable named by ``api_key_env``, never from params."""
+    enabled: bool = False
+    base_url: str | None = None                 # e.g. http://localhost:8000/v1
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"         # the variable's name; unset is fine for a local server
+    rubric: str = DEFAULT_RUBRIC                # {prompt} and {response} are filled in
+    min_score: float = 1.0                      # the rubric's scale, for parsing and normalizing
+    max_score: float = 10.0
+    concurrency: int = Field(8, ge=1)
+    timeout: float = Field(60.0, gt=0.0)        # seconds per request
+    max_retries: int = Field(5, ge=0)           # on 429, 5xx, timeouts and refused connections
+    backoff: float = Field(1.0, ge=0.0)         # seconds before the first retry, doubled each time
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(64, ge=1)
+    cache_dir: str = "data/cache/judge"         # responses by request hash: reruns and resumes cost nothing
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v):
+        import re
+
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY); "
+                             "never put the key itself in params")
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.enabled and not (self.base_url and self.model):
+            raise ValueError("judge.enabled needs judge.base_url and judge.model")
+        if self.min_score >= self.max_score:
+            raise ValueError("judge.min_score must be below judge.max_score")
+        return self
+
+
+class RewardModelParams(Section):
+    """Any ``AutoModelForSequenceClassification`` reward model (one logit per row), by path or hub id."""
+    model: str | None = None                    # null: no reward-model score
+    revision: str | None = None
+    trust_remote_code: bool = False
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(512, ge=8)
+    template: Literal["auto", "plain"] = "auto"  # auto: the reward model's chat template when it has one
+
+
+class SelectEmbeddingParams(Section):
+    method: Literal["tfidf", "base_model", "sentence_transformers"] = "tfidf"
+    model: str | None = None
+    field: Literal["all", "prompt", "response"] = "all"
+    dims: int = Field(128, ge=2)
+    batch_size: int = Field(64, ge=1)
+
+
+class SelectParams(Section):
+    """Pick the training rows: a budget, a method, scores, mixture weights (sftpipe/select)."""
+    method: Literal["all", "random", "top", "diverse", "kcenter"] = "all"
+    budget: float | None = Field(None, gt=0.0)  # rows (a whole number >= 1) or a fraction (< 1); null: all
+    seed: int = 0
+    # top/diverse/kcenter order: sum of weight x the score's percentile rank in [0, 1] (per score, over
+    # the rows that have it); a negative weight prefers low values
+    scores: dict[str, float] = {"ifd": -1.0}
+    min: dict[str, float] = {}                  # rows with a score below -> below_score
+    max: dict[str, float] = {}                  # rows with a score above -> above_score (e.g. ifd: 1.0)
+    threshold: float = Field(0.9, gt=0.0, le=1.0)   # diverse: cosine to every admitted row must stay below
+    embedding: SelectEmbeddingParams = SelectEmbeddingParams()
+    weights: dict[str, float] = {}              # share of the budget per label or source name
+    balance: Literal["none", "label", "source", "lang"] = "none"   # even quotas per category
+    judge: JudgeParams = JudgeParams()
+    reward_model: RewardModelParams = RewardModelParams()
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v):
+        if v is not None and v >= 1 and v != int(v):
+            raise ValueError(f"budget {v} is neither a whole number of rows nor a fraction below 1")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v):
+        bad = {k: w for k, w in v.items() if w < 0}
+        if bad:
+            raise ValueError(f"negative weights {bad}")
+        if v and sum(v.values()) > 1 + 1e-9:
+            raise ValueError(f"weights sum to {sum(v.values()):g}; they are shares of the budget (at most 1)")
+        return v
 
 
 class ModelParams(Section):
@@ -312,6 +429,9 @@ class EvaluateParams(Section):
     max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(32, ge=1)
     max_rows: int | None = Field(None, ge=1)
+    # the forgetting check: loss on general text for base and SFT. null: <base model>/heldout.jsonl, the
+    # built-in base's held-out pretraining documents (skipped for a hub model without a file given)
+    general_text: str | None = None
 
 
 class Params(BaseModel):
@@ -324,6 +444,7 @@ class Params(BaseModel):
     label_noise: LabelNoiseParams = LabelNoiseParams()
     perplexity: PerplexityParams = PerplexityParams()
     split: SplitParams = SplitParams()
+    select: SelectParams = SelectParams()
     model: ModelParams = ModelParams()
     lora: LoraParams = LoraParams()
     train: TrainParams = TrainParams()

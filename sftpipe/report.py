@@ -8,9 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 from .io import iter_jsonl
+from .sample.quality import QUALITY_TYPES      # the sample's plausible-but-bad rows
 from .schema import message_text
 
-FILTER_STAGES = ("clean", "dedup", "label_noise", "perplexity", "split")
+FILTER_STAGES = ("clean", "dedup", "label_noise", "perplexity", "split", "select")
 
 
 def _read(path: Path) -> list[dict]:
@@ -63,18 +64,41 @@ def truth_metrics(truth: dict[str, dict], data: Path) -> dict:
     pp_in = {r["id"] for r in _read(data / "label_noise" / "kept.jsonl")}
     pp_drop = {d["id"] for d in _read(data / "perplexity" / "dropped.jsonl")}
     garbage = {i for i in pp_in if truth.get(i, {}).get("defect") == "garbage"}
-    clean = pp_in - garbage
+    quality = {i for i in pp_in if truth.get(i, {}).get("defect") in QUALITY_TYPES}
+    clean = pp_in - garbage - quality       # plausible-but-bad rows are neither garbage nor clean
     out["perplexity_garbage_removed"] = round(len(pp_drop & garbage) / len(garbage), 4) if garbage else None
     out["perplexity_clean_removed"] = round(len(pp_drop & clean) / max(len(clean), 1), 4)
     by_kind = Counter(truth[i].get("garbage_type") for i in garbage - pp_drop)
     out["perplexity_garbage_missed_by_type"] = dict(sorted(by_kind.items()))
+    for kind in QUALITY_TYPES:   # what the perplexity cut does to each quality defect (select scores the rest)
+        rows = {i for i in quality if truth[i]["defect"] == kind}
+        out[f"perplexity_{kind}_removed"] = round(len(pp_drop & rows) / len(rows), 4) if rows else None
 
     final = {r["id"] for s in ("train", "validation", "test") for r in _read(data / "split" / f"{s}.jsonl")}
-    bad = {i for i in final if truth.get(i, {}).get("defect") in ("label_flip", "garbage")}
+    bad = {i for i in final if truth.get(i, {}).get("defect") in ("label_flip", "garbage", *QUALITY_TYPES)}
     bad |= {i for i, o, _ in pairs if i in final and o in final}  # both copies of a duplicate survived
     out["final_rows"] = len(final)
     out["final_defective_rows"] = len(bad)
     out["final_defect_rate"] = round(len(bad) / max(len(final), 1), 4)
+    out.update(_select_truth(truth, data))
+    return out
+
+
+def _select_truth(truth: dict[str, dict], data: Path) -> dict:
+    """Share of rows with a known defect in the training pool and among the selected rows, per kind."""
+    pool = {d["id"] for d in _read(data / "select" / "dropped.jsonl")}
+    chosen = {r["id"] for r in _read(data / "select" / "train.jsonl")}
+    pool |= chosen
+    if not pool:
+        return {}
+    out = {}
+    for name, ids in (("pool", pool), ("selected", chosen)):
+        kinds = Counter(truth.get(i, {}).get("defect") for i in ids)
+        out[f"select_{name}_rows"] = len(ids)
+        out[f"select_{name}_defect_rate"] = round(sum(n for k, n in kinds.items() if k) / max(len(ids), 1), 4)
+        out[f"select_{name}_defects"] = dict(sorted((k, n) for k, n in kinds.items() if k))
+        out[f"select_{name}_template_redundant"] = round(
+            sum(bool(truth.get(i, {}).get("template_redundant")) for i in ids) / max(len(ids), 1), 4)
     return out
 
 
@@ -147,7 +171,28 @@ def _excerpt(rec: dict, n: int = 90) -> str:
 PICTURES = [("dedup: duplicate cluster sizes", "plots/dedup_clusters.png"),
             ("label_noise: label issues per class", "plots/label_issues.png"),
             ("perplexity: distribution per group, with the cut lines", "plots/perplexity.png"),
+            ("select: categories, reply length, IFD and embeddings, pool vs selected", "plots/select.png"),
             ("train: loss curves (drawn by the train stage)", "plots/training_curves.png")]
+
+
+def _selection_section(data: Path, metrics: Path) -> list[str]:
+    sel = _json(metrics / "select.json")
+    details = _json(data / "select" / "details.json")
+    if not sel:
+        return []
+    lines = ["", "## Selection", "", f"Method `{sel.get('method')}`, budget {sel.get('budget')}: "
+             f"{sel.get('selected')} of {sel.get('rows_in')} training rows chosen."]
+    cov = {k.removeprefix("coverage_"): v for k, v in sel.items() if k.startswith("coverage_")}
+    if cov:
+        lines += ["", "Embedding coverage of the pool by the selected rows (cosine to the nearest selected row; "
+                  "spread: mean pairwise cosine, lower is more varied): "
+                  + ", ".join(f"{k} {v}" for k, v in cov.items()) + "."]
+    rows = details.get("distributions") or []
+    if rows:
+        lines += ["", "| dimension | value | before | after |", "|---|---|---|---|"]
+        lines += [f"| {r['dimension']} | {r['value']} | {r['before']} | {r['after']} |" for r in rows
+                  if r["dimension"] != "source" or len({x["value"] for x in rows if x["dimension"] == "source"}) < 12]
+    return lines
 
 
 def data_card(data: Path, metrics: Path, quality: dict, examples: int = 2) -> str:
@@ -168,6 +213,7 @@ def data_card(data: Path, metrics: Path, quality: dict, examples: int = 2) -> st
         lines += ["", f"Final splits: train {split.get('train')}, validation {split.get('validation')}, "
                   f"test {split.get('test')} ({split.get('groups')} groups, "
                   f"{split.get('multi_row_groups')} with more than one row kept together)."]
+    lines += _selection_section(data, metrics)
     lines += ["", "## Pictures", "", "PNG files beside this card (`dvc plots show` embeds them too); they need no "
               "network to view.", ""]
     lines += [f"![{title}]({path})" for title, path in PICTURES]

@@ -15,6 +15,7 @@ STAGES = {
     "label-noise": "Find mislabeled rows with cleanlab",
     "perplexity": "Score rows with a reference LM and drop outliers",
     "split": "Leakage-free train/validation/test split",
+    "select": "Score the training rows and choose them to a budget",
     "train": "Fine-tune the model (LoRA and friends, or full)",
     "evaluate": "Score base and SFT models on the test split",
     "report": "Write the data card",

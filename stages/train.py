@@ -25,19 +25,21 @@ def _relaunch_on_multi_gpu() -> None:
 
 
 @stage("train", help="Fine-tune the model (LoRA, DoRA, rsLoRA, full, prompt or prefix tuning).")
-@click.option("--data", default="data/split", show_default=True)
+@click.option("--data", default="data/split", show_default=True, help="holds validation.jsonl")
+@click.option("--train", "train_file", default="data/select/train.jsonl", show_default=True,
+              help="the training rows (select's choice of data/split/train.jsonl)")
 @click.option("--out", default="models/sft", show_default=True)
 @click.option("--checkpoints", default="models/checkpoints", show_default=True)
 @click.option("--live", default="metrics/dvclive", show_default=True)
 @click.option("--metrics", default="metrics/train.json", show_default=True)
 @click.option("--picture", default="metrics/plots/training_curves.png", show_default=True)
-def cli(params, data, out, checkpoints, live, metrics, picture):
+def cli(params, data, train_file, out, checkpoints, live, metrics, picture):
     _relaunch_on_multi_gpu()
     from sftpipe.io import read_jsonl, write_json
     from sftpipe.model.train import train
     from sftpipe.plots import by_epoch, read_dvclive_history, training_curves_png
 
-    files = [Path(data) / "train.jsonl", Path(data) / "validation.jsonl"]
+    files = [Path(train_file), Path(data) / "validation.jsonl"]
     summary = train(read_jsonl(files[0]), read_jsonl(files[1]), params.model, params.train, params.lora,
                     out, checkpoints, live, data_files=files)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -79,7 +79,7 @@ def test_data_card_shows_every_stage_picture_by_its_path(tmp_path):
     shown = [line for line in section.splitlines() if line.startswith("![")]
     assert shown == [f"![{title}]({path})" for title, path in PICTURES]
     assert [p for _, p in PICTURES] == ["plots/dedup_clusters.png", "plots/label_issues.png", "plots/perplexity.png",
-                                        "plots/training_curves.png"]
+                                        "plots/select.png", "plots/training_curves.png"]
 
 
 def test_clean_and_paraphrases_are_measured_against_the_truth(tmp_path):

@@ -40,8 +40,14 @@ def test_no_param_can_hold_a_token():
                 walk(ann)
 
     walk(Params)
-    assert not {f for f in fields if re.search(r"token|secret|password|api_key", f)} - {"num_virtual_tokens",
-                                                                                      "max_new_tokens"}
+    # select.judge.api_key_env names the environment variable that holds the key, never the key
+    assert not {f for f in fields if re.search(r"token|secret|password|api_key", f)} - {
+        "num_virtual_tokens", "max_new_tokens", "max_tokens", "api_key_env"}
+    from sftpipe.config import JudgeParams
+
+    assert re.fullmatch(r"[A-Z_][A-Z0-9_]*", JudgeParams().api_key_env)
+    with pytest.raises(Exception):
+        JudgeParams(api_key_env="sk-abc123")
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -1,0 +1,126 @@
+"""Choose the training rows: bounds on scores, a budget split into quotas, then one method.
+
+Order of work, each step writing its reason into the ledger for the rows it leaves out:
+
+1. ``select.min`` / ``select.max`` on raw scores -> ``below_score`` / ``above_score``;
+2. the budget (rows, or a fraction of the input rows), split into quotas per group: mixture
+   weights by label or source name (``select.weights``), the rest by size or, with
+   ``select.balance``, evenly per category with leftovers refilled;
+3. the method inside the quotas: ``random`` (the baseline), ``top`` (by the combined score),
+   ``diverse`` (score order, admitted only when below ``threshold`` cosine to every admitted row)
+   or ``kcenter`` (greedy farthest-first) -> ``budget``, ``quota``, ``too_similar``.
+
+Chosen rows keep their input order in the output (training shuffles anyway) and carry their
+scores in ``meta.scores`` and their place in the walk in ``meta.select_rank``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from ..config import SelectParams
+from ..errors import UserError
+from ..ledger import FilterResult, drop
+from ..schema import prompt_text, response_text
+from . import methods
+from .scores import gather, group_of, order_score, out_of_bounds
+
+
+def texts_for(records: list[dict], field: str) -> list[str]:
+    if field == "prompt":
+        return [prompt_text(r) for r in records]
+    if field == "response":
+        return [response_text(r) for r in records]
+    return [prompt_text(r) + "\n" + response_text(r) for r in records]
+
+
+def embed_rows(records: list[dict], params: SelectParams) -> np.ndarray:
+    """L2-normalized embeddings of the rows (dedup's embedders: tfidf offline, or a model)."""
+    from ..dedup.semantic import embed
+
+    e = params.embedding
+    try:
+        return embed(texts_for(records, e.field), e.method, e.model, params.seed, dims=e.dims,
+                     batch_size=e.batch_size)
+    except UserError as err:        # dedup's messages name semantic.*
+        raise UserError("select.embedding: " + str(err).split(": ", 1)[-1]) from None
+
+
+def _check_weights(records: list[dict], weights: dict[str, float]) -> None:
+    names = {r.get("label") for r in records} | {r["source"] for r in records}
+    unknown = sorted(k for k in weights if k not in names)
+    if unknown and records:
+        raise UserError(f"select.weights: {unknown} name(s) no label or source of the input rows "
+                        f"(labels and sources: {', '.join(sorted(str(n) for n in names if n is not None))})")
+
+
+def budget_of(params: SelectParams, n_input: int) -> int:
+    return methods.budget_rows(params.budget, n_input)
+
+
+def choose(records: list[dict], params: SelectParams, extra: list[dict] | None = None,
+           X: np.ndarray | None = None) -> FilterResult:
+    """Kept (chosen) rows and the ledger of the rest; ``extra`` adds per-row scores (reward, judge);
+    ``X`` gives precomputed embeddings (else they are computed when the method needs them)."""
+    if params.method == "all" and params.budget is not None:
+        raise UserError("select.budget is set but select.method is 'all' (pick random, top, diverse or kcenter)")
+    _check_weights(records, params.weights)
+    extra = extra or [{} for _ in records]
+    scores = [gather(r, extra[i]) for i, r in enumerate(records)]
+    records = [_with_notes(r, e) for r, e in zip(records, extra)]
+    dropped, pool = [], []
+    for i, (r, s) in enumerate(zip(records, scores)):
+        bad = out_of_bounds(s, params.min, params.max)
+        if bad:
+            dropped.append(drop(_with_scores(r, s), "select", bad.pop("reason"), **bad))
+        else:
+            pool.append(i)
+    k = min(budget_of(params, len(records)), len(pool))
+    if params.method == "all":
+        chosen, reasons, quotas, details = list(range(len(pool))), {}, {}, {}
+    else:
+        sub = [records[i] for i in pool]
+        groups = [group_of(r, params.weights, params.balance) for r in sub]
+        quota = methods.quotas(groups, k, params.weights, params.balance != "none")
+        order = order_score([scores[i] for i in pool], params.scores) if params.method != "random" else None
+        if params.method in ("diverse", "kcenter"):
+            emb = embed_rows(sub, params) if X is None else X[pool]
+        else:
+            emb = None
+        sel = methods.select(params.method, k=k, order_score=order, X=emb, groups=groups, quota=quota,
+                             threshold=params.threshold, seed=params.seed, ids=[r["id"] for r in sub])
+        chosen, reasons, quotas, details = [int(c) for c in sel.chosen], sel.reasons, sel.quotas, sel.details
+        if order is not None:
+            for j, ev in reasons.items():
+                ev.setdefault("order_score", round(float(order[j]), 4))
+    rank = {j: n for n, j in enumerate(chosen)}
+    kept = []
+    for j, i in enumerate(pool):
+        rec = _with_scores(records[i], scores[i])
+        if j in rank:
+            rec["meta"]["select_rank"] = rank[j]
+            kept.append(rec)
+        else:
+            ev = dict(reasons[j])
+            dropped.append(drop(rec, "select", ev.pop("reason"), **ev))
+    extra_metrics = {"method": params.method, "budget": k, "selected": len(kept)}
+    if len(kept) < k:
+        extra_metrics["short_of_budget"] = k - len(kept)
+    return FilterResult(kept, dropped, extra_metrics, {"quotas": quotas, **details,
+                                                       "groups_selected": dict(sorted(Counter(
+                                                           group_of(r, params.weights, params.balance)
+                                                           for r in kept).items()))})
+
+
+def _with_scores(rec: dict, s: dict) -> dict:
+    numeric = {k: v for k, v in s.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("lang", "category")}
+    return {**rec, "meta": {**rec["meta"], "scores": numeric}}
+
+
+def _with_notes(rec: dict, extra: dict) -> dict:
+    """``extra``'s ``_name`` entries (e.g. a judge's error and raw reply) go to ``meta.name``."""
+    notes = {k[1:]: v for k, v in extra.items() if k.startswith("_")}
+    return {**rec, "meta": {**rec["meta"], **notes}} if notes else rec
