@@ -10,14 +10,16 @@ from stages._common import log, stage
 @click.option("--metrics", default="metrics/base.json", show_default=True)
 def cli(params, out, metrics):
     from sftpipe.model.basemodel import pretrain
-    from sftpipe.io import atomic_path, write_json
-    from sftpipe.sample import pretrain_corpus
+    from sftpipe.io import atomic_path, write_json, write_jsonl
+    from sftpipe.sample import heldout_corpus, pretrain_corpus
 
     base_params = params.base
     corpus = pretrain_corpus(base_params.languages, base_params.corpus_rows, base_params.seed,
                              tool_share=base_params.tool_docs)
     with atomic_path(out) as tmp:
         summary = pretrain(base_params, corpus, tmp, log=log.info)
+        # general text of the same kind, never trained on: evaluate's forgetting check
+        write_jsonl(f"{tmp}/heldout.jsonl", [{"text": t} for t in heldout_corpus(base_params, corpus)])
     write_json(metrics, summary)
     log.info("base model: %.2fM params, final loss %.3f, %.0f tokens/s -> %s",
              summary["params_m"], summary["final_loss"], summary["tokens_per_s"], out)

@@ -27,6 +27,11 @@ def cli(params, test_path, sft_dir, metrics, details, deltas, predictions):
         with progress(len(rows), f"generate ({name})") as bar:
             scores[name], preds[name] = evaluation.score_model(name, model, tok, rows, eval_params.max_new_tokens,
                                                                eval_params.batch_size, params.train.max_length, bar)
+    general = _general_text(params)
+    if general:
+        for name, model in (("base", base), ("sft", sft)):
+            nll, n = evaluation.text_loss(model, tok, general, eval_params.batch_size, params.train.max_length)
+            scores[name].update(general_loss=round(nll, 4), general_tokens=n)
     cats = evaluation.per_category(rows, preds)
     write_json(metrics, {"base": scores["base"], "sft": scores["sft"], "delta": evaluation.deltas(scores["base"], scores["sft"]),
                          "rows": len(rows)})
@@ -40,8 +45,27 @@ def cli(params, test_path, sft_dir, metrics, details, deltas, predictions):
         log.info("%d rows with tools: call accuracy %.3f -> %.3f, argument EM %.3f -> %.3f (base -> sft)",
                  s["tool_rows"], b["tool_call_accuracy"], s["tool_call_accuracy"], b.get("tool_args_exact_match", 0),
                  s.get("tool_args_exact_match", 0))
+    if general:
+        log.info("forgetting check, %d general-text documents: loss %.3f -> %.3f (base -> sft)", len(general),
+                 b["general_loss"], s["general_loss"])
     log.info("%d test rows: ROUGE-L %.3f -> %.3f, EM %.3f -> %.3f, loss %.3f -> %.3f (base -> sft)", len(rows),
              b["rougeL"], s["rougeL"], b["exact_match"], s["exact_match"], b["loss"], s["loss"])
+
+
+def _general_text(params) -> list[str]:
+    """evaluate.general_text, else the base model's held-out pretraining documents when it has them."""
+    from pathlib import Path
+
+    from sftpipe.model.evaluation import read_general_text
+
+    path = params.evaluate.general_text
+    if path is None:
+        default = Path(params.model.name_or_path) / "heldout.jsonl"
+        if not default.is_file():
+            log.info("forgetting check skipped: no evaluate.general_text and no %s", default)
+            return []
+        path = default
+    return read_general_text(path)
 
 
 if __name__ == "__main__":

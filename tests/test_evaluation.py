@@ -11,7 +11,8 @@ import torch
 
 from lookup_model import LOOKUP, lookup_rows
 from sftpipe.config import ModelParams
-from sftpipe.model.evaluation import deltas, deltas_markdown, generate, response_loss
+from sftpipe.errors import UserError
+from sftpipe.model.evaluation import deltas, deltas_markdown, generate, read_general_text, response_loss, text_loss
 from sftpipe.model.formatting import IGNORE, encode
 from sftpipe.model.loading import load_model, load_tokenizer
 
@@ -84,6 +85,36 @@ def test_response_loss_is_token_weighted_over_reply_tokens(lm):
     assert n == count
     assert nll == pytest.approx(total / count, rel=1e-5)
     assert math.isfinite(nll) and nll < 0.5, "the lookup model has learned these replies"
+
+
+def test_text_loss_is_token_weighted_over_every_token_but_the_first(lm):
+    """The forgetting check: plain texts of very different lengths, token-weighted, cut to max_length."""
+    model, tok = lm
+    texts = ["The capital of France is Paris.", "hi", "red cat " * 50, "   ", "法国的首都是巴黎。"]
+    nll, n = text_loss(model, tok, texts, batch_size=2, max_length=40)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for t in texts:
+            ids = tok(t)["input_ids"][:40]
+            if not t.strip() or len(ids) < 2:
+                continue
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+            total += float(torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum"))
+            count += len(ids) - 1
+    assert n == count and count < 2 * 40 + 20        # the long text was cut
+    assert nll == pytest.approx(total / count, rel=1e-5)
+
+
+def test_general_text_files(tmp_path):
+    (tmp_path / "g.jsonl").write_text('{"text": "a b"}\n\n{"text": "c"}\n', encoding="utf-8")
+    assert read_general_text(tmp_path / "g.jsonl") == ["a b", "c"]
+    (tmp_path / "g.txt").write_text("one doc\nstill one\n\nsecond\n\n\n", encoding="utf-8")
+    assert read_general_text(tmp_path / "g.txt") == ["one doc\nstill one", "second"]
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"txt": "b"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.jsonl:2: field 'text'"):
+        read_general_text(tmp_path / "bad.jsonl")
+    with pytest.raises(UserError, match="does not exist"):
+        read_general_text(tmp_path / "missing.txt")
 
 
 def test_deltas_and_markdown():

@@ -71,6 +71,53 @@ def response_loss(model, tokenizer, records: list[dict], batch_size: int, max_le
     return total / max(count, 1), count
 
 
+def text_loss(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> tuple[float, int]:
+    """Mean negative log-likelihood per token of plain texts (each cut to ``max_length`` tokens), and the
+    token count: the forgetting check, on general text the fine-tuning data is not about."""
+    import torch
+
+    encs = [tokenizer(t, add_special_tokens=True)["input_ids"][:max_length] for t in texts if t.strip()]
+    encs = [e for e in encs if len(e) > 1]
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
+    dev = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            seqs = [encs[i] for i in order[b:b + batch_size]]
+            ids, att, lab = pad_batch(seqs, pad, seqs)
+            mean = model(input_ids=ids.to(dev), attention_mask=att.to(dev), labels=lab.to(dev)).loss
+            n = int((lab[:, 1:] != IGNORE).sum())
+            total += float(mean) * n
+            count += n
+    return total / max(count, 1), count
+
+
+def read_general_text(path) -> list[str]:
+    """Documents of a general-text file: JSONL with a ``text`` field, or plain text (blank-line separated)."""
+    from pathlib import Path
+
+    from ..errors import UserError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"evaluate.general_text: {path} does not exist")
+    if p.suffix == ".jsonl":
+        out = []
+        for no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{no}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise UserError(f"{path}:{no}: field 'text': expected a string")
+            out.append(row["text"])
+        return out
+    return [d for d in p.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+
+
 def text_metrics(predictions: list[str], references: list[str]) -> dict:
     from .metric_modules import load
 
@@ -192,11 +239,12 @@ def per_category(records: list[dict], preds: dict[str, list[str]]) -> dict:
 
 
 def deltas(base: dict, sft: dict) -> dict:
-    return {k: round(sft[k] - base[k], 4) for k in sft if k in base and k not in ("target_tokens", "tool_rows")}
+    return {k: round(sft[k] - base[k], 4) for k in sft
+            if k in base and k not in ("target_tokens", "tool_rows", "general_tokens")}
 
 
 def deltas_markdown(base: dict, sft: dict, cats: dict) -> str:
-    keys = [k for k in sft if k not in ("target_tokens", "tool_rows") and k in base]
+    keys = [k for k in sft if k not in ("target_tokens", "tool_rows", "general_tokens") and k in base]
     lines = ["# SFT vs base on the test split", "", "| metric | base | sft | sft - base |", "|---|---|---|---|"]
     lines += [f"| {k} | {base[k]:.4f} | {sft[k]:.4f} | {sft[k] - base[k]:+.4f} |" for k in keys]
     if cats:
