@@ -93,8 +93,8 @@ def main() -> None:
             cats = per_category(test, {"sft": preds})
             run = {"method": method, "seed": seed, "rows": len(rows),
                    "defect_rate": round(sum(n for k, n in defects.items() if k) / max(len(rows), 1), 4),
-                   "defects": {k: n for k, n in sorted(defects.items()) if k},
-                   "labels": dict(sorted(Counter(r.get("label") for r in rows).items())),
+                   "defects": dict(sorted((k, n) for k, n in defects.items() if k)),
+                   "labels": dict(sorted(Counter(str(r.get("label")) for r in rows).items())),
                    "exact_match": scores["exact_match"], "rougeL": scores["rougeL"], "loss": scores["loss"],
                    "per_category_em": {c: v["sft"]["exact_match"] for c, v in cats.items()},
                    "seconds": round(time.perf_counter() - t0, 1)}
