@@ -56,10 +56,6 @@ def _check_weights(records: list[dict], weights: dict[str, float]) -> None:
                         f"(labels and sources: {', '.join(sorted(str(n) for n in names if n is not None))})")
 
 
-def budget_of(params: SelectParams, n_input: int) -> int:
-    return methods.budget_rows(params.budget, n_input)
-
-
 def choose(records: list[dict], params: SelectParams, extra: list[dict] | None = None,
            X: np.ndarray | None = None) -> FilterResult:
     """Kept (chosen) rows and the ledger of the rest; ``extra`` adds per-row scores (reward, judge);
@@ -77,7 +73,7 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
             dropped.append(drop(_with_scores(r, s), "select", bad.pop("reason"), **bad))
         else:
             pool.append(i)
-    k = min(budget_of(params, len(records)), len(pool))
+    k = min(methods.budget_rows(params.budget, len(records)), len(pool))
     if params.method == "all":
         chosen, reasons, quotas, details = list(range(len(pool))), {}, {}, {}
     else:
