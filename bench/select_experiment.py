@@ -15,6 +15,11 @@ The verdict per method: its mean beats random's by more than twice the larger se
 
     PYTHONPATH=. python bench/select_experiment.py [--budget 800] [--seeds 0 1 2]
         [--methods random top diverse] [--set select.scores='{ifd: -1.0}'] [--json out.json]
+        [--variant strat select.stratify=label --methods random top@strat] [--eval-on validation]
+
+``--variant NAME key=value ...`` names a set of select overrides; ``method@NAME`` runs a method with
+them (on top of ``--set``). ``--eval-on validation`` scores on the validation split instead: pick the
+settings there, then confirm once on the test rows, so the test rows do not choose the settings.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=["random", "top", "diverse"])
     ap.add_argument("--set", nargs="*", default=[], help="select.* overrides, e.g. select.threshold=0.8")
+    ap.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
+                    help="named select.* overrides, used as method@NAME")
+    ap.add_argument("--eval-on", choices=["test", "validation"], default="test")
     ap.add_argument("--data", default="data/split")
     ap.add_argument("--truth", default="data/raw/truth.jsonl")
     ap.add_argument("--json", default=None, help="write every run's figures here")
@@ -69,15 +77,22 @@ def main() -> None:
     va, test = read_jsonl(Path(args.data) / "validation.jsonl"), read_jsonl(Path(args.data) / "test.jsonl")
     truth = {r["id"]: r for r in read_jsonl(args.truth)} if Path(args.truth).is_file() else {}
     base_sp = params.select.model_copy(update=parse_set(args.set))
+    variants = {v[0]: parse_set(v[1:]) for v in args.variant}
+    if args.eval_on == "validation":
+        test = va
     X = embed_rows(pool, base_sp)
     pool_defects = Counter(truth.get(r["id"], {}).get("defect") for r in pool)
     print(f"pool {len(pool)} rows ({sum(n for k, n in pool_defects.items() if k)} with a known defect: "
           f"{dict((k, n) for k, n in pool_defects.most_common() if k)}); test {len(test)} frozen rows; "
-          f"budget {args.budget:g}; train {params.train.method} x{params.train.epochs:g} epochs", flush=True)
+          f"budget {args.budget:g}; scored on {args.eval_on}; train {params.train.method} x{params.train.epochs:g} epochs", flush=True)
     runs = []
     for seed in args.seeds:
         for method in args.methods:
-            sp = base_sp.model_copy(update={"method": method, "budget": args.budget, "seed": seed})
+            name, _, variant = method.partition("@")
+            if variant and variant not in variants:
+                raise SystemExit(f"{method}: no --variant {variant}")
+            sp = type(base_sp).model_validate({**base_sp.model_dump(), **variants.get(variant, {}),
+                                               "method": name, "budget": args.budget, "seed": seed})
             t0 = time.perf_counter()
             res = choose(pool, sp, None, X)
             rows = [{**r, "meta": {k: v for k, v in r["meta"].items() if k not in ("scores", "select_rank")}}

@@ -246,6 +246,11 @@ class PerplexityParams(Section):
     mad_k: float | None = Field(3.0, gt=0.0)    # robust z-score bound on log-perplexity
     skip_placeholders: bool = True              # score text without clean's <EMAIL>, <PHONE>, ... masks
     ifd: bool = True                            # also meta.ifd: loss(response | prompt) / loss(response)
+    reference: Literal["auto", "model", "fit"] = "auto"  # model: score with `model` (or model.name_or_path);
+    #   fit: with a small LM fitted on the scored rows; auto: fit for the built-in base on non-sample sources
+    fit_epochs: float = Field(1.0, gt=0.0)      # passes over the rows' tokens when fitting the reference LM
+    fit_max_steps: int | None = Field(None, ge=1)   # at most this many steps (None: base.steps)
+    fit_vocab_size: int | None = Field(None, ge=300)  # its tokenizer's vocabulary (None: base.vocab_size)
 
     @field_validator("group_by")
     @classmethod
@@ -362,6 +367,8 @@ class SelectParams(Section):
     embedding: SelectEmbeddingParams = SelectEmbeddingParams()
     weights: dict[str, float] = {}              # share of the budget per label or source name
     balance: Literal["none", "label", "source", "lang"] = "none"   # even quotas per category
+    # quotas per category in proportion to its share of the pool: the method ranks within each category
+    stratify: Literal["none", "label", "source", "lang"] = "none"
     judge: JudgeParams = JudgeParams()
     reward_model: RewardModelParams = RewardModelParams()
 
@@ -381,6 +388,13 @@ class SelectParams(Section):
         if v and sum(v.values()) > 1 + 1e-9:
             raise ValueError(f"weights sum to {sum(v.values()):g}; they are shares of the budget (at most 1)")
         return v
+
+    @model_validator(mode="after")
+    def _one_grouping(self):
+        if self.balance != "none" and self.stratify != "none":
+            raise ValueError(f"balance ({self.balance}) and stratify ({self.stratify}) both set: pick one "
+                             "(balance: even quotas per category; stratify: quotas in proportion to the pool)")
+        return self
 
 
 class ModelParams(Section):

@@ -131,6 +131,26 @@ def test_weights_and_balance_set_the_mixture():
         choose(records, SelectParams(method="random", budget=30, weights={"maths": 0.5}))
 
 
+def test_stratify_keeps_the_pool_mix_and_ranks_within_each_category():
+    # math rows have low ifd, translate rows high: plain top takes math only, stratified top keeps
+    # each label's share of the pool and the lowest-ifd rows of each label
+    records = [rec(i, f"q{i}", f"a{i}", label=lab, ifd=base + i / 1000)
+               for i, (lab, base) in enumerate([("math", 0.1)] * 40 + [("translate", 0.9)] * 20)]
+    plain = choose(records, SelectParams(method="top", budget=15))
+    assert {r["label"] for r in plain.kept} == {"math"}
+    res = choose(records, SelectParams(method="top", budget=15, stratify="label"))
+    accounted(records, res)
+    assert res.details["quotas"] == {"label=math": 10, "label=translate": 5}
+    for lab, n in (("math", 10), ("translate", 5)):
+        group = [r for r in records if r["label"] == lab]
+        best = sorted(group, key=lambda r: r["meta"]["ifd"])[:n]
+        assert {r["id"] for r in res.kept if r["label"] == lab} == {r["id"] for r in best}
+    reasons = {(d["record"]["label"], d["reason"]) for d in res.dropped}
+    assert ("math", "quota") in reasons and len(res.dropped) == 45
+    with pytest.raises(ValueError, match="balance .* and stratify .* both set"):
+        SelectParams(method="top", budget=15, stratify="label", balance="label")
+
+
 def test_diverse_rejects_copies_with_the_nearest_admitted_row():
     records = pool(30)
     copies = [{**r, "id": r["id"] + "c"} for r in records[:10]]

@@ -5,7 +5,8 @@ Order of work, each step writing its reason into the ledger for the rows it leav
 1. ``select.min`` / ``select.max`` on raw scores -> ``below_score`` / ``above_score``;
 2. the budget (rows, or a fraction of the input rows), split into quotas per group: mixture
    weights by label or source name (``select.weights``), the rest by size or, with
-   ``select.balance``, evenly per category with leftovers refilled;
+   ``select.balance``, evenly per category with leftovers refilled, or with ``select.stratify``, per
+   category in proportion to its share of the pool (so the method ranks within each category);
 3. the method inside the quotas: ``random`` (the baseline), ``top`` (by the combined score),
    ``diverse`` (score order, admitted only when below ``threshold`` cosine to every admitted row)
    or ``kcenter`` (greedy farthest-first) -> ``budget``, ``quota``, ``too_similar``.
@@ -78,7 +79,7 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
         chosen, reasons, quotas, details = list(range(len(pool))), {}, {}, {}
     else:
         sub = [records[i] for i in pool]
-        groups = [group_of(r, params.weights, params.balance) for r in sub]
+        groups = [group_of(r, params.weights, _grouping(params)) for r in sub]
         quota = methods.quotas(groups, k, params.weights, params.balance != "none")
         order = order_score([scores[i] for i in pool], params.scores) if params.method != "random" else None
         if params.method in ("diverse", "kcenter"):
@@ -106,8 +107,13 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
         extra_metrics["short_of_budget"] = k - len(kept)
     return FilterResult(kept, dropped, extra_metrics, {"quotas": quotas, **details,
                                                        "groups_selected": dict(sorted(Counter(
-                                                           group_of(r, params.weights, params.balance)
+                                                           group_of(r, params.weights, _grouping(params))
                                                            for r in kept).items()))})
+
+
+def _grouping(params: SelectParams) -> str:
+    """The category quotas go by: balance's (even shares) or stratify's (shares of the pool)."""
+    return params.balance if params.balance != "none" else params.stratify
 
 
 def _with_scores(rec: dict, s: dict) -> dict:

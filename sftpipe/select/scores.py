@@ -83,13 +83,13 @@ def out_of_bounds(score: dict, lows: dict[str, float], highs: dict[str, float]) 
     return None
 
 
-def group_of(rec: dict, weights: dict[str, float], balance: str) -> str:
+def group_of(rec: dict, weights: dict[str, float], by: str) -> str:
     """The quota group of a row: a name in ``select.weights`` (its label, else its source), else its
-    balance category (label, source or lang), else one shared group."""
+    category ``by`` (label, source or lang: select.balance or select.stratify), else one shared group."""
     for name in (rec.get("label"), rec["source"]):
         if name is not None and name in weights:
             return str(name)
-    if balance == "none":
+    if by == "none":
         return "*"
-    value = {"label": rec.get("label"), "source": rec["source"], "lang": rec["meta"].get("lang")}[balance]
-    return f"{balance}={value}"
+    value = {"label": rec.get("label"), "source": rec["source"], "lang": rec["meta"].get("lang")}[by]
+    return f"{by}={value}"
