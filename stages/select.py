@@ -32,6 +32,25 @@ def _extra_scores(params, records):
     return extra
 
 
+OUT_FILES = ("train.jsonl", "dropped.jsonl", "details.json", "coverage.json")   # what the stage writes in --out
+
+
+def _forget_outputs(*paths) -> None:
+    """Remove the previous run's output files, and the temporaries of a run killed while writing them,
+    before anything new is written. Each file is written atomically, but one after another: without
+    this, a run killed between two of them left, e.g., a new ledger and metrics beside the last run's
+    train.jsonl, every file complete and the set inconsistent. Now a killed run leaves an output
+    missing (the picture is written last), which DVC and a rerun both see."""
+    import shutil
+
+    for path in map(Path, paths):
+        for p in [path, *path.parent.glob(f".{path.name}.*")]:   # atomic_path's and the plots' temporaries
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+
 @stage("select", help="Score the training rows and choose them to a budget.")
 @click.option("--inp", default="data/split/train.jsonl", show_default=True)
 @click.option("--out", default="data/select", show_default=True)
@@ -57,15 +76,17 @@ def cli(params, inp, out, metrics, plot, picture):
     cov = coverage(X, chosen, sp.seed) if X is not None else {}
     result.extra_metrics.update({f"coverage_{k}": v for k, v in cov.items()})
     result.details["distributions"] = [dict(zip(("dimension", "value", "before", "after"), d)) for d in dist]
+    out = Path(out)
+    _forget_outputs(*(out / f for f in OUT_FILES), metrics, plot, picture)
     m = write_filter_outputs("select", records, result, out, metrics, write_kept=False)
-    write_jsonl(Path(out) / "train.jsonl", result.kept)
+    if X is not None:
+        write_json(out / "coverage.json", cov)
+    write_jsonl(out / "train.jsonl", result.kept)
     write_csv(plot, ["dimension", "value", "before", "after"], dist)
     every = [r["meta"]["scores"] for r in result.kept] + [d["record"]["meta"]["scores"] for d in result.dropped]
     pool = {k: [s.get(k) for s in every] for k in ("length", "ifd")}
     sel = {k: [r["meta"]["scores"].get(k) for r in result.kept] for k in ("length", "ifd")}
-    select_png(dist, pool, sel, X, chosen, picture)
-    if X is not None:
-        write_json(Path(out) / "coverage.json", cov)
+    select_png(dist, pool, sel, X, chosen, picture)   # the last output: written only when all others are
     log.info("%d rows in, %d selected by %s (budget %d), dropped %s%s", m["rows_in"], m["kept"], sp.method,
              m["budget"], m["dropped_by_reason"],
              f"; coverage {cov.get('covered_at_0.8')} of the pool within cosine 0.8" if cov else "")
