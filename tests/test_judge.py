@@ -18,8 +18,8 @@ import pytest
 from openai_server import FakeOpenAI, body_key, closed_url
 from sftpipe.config import JudgeParams
 from sftpipe.errors import UserError
-from sftpipe.select.judge import (RETRY_AFTER_CAP, build_request, cache_path, fill_rubric, judge_rows,
-                                  normalize, parse_score, request_hash, retry_delay)
+from sftpipe.llm.openai_chat import RETRY_AFTER_CAP, cache_path, request_hash, retry_delay
+from sftpipe.select.judge import build_request, fill_rubric, judge_rows, normalize, parse_score
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV = "SFTPIPE_TEST_JUDGE_KEY"

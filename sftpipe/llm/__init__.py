@@ -1,0 +1,1 @@
+"""Talking to language models over the network (OpenAI-compatible endpoints)."""
