@@ -23,31 +23,14 @@ from collections import defaultdict
 import json
 
 from .formatting import IGNORE, encode, pad_batch
-from .templates import parse_reply, stop_token_ids
+from .generation import generate_replies
+from .templates import parse_reply
 
 
 def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int, progress=None) -> list[str]:
-    import torch
-
-    prompts = [encode(tokenizer, r["messages"], tools=r.get("tools")) for r in records]
-    prompts = [e.input_ids[: e.prompt_len] for e in prompts]
-    order = sorted(range(len(records)), key=lambda i: -len(prompts[i]))
-    stops = stop_token_ids(tokenizer)
-    pad = tokenizer.pad_token_id
-    dev = next(model.parameters()).device
-    out = [""] * len(records)
-    with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            ids, att, _ = pad_batch([prompts[i] for i in idx], pad, left=True)
-            width = ids.shape[1]
-            gen = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), max_new_tokens=max_new_tokens,
-                                 do_sample=False, eos_token_id=stops, pad_token_id=pad)
-            for row, i in enumerate(idx):
-                out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
-            if progress is not None:
-                progress.update(len(idx))
-    return out
+    """Greedy replies, one per record (batched, left-padded, longest prompts first)."""
+    return [r[0] for r in generate_replies(model, tokenizer, records, max_new_tokens=max_new_tokens,
+                                           batch_size=batch_size, progress=progress)]
 
 
 def response_loss(model, tokenizer, records: list[dict], batch_size: int, max_length: int) -> tuple[float, int]:

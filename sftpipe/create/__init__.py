@@ -1,0 +1,1 @@
+"""Creating training data: generation backends (distillation, K candidates per prompt)."""
