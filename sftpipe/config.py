@@ -248,9 +248,9 @@ class PerplexityParams(Section):
     ifd: bool = True                            # also meta.ifd: loss(response | prompt) / loss(response)
     reference: Literal["auto", "model", "fit"] = "auto"  # model: score with `model` (or model.name_or_path);
     #   fit: with a small LM fitted on the scored rows; auto: fit for the built-in base on non-sample sources
-    fit_epochs: float = Field(1.0, gt=0.0)      # passes over the rows' tokens when fitting the reference LM
+    fit_epochs: float = Field(4.0, gt=0.0)      # passes over the rows' tokens when fitting the reference LM
     fit_max_steps: int | None = Field(None, ge=1)   # at most this many steps (None: base.steps)
-    fit_vocab_size: int | None = Field(None, ge=300)  # its tokenizer's vocabulary (None: base.vocab_size)
+    fit_vocab_size: int | None = Field(400, ge=300)  # its tokenizer's vocabulary (None: base.vocab_size)
 
     @field_validator("group_by")
     @classmethod
@@ -298,23 +298,16 @@ DEFAULT_RUBRIC = (
     "short sentence of reason.\n\nInstruction:\n{prompt}\n\nResponse:\n{response}")
 
 
-class JudgeParams(Section):
-    """LLM-as-judge through any OpenAI-compatible endpoint (vLLM, SGLang, a hosted API). The key comes
-    from the environment variable named by ``api_key_env``, never from params."""
-    enabled: bool = False
+class EndpointParams(Section):
+    """An OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, a hosted API): sftpipe.llm.openai_chat.
+    The key comes from the environment variable named by ``api_key_env``, never from params."""
     base_url: str | None = None                 # e.g. http://localhost:8000/v1
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"         # the variable's name; unset is fine for a local server
-    rubric: str = DEFAULT_RUBRIC                # {prompt} and {response} are filled in
-    min_score: float = 1.0                      # the rubric's scale, for parsing and normalizing
-    max_score: float = 10.0
     concurrency: int = Field(8, ge=1)
     timeout: float = Field(60.0, gt=0.0)        # seconds per request
     max_retries: int = Field(5, ge=0)           # on 429, 5xx, timeouts and refused connections
     backoff: float = Field(1.0, ge=0.0)         # seconds before the first retry, doubled each time
-    temperature: float = Field(0.0, ge=0.0)
-    max_tokens: int = Field(64, ge=1)
-    cache_dir: str = "data/cache/judge"         # responses by request hash: reruns and resumes cost nothing
 
     @field_validator("api_key_env")
     @classmethod
@@ -326,12 +319,50 @@ class JudgeParams(Section):
                              "never put the key itself in params")
         return v
 
+
+class JudgeParams(EndpointParams):
+    """LLM-as-judge through an OpenAI-compatible endpoint (see EndpointParams)."""
+    enabled: bool = False
+    rubric: str = DEFAULT_RUBRIC                # {prompt} and {response} are filled in
+    min_score: float = 1.0                      # the rubric's scale, for parsing and normalizing
+    max_score: float = 10.0
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(64, ge=1)
+    cache_dir: str = "data/cache/judge"         # responses by request hash: reruns and resumes cost nothing
+
     @model_validator(mode="after")
     def _needs(self):
         if self.enabled and not (self.base_url and self.model):
             raise ValueError("judge.enabled needs judge.base_url and judge.model")
         if self.min_score >= self.max_score:
             raise ValueError("judge.min_score must be below judge.max_score")
+        return self
+
+
+class GenerationParams(Section):
+    """Responses from a generator (sftpipe.create.backends): K samples per prompt, from a local
+    transformers model or an OpenAI-compatible endpoint."""
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str | None = None                    # transformers: a path or hub id (null: model.name_or_path)
+    revision: str | None = None
+    trust_remote_code: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    k: int = Field(1, ge=1)                     # samples per prompt
+    temperature: float = Field(0.7, ge=0.0)     # 0: greedy (then k must be 1)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(16, ge=1)           # transformers: prompts per forward pass (x k sequences)
+    seed: int = 0
+    openai: EndpointParams = EndpointParams()   # backend openai: where to send (model: the served name)
+    cache_dir: str = "data/cache/generate"      # openai replies by request hash: reruns and resumes are free
+
+    @model_validator(mode="after")
+    def _greedy_is_one(self):
+        if self.temperature == 0 and self.k > 1:
+            raise ValueError(f"k={self.k} samples with temperature 0 would be {self.k} copies of one greedy "
+                             "reply; raise temperature or set k: 1")
+        if self.backend == "openai" and not (self.openai.base_url and self.openai.model):
+            raise ValueError("backend openai needs openai.base_url and openai.model")
         return self
 
 
