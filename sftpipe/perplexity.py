@@ -13,18 +13,30 @@ lower/upper quantiles, absolute min/max, and a robust z-score on log-perplexity
 the mean). Every rule set in params applies; the tightest bound wins. Every row
 keeps its score in ``meta.ppl``; rows outside the bounds go to the ledger with
 the score, the bounds and the rule that cut them.
+
+Reference LM (``perplexity.reference``): ``model`` scores with ``perplexity.model`` or the model being
+fine-tuned; ``fit`` trains a fresh small LM (the base model's architecture, a new tokenizer) on the
+text of the rows being scored, briefly, and scores with that. The built-in base model only knows the
+generated sample's kind of text, so on a user's own data its scores say little about quality; a
+model fitted on the data itself learns what a typical row looks like there, so garbage stands out.
+It is a separate model, used only for scoring: the base model that is fine-tuned and evaluated never
+sees the rows (the test rows among them). ``auto`` picks ``fit`` exactly when the model is the
+built-in base and the sources are not (only) the sample's files.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from .clean.pii import PLACEHOLDERS
-from .config import PerplexityParams
+from .config import BaseParams, Params, PerplexityParams
 from .model.formatting import IGNORE, encode, pad_batch
 from .ledger import FilterResult, drop
 from .schema import last_turn_split, prompt_text, response_text
@@ -294,3 +306,78 @@ def plot_groups(result: FilterResult) -> dict[str, dict]:
         if r["meta"].get("ppl") is not None and r["meta"].get("ppl_group") in out:
             out[r["meta"]["ppl_group"]]["scores"].append(r["meta"]["ppl"])
     return out
+
+
+# --------------------------------------------------------------------------- the reference LM
+
+BUILTIN_BASE = "models/base"    # where the base stage writes the built-in base model
+SAMPLE_DIR = "data/raw"         # where the sample stage writes its source files
+
+
+def reference_choice(params: Params) -> tuple[str, str]:
+    """Which reference LM scores the rows, ``"model"`` or ``"fit"``, and why (``perplexity.reference``).
+
+    ``auto`` is ``fit`` exactly when nothing names another model (``perplexity.model`` unset,
+    ``model.name_or_path`` the built-in base) and some source is not one of the sample's files: the
+    built-in base was pretrained on the sample's kind of text only. On the sample it stays ``model``."""
+    from .sample import SOURCES
+
+    p = params.perplexity
+    if p.reference != "auto":
+        return p.reference, f"perplexity.reference is {p.reference}"
+    if p.model is not None:
+        return "model", f"perplexity.model is set ({p.model})"
+    if os.path.normpath(params.model.name_or_path) != os.path.normpath(BUILTIN_BASE):
+        return "model", f"model.name_or_path ({params.model.name_or_path}) is not the built-in base"
+    sample_files = {os.path.normpath(os.path.join(SAMPLE_DIR, f)) for f in SOURCES.values()}
+    other = [s.path for s in params.collect.sources if os.path.normpath(s.path) not in sample_files]
+    if not other:
+        return "model", "the sources are the sample's files, the kind of text the built-in base was pretrained on"
+    more = f" and {len(other) - 2} more" if len(other) > 2 else ""
+    return "fit", (f"the built-in base knows only the sample's kind of text and {len(other)} source(s) are not "
+                   f"the sample's ({', '.join(other[:2])}{more})")
+
+
+def reference_text(rec: dict, skip_placeholders: bool = True) -> str:
+    """A row as the fitted reference LM reads it in training: prompt, newline, response (the plain
+    layout of the base model's pretraining documents), without PII placeholders if they are skipped
+    in scoring."""
+    if skip_placeholders:
+        rec = without_placeholders(rec)
+    return (prompt_text(rec) + "\n" + response_text(rec)).strip()
+
+
+def fit_steps(n_tokens: int, ppl_params: PerplexityParams, base_params: BaseParams) -> int:
+    """Training steps for ``perplexity.fit_epochs`` passes over ``n_tokens`` tokens, at most
+    ``perplexity.fit_max_steps`` (None: ``base.steps``)."""
+    per_step = base_params.batch_size * base_params.seq_len
+    cap = ppl_params.fit_max_steps or base_params.steps
+    return max(1, min(cap, math.ceil(ppl_params.fit_epochs * n_tokens / per_step)))
+
+
+def fit_reference(records: list[dict], ppl_params: PerplexityParams, base_params: BaseParams,
+                  out_dir: str | Path, log=print) -> dict:
+    """Train a fresh tokenizer and a small LM (``base``'s architecture, optimiser and seed) on the text
+    of ``records``, for :func:`fit_steps` steps; save it to ``out_dir`` like a hub model. Returns a
+    summary (rows, tokens, steps, epochs, final loss, seconds).
+
+    Garbage rows are in the training text too: they are a minority and the budget is about one pass,
+    so the model learns what is typical of the data rather than memorising rows."""
+    from .errors import UserError
+    from .model.basemodel import pretrain, train_tokenizer
+
+    t0 = time.perf_counter()
+    corpus = [t for t in (reference_text(r, ppl_params.skip_placeholders) for r in records) if t]
+    vocab = ppl_params.fit_vocab_size or base_params.vocab_size
+    tokenizer = train_tokenizer(corpus, vocab)
+    n_tokens = sum(len(x) + 1 for x in tokenizer(corpus, add_special_tokens=False)["input_ids"])
+    if n_tokens < base_params.seq_len:
+        raise UserError(f"perplexity: {n_tokens} tokens of text are too few to fit a reference LM (base.seq_len "
+                        f"is {base_params.seq_len}); set perplexity.reference: model")
+    steps = fit_steps(n_tokens, ppl_params, base_params)
+    bp = base_params.model_copy(update={"steps": steps, "vocab_size": vocab})
+    summary = pretrain(bp, corpus, out_dir, log=log, tokenizer=tokenizer, name="reference")
+    epochs = steps * base_params.batch_size * base_params.seq_len / n_tokens
+    return {"rows": len(corpus), "tokens": n_tokens, "steps": steps, "epochs": round(epochs, 3),
+            "vocab_size": summary["vocab_size"], "params_m": summary["params_m"],
+            "final_loss": summary["final_loss"], "fit_s": round(time.perf_counter() - t0, 1)}

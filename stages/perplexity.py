@@ -1,5 +1,8 @@
 """perplexity: score every row with a reference causal LM; drop rows outside the bounds."""
 
+import shutil
+from pathlib import Path
+
 import click
 
 from stages._common import log, progress, stage
@@ -12,10 +15,11 @@ from stages._common import log, progress, stage
 @click.option("--plot", default="metrics/plots/perplexity.csv", show_default=True)
 @click.option("--picture", default="metrics/plots/perplexity.png", show_default=True)
 def cli(params, inp, out, metrics, plot, picture):
-    from sftpipe.io import read_jsonl, write_csv
+    from sftpipe.io import atomic_path, read_jsonl, write_csv
     from sftpipe.ledger import FilterResult, write_filter_outputs
     from sftpipe.model.loading import load_model, load_tokenizer
-    from sftpipe.perplexity import histogram_rows, ifd_rows, perplexity_filter, plot_groups, score_rows
+    from sftpipe.perplexity import (fit_reference, histogram_rows, ifd_rows, perplexity_filter, plot_groups,
+                                    reference_choice, score_rows)
     from sftpipe.plots import perplexity_png
 
     ppl_params = params.perplexity
@@ -23,7 +27,24 @@ def cli(params, inp, out, metrics, plot, picture):
     if not ppl_params.enabled:
         result = FilterResult(kept=records, extra_metrics={"skipped": "disabled"})
     else:
-        model_params = params.model.model_copy(update={"name_or_path": ppl_params.model or params.model.name_or_path})
+        kind, why = reference_choice(params)
+        if kind == "fit":
+            # a model of the rows' own text, only for scoring, versioned with the stage's output
+            ref_dir = str(Path(out) / "reference")
+            with atomic_path(ref_dir) as tmp:
+                fitted = fit_reference(records, ppl_params, params.base, tmp, log=log.info)
+            model_params = params.model.model_copy(update={"name_or_path": ref_dir, "revision": None,
+                                                           "trust_remote_code": False})
+            reference = {"kind": kind, "why": why, "model": ref_dir, **fitted}
+            log.info("reference LM: fitted on %d rows (%d tokens), %d steps (%.2f epochs), final loss %.3f, "
+                     "in %.1fs -> %s (%s)", fitted["rows"], fitted["tokens"], fitted["steps"], fitted["epochs"],
+                     fitted["final_loss"], fitted["fit_s"], ref_dir, why)
+        else:
+            shutil.rmtree(Path(out) / "reference", ignore_errors=True)   # a fitted one from an earlier run
+            model_params = params.model.model_copy(
+                update={"name_or_path": ppl_params.model or params.model.name_or_path})
+            reference = {"kind": kind, "why": why, "model": model_params.name_or_path}
+            log.info("reference LM: %s (%s)", model_params.name_or_path, why)
         model = load_model(model_params, precision=ppl_params.precision).eval()
         tokenizer = load_tokenizer(model_params)
         with progress(len(records), "perplexity") as bar:
@@ -33,6 +54,7 @@ def cli(params, inp, out, metrics, plot, picture):
             with progress(len(records), "ifd") as bar:
                 ifd = ifd_rows(model, tokenizer, records, ppl_params, scores, bar)
         result = perplexity_filter(records, scores, ppl_params, ifd)
+        result.extra_metrics["reference"] = reference
     m = write_filter_outputs("perplexity", records, result, out, metrics)
     write_csv(plot, ["group", "log10_ppl", "kept", "dropped"], histogram_rows(result))
     perplexity_png(plot_groups(result), picture)

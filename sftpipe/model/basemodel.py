@@ -66,22 +66,26 @@ def build_model(base_params: BaseParams, tokenizer):
     return LlamaForCausalLM(cfg)
 
 
-def pretrain(base_params: BaseParams, corpus: list[str], out_dir: str | Path, log=print) -> dict:
+def pretrain(base_params: BaseParams, corpus: list[str], out_dir: str | Path, log=print, tokenizer=None,
+             name: str = "base") -> dict:
     """Train tokenizer and model; save both to ``out_dir`` (safetensors). Returns summary metrics.
 
-    Progress is one tqdm bar over the steps (running loss and tokens/s in its postfix), shown only
-    when stderr is a terminal; ``log`` gets the one line describing the model and corpus."""
+    ``tokenizer``: one already trained on ``corpus`` (e.g. to size the steps from its token count),
+    used instead of training another. Progress is one tqdm bar over the steps (running loss and
+    tokens/s in its postfix), shown only when stderr is a terminal; ``log`` gets the one line
+    describing the model and corpus, headed ``name``."""
     import torch
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(base_params.seed)
     t0 = time.perf_counter()
-    tokenizer = train_tokenizer(corpus, base_params.vocab_size)
+    if tokenizer is None:
+        tokenizer = train_tokenizer(corpus, base_params.vocab_size)
     blocks = pack_blocks(tokenizer, corpus, base_params.seq_len)
     model = build_model(base_params, tokenizer)
     n_params = sum(x.numel() for x in model.parameters())
-    log(f"base: vocab {len(tokenizer)}, {n_params / 1e6:.2f}M params, {blocks.numel() / 1e6:.2f}M corpus tokens")
+    log(f"{name}: vocab {len(tokenizer)}, {n_params / 1e6:.2f}M params, {blocks.numel() / 1e6:.2f}M corpus tokens")
     opt = torch.optim.AdamW(model.parameters(), lr=base_params.lr, betas=(0.9, 0.95), weight_decay=0.1)
     steps = base_params.steps
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(base_params.warmup_ratio * steps), steps)
@@ -90,7 +94,7 @@ def pretrain(base_params: BaseParams, corpus: list[str], out_dir: str | Path, lo
     model.train()
     losses = []
     t1 = time.perf_counter()
-    bar = tqdm(total=steps, desc="pretrain", unit="step", leave=False, disable=None, mininterval=1.0)
+    bar = tqdm(total=steps, desc=f"pretrain {name}" if name != "base" else "pretrain", unit="step", leave=False, disable=None, mininterval=1.0)
     for step in range(steps):
         idx = torch.randint(0, blocks.size(0), (base_params.batch_size,), generator=gen)
         batch = blocks[idx]
