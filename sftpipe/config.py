@@ -19,8 +19,22 @@ from .errors import UserError
 Fraction = Field(ge=0.0, le=1.0)
 
 
+def _allows_bool(annotation) -> bool:
+    import typing
+
+    return annotation is bool or bool in typing.get_args(annotation) or annotation is typing.Any
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, v, info):
+        """YAML's true/false where a number is expected is a typo, not 1/0 (pydantic would take it)."""
+        if isinstance(v, bool) and not _allows_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(v).lower()} is a yes/no value, not a number or a name")
+        return v
 
 
 class SampleParams(Section):
@@ -402,6 +416,13 @@ class SelectParams(Section):
     stratify: Literal["none", "label", "source", "lang"] = "none"
     judge: JudgeParams = JudgeParams()
     reward_model: RewardModelParams = RewardModelParams()
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_one(cls, v):
+        if isinstance(v, float) and v == 1.0:
+            raise ValueError("budget 1.0 is ambiguous: write 1 for one row, or null for every row")
+        return v
 
     @field_validator("budget")
     @classmethod

@@ -107,9 +107,8 @@ def test_a_typo_in_a_select_param_is_one_line_that_names_the_key(run, tmp_path, 
     assert not run.out.exists() and not run.metrics.exists()        # nothing written
 
 
-# Known gaps, reported to the owner of sftpipe/select/{choose,scores}.py and config.py (being edited):
-# strict, so the test turns red as a reminder to drop the mark once the fix lands.
-@pytest.mark.xfail(strict=True, reason="select.min/select.max keys are not checked: a typo is silently no bound")
+# Bounds on a misspelt or absent score, and a YAML boolean for a number, are errors (were silently
+# "no bound" and "1 row").
 @pytest.mark.parametrize("select, key", [("{method: top, budget: 10, min: {idf: 0.5}}", "select.min"),
                                          ("{method: top, budget: 10, max: {ifdd: 1.0}}", "select.max"),
                                          ("{method: top, budget: 10, min: {judge: 6}}", "select.min")])
@@ -117,7 +116,6 @@ def test_a_bound_on_an_unknown_or_absent_score_is_an_error(run, tmp_path, select
     assert_one_line_error(stage(run.args(params_file(tmp_path / "params.yaml", select))), key)
 
 
-@pytest.mark.xfail(strict=True, reason="SelectParams.budget accepts a YAML boolean (true -> 1 row)")
 def test_a_boolean_budget_is_an_error(run, tmp_path):
     params = params_file(tmp_path / "params.yaml", "{method: random, budget: true}")
     assert_one_line_error(stage(run.args(params)), "select.budget")

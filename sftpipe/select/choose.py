@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..ledger import FilterResult, drop
 from ..schema import prompt_text, response_text
 from . import methods
-from .scores import gather, group_of, order_score, out_of_bounds
+from .scores import check_names, gather, group_of, order_score, out_of_bounds
 
 
 def texts_for(records: list[dict], field: str) -> list[str]:
@@ -66,6 +66,8 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
     _check_weights(records, params.weights)
     extra = extra or [{} for _ in records]
     scores = [gather(r, extra[i]) for i, r in enumerate(records)]
+    check_names("min", params.min, scores)      # a misspelt bound would silently bound nothing
+    check_names("max", params.max, scores)
     records = [_with_notes(r, e) for r, e in zip(records, extra)]
     dropped, pool = [], []
     for i, (r, s) in enumerate(zip(records, scores)):

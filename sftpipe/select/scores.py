@@ -52,17 +52,22 @@ def percentile_ranks(values: list[float | None]) -> np.ndarray:
     return out
 
 
-def order_score(scores: list[dict], weights: dict[str, float]) -> np.ndarray:
-    """sum over ``weights`` of weight x percentile rank: higher is better."""
-    unknown = sorted(k for k in weights if k not in NUMERIC)
+def check_names(key: str, names, scores: list[dict]) -> None:
+    """One-line errors for ``select.<key>`` naming a score that does not exist, or one no row has."""
+    unknown = sorted(k for k in names if k not in NUMERIC)
     if unknown:
-        raise UserError(f"select.scores: unknown score(s) {unknown} (one of {', '.join(NUMERIC)})")
-    missing = sorted(k for k in weights if k not in ("length", "turns") and not any(k in s for s in scores))
+        raise UserError(f"select.{key}: unknown score(s) {unknown} (one of {', '.join(NUMERIC)})")
+    missing = sorted(k for k in names if k not in ("length", "turns") and not any(k in s for s in scores))
     if scores and missing:
-        raise UserError(f"select.scores: no row has a {missing[0]!r} score ("
+        raise UserError(f"select.{key}: no row has a {missing[0]!r} score ("
                         + {"ifd": "set perplexity.ifd: true", "ppl": "set perplexity.enabled: true",
                            "reward": "set select.reward_model.model", "judge": "set select.judge.enabled: true"}
                         [missing[0]] + ")")
+
+
+def order_score(scores: list[dict], weights: dict[str, float]) -> np.ndarray:
+    """sum over ``weights`` of weight x percentile rank: higher is better."""
+    check_names("scores", weights, scores)
     total = np.zeros(len(scores))
     for k, w in sorted(weights.items()):
         total += w * percentile_ranks([s.get(k) for s in scores])
