@@ -493,7 +493,7 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     test_file: str = "data/split/test.jsonl"     # or a fixed file, so data-quality experiments compare on one test set
     max_new_tokens: int = Field(96, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1)
     max_rows: int | None = Field(None, ge=1)
     # the forgetting check: loss on general text for base and SFT. null: <base model>/heldout.jsonl, the
     # built-in base's held-out pretraining documents (skipped for a hub model without a file given)
