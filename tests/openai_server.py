@@ -22,10 +22,14 @@ dict ``{"status": int, "body": str | dict, "headers": {...}, "delay": seconds}``
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -272,3 +276,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, fake.completion(body, "" if action == "empty" else None))
             with fake.lock:
                 fake.answered.append(body)
+
+
+def kill_once_cached(script: str, args: list[str], cache: Path, at_least: int, timeout: float = 40) -> set[str]:
+    """Run ``python -c script *args`` from the repository root, SIGKILL it as soon as ``cache``
+    holds ``at_least`` entries, and return the cached keys (file stems). Fails if the process ends
+    on its own first (it must be killed mid-run)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(list(cache.rglob("*.json"))) < at_least:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode != 0                        # killed, not finished
+    return {f.stem for f in cache.rglob("*.json")}

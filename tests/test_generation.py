@@ -5,22 +5,17 @@ also serving the tiny model) with faults, the cache and a run killed mid-way."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from lookup_model import LOOKUP
-from openai_server import FakeOpenAI, closed_url
+from openai_server import FakeOpenAI, closed_url, kill_once_cached
 from sftpipe.config import EndpointParams, GenerationParams, ModelParams
 from sftpipe.create.backends import build_request, candidate_rows, generate, prompt_messages
 from sftpipe.errors import UserError
 from sftpipe.llm.openai_chat import request_hash
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def rec(i: int, prompt: str, reply: str | None = "ref", **extra) -> dict:
@@ -189,19 +184,7 @@ def test_a_killed_run_keeps_what_it_got_and_the_rerun_asks_only_for_the_rest(tmp
     cache = tmp_path / "cache"
     with FakeOpenAI(reply=numbered, latency=0.25, models=("teacher",)) as srv:
         gp = oa(srv.url, tmp_path, openai={"concurrency": 2, "timeout": 5.0})
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, gp.model_dump_json(), json.dumps(records)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 40
-            while time.monotonic() < deadline and len(list(cache.rglob("*.json"))) < 4:
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.01)
-        finally:
-            proc.kill()
-            proc.communicate()
-        assert proc.returncode != 0
-        done = {f.stem for f in cache.rglob("*.json")}
+        done = kill_once_cached(KILL_SCRIPT, [gp.model_dump_json(), json.dumps(records)], cache, 4)
         assert 4 <= len(done) < 16
         for f in cache.rglob("*.json"):                    # complete entries, each with its k replies
             entry = json.loads(f.read_text())

@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from openai_server import FakeOpenAI, body_key, closed_url
+from openai_server import FakeOpenAI, body_key, closed_url, kill_once_cached
 from sftpipe.config import JudgeParams
 from sftpipe.errors import UserError
 from sftpipe.llm.openai_chat import RETRY_AFTER_CAP, cache_path, request_hash, retry_delay
 from sftpipe.select.judge import build_request, fill_rubric, judge_rows, normalize, parse_score
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV = "SFTPIPE_TEST_JUDGE_KEY"
 RUBRIC = "Grade this.\nInstruction:\n{prompt}\nResponse:\n{response}\nReply 'Score: N'."
 
@@ -355,19 +351,7 @@ def test_a_killed_run_keeps_its_replies_and_the_rerun_asks_only_for_the_rest(tmp
     cache = tmp_path / "cache"
     with FakeOpenAI(reply=judge_reply, latency=0.25) as srv:
         p = params(srv.url, tmp_path, concurrency=2)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, p.model_dump_json(), json.dumps(recs), str(cache)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 40
-            while time.monotonic() < deadline and len(list(cache.rglob("*.json"))) < 4:
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.01)
-        finally:
-            proc.kill()
-            proc.communicate()
-        assert proc.returncode != 0                        # killed, not finished
-        done = {f.stem for f in cache.rglob("*.json")}
+        done = kill_once_cached(KILL_SCRIPT, [p.model_dump_json(), json.dumps(recs), str(cache)], cache, 4)
         assert 4 <= len(done) < 16
         for f in cache.rglob("*.json"):                    # every entry complete (written atomically)
             assert json.loads(f.read_text())["key"] == f.stem

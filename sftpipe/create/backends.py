@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from ..config import GenerationParams, ModelParams
-from ..llm.openai_chat import Endpoint, _norm_url, request_hash, run_requests
+from ..llm.openai_chat import Endpoint, _norm_url, run_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,10 @@ def build_request(rec: dict, gp: GenerationParams) -> dict:
 
 def generate_openai(records: list[dict], gp: GenerationParams, cache_dir: str | Path | None = None,
                     progress=None) -> list[dict]:
-    requests: dict[str, dict] = {}
-    rows_of: dict[str, list[int]] = {}
-    for i, rec in enumerate(records):
-        req = build_request(rec, gp)
-        key = request_hash(req)
-        requests.setdefault(key, req)
-        rows_of.setdefault(key, []).append(i)
-    out: list[dict | None] = [None] * len(records)
-
-    def settle(key: str, content, cached: bool, error: str | None) -> None:
-        for i in rows_of[key]:
-            out[i] = {"replies": None if content is None else list(content), "error": error, "cached": cached}
-        if progress is not None:
-            progress.update(len(rows_of[key]))
-
-    stats = run_requests(requests, Endpoint.of("generation.openai", gp.openai),
-                         cache_dir if cache_dir is not None else gp.cache_dir, settle)
+    out, stats = run_rows([build_request(rec, gp) for rec in records], Endpoint.of("generation.openai", gp.openai),
+                          cache_dir if cache_dir is not None else gp.cache_dir,
+                          lambda content, cached, error: {"replies": None if content is None else list(content),
+                                                          "error": error, "cached": cached}, progress)
     log.info("generate: %d prompts, %d distinct requests (n=%d), %d from the cache, %d asked, %d failed",
              len(records), stats.requests, gp.k, stats.cached, stats.asked, len(stats.errors))
     return out

@@ -459,3 +459,25 @@ def run_requests(requests: dict[str, dict], endpoint: Endpoint, cache_dir: str |
     if row_errors:
         log.warning("%s: %d requests failed (first: %s)", endpoint.name, len(row_errors), row_errors[0].error)
     return RunStats(len(requests), len(requests) - len(todo), len(todo), [e.error for e in row_errors])
+
+
+def run_rows(row_requests: list[dict], endpoint: Endpoint, cache_dir: str | Path,
+             result: Callable[[Content | None, bool, str | None], dict], progress=None) -> tuple[list[dict], RunStats]:
+    """One request per row, rows with an identical request asked once: ``result(content, cached,
+    error)`` builds each row's entry (called per row, so rows never share a mutable result); the
+    entries come back in row order, with the run's stats. ``progress`` is updated per row."""
+    requests: dict[str, dict] = {}
+    rows_of: dict[str, list[int]] = {}
+    for i, req in enumerate(row_requests):
+        key = request_hash(req)
+        requests.setdefault(key, req)
+        rows_of.setdefault(key, []).append(i)
+    out: list[dict | None] = [None] * len(row_requests)
+
+    def settle(key: str, content: Content | None, cached: bool, error: str | None) -> None:
+        for i in rows_of[key]:
+            out[i] = result(content, cached, error)
+        if progress is not None:
+            progress.update(len(rows_of[key]))
+
+    return out, run_requests(requests, endpoint, cache_dir, settle)

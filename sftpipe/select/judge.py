@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import JudgeParams
 from ..errors import UserError
-from ..llm.openai_chat import Endpoint, _norm_url, request_hash, run_requests
+from ..llm.openai_chat import Endpoint, _norm_url, run_rows
 from ..schema import last_turn_split, prompt_text
 
 log = logging.getLogger(__name__)
@@ -93,24 +93,9 @@ def judge_rows(records: list[dict], params: JudgeParams, cache_dir: str | Path |
     ``{"score", "raw_score", "raw", "error", "cached"}`` (see the module docstring)."""
     if not params.base_url or not params.model:
         raise UserError("the judge needs judge.base_url and judge.model in params.yaml")
-    requests: dict[str, dict] = {}
-    rows_of: dict[str, list[int]] = {}
-    for i, rec in enumerate(records):
-        req = build_request(rec, params)
-        key = request_hash(req)
-        requests.setdefault(key, req)
-        rows_of.setdefault(key, []).append(i)
-    out: list[dict | None] = [None] * len(records)
-
-    def settle(key: str, content: str | None, cached: bool, error: str | None) -> None:
-        result = _result(content, params, cached, error)
-        for i in rows_of[key]:
-            out[i] = dict(result)
-        if progress is not None:
-            progress.update(len(rows_of[key]))
-
-    stats = run_requests(requests, Endpoint.of("judge", params),
-                         cache_dir if cache_dir is not None else params.cache_dir, settle)
+    out, stats = run_rows([build_request(rec, params) for rec in records], Endpoint.of("judge", params),
+                          cache_dir if cache_dir is not None else params.cache_dir,
+                          lambda content, cached, error: _result(content, params, cached, error), progress)
     failed = sum(1 for r in out if r["error"] not in (None, "unparsable", "empty reply"))
     log.info("judge: %d rows, %d distinct requests, %d from the cache, %d asked; %d failed, %d unparsable",
              len(records), stats.requests, stats.cached, stats.asked, failed,
