@@ -76,6 +76,7 @@ def parse(argv=None):
     ap.add_argument("--methods", default="lora,full")
     ap.add_argument("--configs", default=",".join(ALL_CONFIGS),
                     help="comma list; the *_fa2 ones are skipped when flash_attn is not installed")
+    ap.add_argument("--lora-dropout", type=float, default=0.05, help="lora.dropout (params.yaml: 0.05)")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                     help="train.precision (auto: bf16 on GPU as the pipeline does, fp32 on CPU)")
     ap.add_argument("--peak-flops", type=float, default=989e12, help="accelerator peak FLOP/s for MFU")
@@ -271,7 +272,7 @@ def _run_config(name: str, method: str, records, model_dir, args, steps: int, ke
         t_start = time.perf_counter()
         if name.startswith("ours"):
             with timer_in_fit(sftpipe.model.train, timer, no_final_save=True):
-                trainer, *_ = sftpipe.model.train.fit(records, [], mp, tp, LoraParams(), Path(d) / "ckpt", Path(d) / "live")
+                trainer, *_ = sftpipe.model.train.fit(records, [], mp, tp, LoraParams(dropout=args.lora_dropout), Path(d) / "ckpt", Path(d) / "live")
         else:
             trainer = trl_setup(records, mp, args, steps, "trl_pf" if name == "trl_pf_fa2" else "trl", timer, d, tp)
             trainer.train()
