@@ -390,6 +390,43 @@ class RewardModelParams(Section):
     template: Literal["auto", "plain"] = "auto"  # auto: the reward model's chat template when it has one
 
 
+class PromptsParams(Section):
+    """Fresh unlabeled prompts of the sample's task families (sftpipe.create.prompts) for distillation and
+    best-of-K: items the split's rows do not hold (no prompt and no long answer in common)."""
+    seed: int = 7
+    per_category: int = Field(40, ge=1)         # prompts per language and category
+    languages: list[Literal["en", "zh"]] = ["en", "zh"]
+    categories: list[Literal["arithmetic", "translation", "sentiment", "reverse", "capital", "invitation"]] = [
+        "arithmetic", "translation", "sentiment", "reverse", "capital", "invitation"]
+
+
+class RewardParams(Section):
+    """Reward functions for generated candidates (sftpipe.create.reward). Rules give verdicts (correct /
+    wrong / unverifiable); the others give scores, combined as the weighted sum of those present."""
+    rules: bool = True                          # the rule verifiers (sums, capitals, sentiment, reversal, dictionary)
+    min_chars: int = Field(1, ge=0)             # length bounds: a reply outside them is wrong (reason length)
+    max_chars: int = Field(2000, ge=1)
+    json_valid: bool = False                    # the reply must parse as JSON (for structured-output data)
+    logprob: bool = False                       # the reference LM's mean log-probability of the reply given the prompt
+    logprob_model: str | None = None            # null: model.name_or_path (the base)
+    reward_model: RewardModelParams = RewardModelParams()
+    judge: JudgeParams = JudgeParams()
+    weights: dict[Literal["logprob", "reward_model", "judge"], float] = {"logprob": 1.0, "reward_model": 1.0,
+                                                                          "judge": 1.0}
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars {self.min_chars} is above max_chars {self.max_chars}")
+        return self
+
+
+class BestOfKParams(Section):
+    """Keep the best candidate per prompt; reject prompts with none good enough (sftpipe.create.best_of_k)."""
+    unverifiable: Literal["keep", "drop"] = "keep"   # a best candidate no rule can check: keep it, or reject
+    min_score: float | None = None              # the combined score the best candidate needs (null: any)
+
+
 class SelectEmbeddingParams(Section):
     method: Literal["tfidf", "base_model", "sentence_transformers"] = "tfidf"
     model: str | None = None
@@ -515,6 +552,14 @@ class Params(BaseModel):
     lora: LoraParams = LoraParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    # the create pipeline (create/dvc.yaml): opt-in, `dvc repro create/dvc.yaml`
+    prompts: PromptsParams = PromptsParams()
+    # the teacher: the base fine-tuned in full (stronger than the LoRA student: see README)
+    teacher: TrainParams = TrainParams(method="full", lr=2e-4)
+    distill: GenerationParams = GenerationParams(model="models/teacher", temperature=0.0, max_new_tokens=96)
+    candidates: GenerationParams = GenerationParams(model="models/sft", k=8, temperature=0.3, max_new_tokens=96)
+    reward: RewardParams = RewardParams()
+    best_of_k: BestOfKParams = BestOfKParams()
 
 
 def _fmt_error(err: dict) -> str:

@@ -185,6 +185,13 @@ def _ifd_encoding(tokenizer, rec: dict, ppl_params: PerplexityParams, with_promp
     return _fit(enc.input_ids, [lab != IGNORE for lab in enc.labels], ppl_params.max_length)
 
 
+def reply_nll(model, tokenizer, records: list[dict], ppl_params: PerplexityParams, progress=None) -> list[float | None]:
+    """Mean loss of each row's last reply given the conversation before it (IFD's numerator), in the
+    layout of ``perplexity.template``: a reward (its negative) for generated candidates."""
+    return _mean_nll(model, tokenizer, [_ifd_encoding(tokenizer, r, ppl_params, True) for r in records],
+                     ppl_params.batch_size, progress)
+
+
 def ifd_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams,
              conditioned_ppl: list[float | None] | None = None, progress=None) -> list[float | None]:
     """Instruction-following difficulty (Cherry LLM) per row: the last reply's mean loss given the

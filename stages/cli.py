@@ -19,6 +19,11 @@ STAGES = {
     "train": "Fine-tune the model (LoRA and friends, or full)",
     "evaluate": "Score base and SFT models on the test split",
     "report": "Write the data card",
+    # the create pipeline (create/dvc.yaml)
+    "prompts": "Fresh unlabeled prompts for distillation and best-of-K",
+    "generate": "Replies from a generator: distillation rows or K candidates per prompt",
+    "reward": "Score generated candidates (rules, reward model, judge, log-probability)",
+    "best-of-k": "Keep the best candidate per prompt; reject prompts without a good one",
 }
 
 

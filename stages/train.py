@@ -33,14 +33,16 @@ def _relaunch_on_multi_gpu() -> None:
 @click.option("--live", default="metrics/dvclive", show_default=True)
 @click.option("--metrics", default="metrics/train.json", show_default=True)
 @click.option("--picture", default="metrics/plots/training_curves.png", show_default=True)
-def cli(params, data, train_file, out, checkpoints, live, metrics, picture):
+@click.option("--section", type=click.Choice(["train", "teacher"]), default="train", show_default=True,
+              help="the params group of the run (teacher: the create pipeline's teacher)")
+def cli(params, data, train_file, out, checkpoints, live, metrics, picture, section):
     _relaunch_on_multi_gpu()
     from sftpipe.io import read_jsonl, write_json
     from sftpipe.model.train import train
     from sftpipe.plots import by_epoch, read_dvclive_history, training_curves_png
 
     files = [Path(train_file), Path(data) / "validation.jsonl"]
-    summary = train(read_jsonl(files[0]), read_jsonl(files[1]), params.model, params.train, params.lora,
+    summary = train(read_jsonl(files[0]), read_jsonl(files[1]), params.model, getattr(params, section), params.lora,
                     out, checkpoints, live, data_files=files)
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(metrics, summary)

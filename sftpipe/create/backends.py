@@ -55,13 +55,15 @@ def generate_openai(records: list[dict], gp: GenerationParams, cache_dir: str | 
 def generate_transformers(records: list[dict], gp: GenerationParams, model_params: ModelParams,
                           progress=None) -> list[dict]:
     from ..model.generation import generate_replies
-    from ..model.loading import load_model, load_tokenizer
+    from ..model.loading import INFO_FILE, load_model, load_sft, load_tokenizer
 
     mp = model_params.model_copy(update={"name_or_path": gp.model or model_params.name_or_path,
                                          "revision": gp.revision if gp.model else model_params.revision,
                                          "trust_remote_code": gp.trust_remote_code})
-    model = load_model(mp, precision=gp.precision).eval()
-    tokenizer = load_tokenizer(mp)
+    if (Path(mp.name_or_path) / INFO_FILE).is_file():      # the train stage's output: an adapter or full weights
+        model, tokenizer = load_sft(mp, mp.name_or_path, precision=gp.precision)
+    else:
+        model, tokenizer = load_model(mp, precision=gp.precision).eval(), load_tokenizer(mp)
     replies = generate_replies(model, tokenizer, records, max_new_tokens=gp.max_new_tokens,
                                batch_size=gp.batch_size, k=gp.k, temperature=gp.temperature, top_p=gp.top_p,
                                seed=gp.seed, progress=progress)

@@ -22,13 +22,15 @@ from collections import Counter
 
 from ..ledger import FilterResult, drop
 from .backends import prompt_messages
-from .verify import verify
+from .verify import Verdict, verify
 
 
 def best_of_k(records: list[dict], results: list[dict], scores: list[list[float | None]] | None = None,
-              unverifiable: str = "keep", min_score: float | None = None) -> FilterResult:
+              unverifiable: str = "keep", min_score: float | None = None,
+              verdicts: list[list[Verdict]] | None = None) -> FilterResult:
     """``results[i]`` is the backend's result for ``records[i]`` (``{"replies": [...] | None, "error"}``);
-    ``scores[i][j]`` an optional score of candidate j (None: no score)."""
+    ``scores[i][j]`` an optional score of candidate j (None: no score); ``verdicts[i][j]`` the reward
+    stage's verdict on candidate j (default: the rule verifiers' on the reply)."""
     if unverifiable not in ("keep", "drop"):
         raise ValueError(f"unverifiable must be keep or drop, not {unverifiable!r}")
     kept, dropped = [], []
@@ -38,27 +40,27 @@ def best_of_k(records: list[dict], results: list[dict], scores: list[list[float 
         if not replies:
             dropped.append(drop(rec, "best_of_k", "generation_failed", error=res.get("error")))
             continue
-        verdicts = [verify(rec, r) for r in replies]
+        vs = verdicts[i] if verdicts is not None else [verify(rec, r) for r in replies]
         sc = (scores[i] if scores is not None else None) or [None] * len(replies)
-        ranked = sorted((j for j, v in enumerate(verdicts) if v.ok is not False),
-                        key=lambda j: (verdicts[j].ok is not True, -(sc[j] if sc[j] is not None else float("-inf")), j))
-        n_pass = sum(v.ok is True for v in verdicts)
-        evidence = {"k": len(replies), "passed": n_pass, "verdicts": [v.ok for v in verdicts],
-                    "rule": verdicts[0].rule, "expected": verdicts[0].expected}
+        ranked = sorted((j for j, v in enumerate(vs) if v.ok is not False),
+                        key=lambda j: (vs[j].ok is not True, -(sc[j] if sc[j] is not None else float("-inf")), j))
+        n_pass = sum(v.ok is True for v in vs)
+        evidence = {"k": len(replies), "passed": n_pass, "verdicts": [v.ok for v in vs],
+                    "rule": vs[0].rule, "expected": vs[0].expected}
         if not ranked:
             dropped.append(drop(rec, "best_of_k", "no_passing_candidate", **evidence, first_reply=replies[0][:200]))
             continue
         best = ranked[0]
-        if verdicts[best].ok is None and unverifiable == "drop":
+        if vs[best].ok is None and unverifiable == "drop":
             dropped.append(drop(rec, "best_of_k", "no_passing_candidate", **evidence, first_reply=replies[0][:200]))
             continue
         if min_score is not None and sc[best] is not None and sc[best] < min_score:
             dropped.append(drop(rec, "best_of_k", "below_min_score", **evidence, score=sc[best], min_score=min_score))
             continue
         if n_pass:
-            passed_at[next(j for j, v in enumerate(verdicts) if v.ok)] += 1
+            passed_at[next(j for j, v in enumerate(vs) if v.ok)] += 1
         meta = {**rec.get("meta", {}), "best_of_k": {"k": len(replies), "passed": n_pass, "chosen": best,
-                                                     "ok": verdicts[best].ok, "score": sc[best]}}
+                                                     "ok": vs[best].ok, "score": sc[best]}}
         row = {**rec, "messages": [*prompt_messages(rec), {"role": "assistant", "content": replies[best]}], "meta": meta}
         kept.append(row)
     reasons = Counter(d["reason"] for d in dropped)
