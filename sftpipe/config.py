@@ -356,8 +356,8 @@ class JudgeParams(EndpointParams):
 class GenerationParams(Section):
     """Responses from a generator (sftpipe.create.backends): K samples per prompt, from a local
     transformers model or an OpenAI-compatible endpoint."""
-    backend: Literal["transformers", "openai"] = "transformers"
-    model: str | None = None                    # transformers: a path or hub id (null: model.name_or_path)
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"   # vllm: the optional offline engine
+    model: str | None = None                    # transformers/vllm: a path or hub id (null: model.name_or_path)
     revision: str | None = None
     trust_remote_code: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -158,3 +158,83 @@ def test_distill_writes_rows_under_the_prompt_ids(workdir):
     assert all(r["messages"][-1]["content"] == truth[r["id"]] for r in rows)
     m = json.loads((workdir / "metrics/d.json").read_text())
     assert m["exact_match_truth"] == 1.0 and m["verified_correct"] == 1.0 and m["generator"] == "teacher"
+
+
+def test_reward_logprob_prefers_the_reply_the_model_learned(lookup_model_dir):
+    """The reference LM's log-probability as a reward: the lookup model learned each prompt's reply, so
+    its own reply scores higher than another prompt's reply, for every prompt."""
+    from lookup_model import LOOKUP
+
+    from sftpipe.config import ModelParams, PerplexityParams
+    from sftpipe.create.reward import reward_candidates
+
+    rows = []
+    for i, (q, a) in enumerate(LOOKUP):
+        other = LOOKUP[(i + 1) % len(LOOKUP)][1]
+        for j, reply in enumerate((a, other)):
+            rows.append({"id": f"p{i}#{j}", "label": "lookup", "source": "t", "meta": {"candidate_of": f"p{i}", "candidate": j},
+                         "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": reply}]})
+    rp = RewardParams(logprob=True, rules=False, weights={"logprob": 2.0})
+    res = reward_candidates(rows, rp, ModelParams(name_or_path=str(lookup_model_dir)), PerplexityParams(template="chat"))
+    lp = [r["scores"]["logprob"] for r in res]
+    assert all(v is not None and v < 0 for v in lp)
+    assert all(lp[2 * i] > lp[2 * i + 1] for i in range(len(LOOKUP)))
+    assert all(r["score"] == pytest.approx(2.0 * r["scores"]["logprob"]) for r in res)
+    assert all(r["ok"] is None for r in res)            # rules off: no verdicts
+
+
+def test_reward_judge_scores_and_keeps_unparsable_judgements(tmp_path):
+    """The LLM judge as a reward through a real local server: a parsable judgement gives a normalized
+    score, an unparsable one no score and its raw text kept, never a crash."""
+    from sftpipe.config import JudgeParams, ModelParams, PerplexityParams
+    from sftpipe.create.reward import reward_candidates
+
+    q = "Tom has 3 apples. Tom gets 4 more. How many apples does Tom have now?"
+    rows = [cand(q, "3 + 4 = 7. Tom has 7 apples."), {**cand(q, "no idea"), "id": "p#1"}]
+
+    def judge(body):
+        return "Score: 10\ncorrect" if "= 7" in body["messages"][-1]["content"] else "I cannot grade this"
+
+    with FakeOpenAI(reply=judge, models=("judge",)) as srv:
+        jp = JudgeParams(enabled=True, base_url=srv.url, model="judge", cache_dir=str(tmp_path / "c"), backoff=0.0)
+        res = reward_candidates(rows, RewardParams(judge=jp), ModelParams(), PerplexityParams())
+    assert res[0]["scores"]["judge"] == 1.0 and res[0]["score"] == 1.0 and res[0]["ok"] is True
+    assert res[1]["scores"]["judge"] is None and res[1]["score"] is None
+    assert res[1]["judge_error"]["raw"] == "I cannot grade this"
+
+
+def test_vllm_backend_without_the_package_is_one_clear_error(monkeypatch):
+    from sftpipe.config import GenerationParams, ModelParams
+    from sftpipe.create.backends import generate
+    from sftpipe.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "vllm", None)      # import vllm raises ImportError
+    with pytest.raises(UserError, match="vllm package"):
+        generate([cand("hi", "x")], GenerationParams(backend="vllm"), ModelParams())
+
+
+def test_generate_stage_killed_mid_run_resumes_without_asking_twice(workdir):
+    """SIGKILL the generate command while it is asking the server; the rerun asks only what the cache
+    does not hold, and its outputs are those of an uninterrupted run."""
+    from openai_server import kill_once_cached
+
+    run("prompts", "--split", "data/split", cwd=workdir)
+    prompts = read_jsonl(workdir / "data/create/prompts/prompts.jsonl")
+    cache = workdir / "cache"
+    reply = lambda b: [f"{b['messages'][-1]['content'][:12]} #{j}" for j in range(b["n"])]  # noqa: E731
+    with FakeOpenAI(reply=reply, latency=0.2, models=("sft",)) as srv:
+        with open(workdir / "params.yaml", "a", encoding="utf-8") as fh:
+            fh.write(f"candidates: {{backend: openai, k: 2, temperature: 0.7, cache_dir: '{cache}', "
+                     f"openai: {{base_url: '{srv.url}', model: sft, concurrency: 2}}}}\n")
+        args = ["--params", str(workdir / "params.yaml"), "--section", "candidates",
+                "--prompts", str(workdir / "data/create/prompts/prompts.jsonl"), "--truth", "",
+                "--out", str(workdir / "out"), "--metrics", str(workdir / "m.json")]
+        done = kill_once_cached("from stages.generate import cli; cli()", args, cache, 4)
+        assert 4 <= len(done) < len(prompts)
+        assert not (workdir / "out" / "candidates.jsonl").exists()
+        srv.reset()
+        run("generate", *args, cwd=workdir)
+        assert srv.count == len(prompts) - len(done)        # nothing twice
+    cands = read_jsonl(workdir / "out" / "candidates.jsonl")
+    assert len(cands) == 2 * len(prompts)                   # nothing lost
+    assert [c["messages"][-1]["content"] for c in cands[:2]] == reply({"messages": prompts[0]["messages"], "n": 2})

@@ -10,7 +10,9 @@ OpenAI-compatible endpoint (a user's ``vllm serve`` / SGLang server, or a hosted
   a rerun with the same inputs sends nothing). The server applies its own chat template. The key
   comes from the environment variable ``openai.api_key_env`` only.
 
-Both return, per input record and in input order, ``{"replies": [k strings] | None, "error": str |
+* ``vllm``: vLLM's offline engine when the optional package is installed (a GPU machine).
+
+All return, per input record and in input order, ``{"replies": [k strings] | None, "error": str |
 None, "cached": bool}``; :func:`candidate_rows` turns them into canonical records.
 """
 
@@ -70,11 +72,36 @@ def generate_transformers(records: list[dict], gp: GenerationParams, model_param
     return [{"replies": r, "error": None, "cached": False} for r in replies]
 
 
+def generate_vllm(records: list[dict], gp: GenerationParams, model_params: ModelParams) -> list[dict]:
+    """vLLM's offline engine (an optional extra: ``pip install 'sftpipe[vllm]'`` on a CUDA machine).
+    The model's own chat template formats the prompts; an adapter directory must be merged first
+    (``train.merge: true``), since this path loads plain weights."""
+    from ..errors import UserError
+    from ..model.loading import INFO_FILE
+
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise UserError("generation backend vllm needs the vllm package (pip install 'sftpipe[vllm]', on a "
+                        "CUDA machine); or use backend transformers, or openai against `vllm serve`") from None
+    path = gp.model or model_params.name_or_path
+    if (Path(path) / INFO_FILE).is_file() and not (Path(path) / "config.json").is_file():
+        raise UserError(f"{path}: an adapter, which the vllm backend does not load; train with train.merge: true")
+    llm = LLM(model=path, revision=gp.revision if gp.model else model_params.revision,
+              trust_remote_code=gp.trust_remote_code, seed=gp.seed)
+    sp = SamplingParams(n=gp.k, temperature=gp.temperature, top_p=gp.top_p, max_tokens=gp.max_new_tokens,
+                        seed=gp.seed)
+    outs = llm.chat([prompt_messages(r) for r in records], sp, use_tqdm=False)
+    return [{"replies": [c.text.strip() for c in o.outputs], "error": None, "cached": False} for o in outs]
+
+
 def generate(records: list[dict], gp: GenerationParams, model_params: ModelParams,
              cache_dir: str | Path | None = None, progress=None) -> list[dict]:
     """K candidate replies per record from the configured backend (see the module docstring)."""
     if gp.backend == "openai":
         return generate_openai(records, gp, cache_dir, progress)
+    if gp.backend == "vllm":
+        return generate_vllm(records, gp, model_params)
     return generate_transformers(records, gp, model_params, progress)
 
 
