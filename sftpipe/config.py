@@ -427,6 +427,53 @@ class BestOfKParams(Section):
     min_score: float | None = None              # the combined score the best candidate needs (null: any)
 
 
+class AugmentParams(Section):
+    """Instruction augmentation (sftpipe.create.augment): rule-based paraphrases and format variants in
+    English and Chinese; model-based paraphrases from the distill section's generator when asked."""
+    per_row: int = Field(1, ge=0)               # rule-based variants per row
+    seed: int = 0
+    keep_original: bool = True
+    rules: Literal["default"] | list[dict] = "default"   # or a list of {name, pattern, templates, lang?}
+    model_paraphrases: bool = False             # also ask the generator (params.distill) to rephrase
+    template: str | dict[str, str] | None = None   # the request, with {instruction}; null: built-in en/zh ones
+    min_rouge: float = Field(0.2, ge=0.0, le=1.0)  # a model paraphrase this far from the original is not one
+    length_ratio: list[float] = [0.3, 3.0]      # [low, high]: paraphrase length / original length
+    keep_numbers: bool = True                   # a paraphrase must keep the numbers (the answer is reused)
+
+    @field_validator("length_ratio")
+    @classmethod
+    def _ratio(cls, v):
+        if len(v) != 2 or not 0 < v[0] < v[1]:
+            raise ValueError("length_ratio is [low, high] with 0 < low < high")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v):
+        if v != "default":
+            from .create.augment import validate_rules
+
+            validate_rules(v)
+        return v
+
+
+class SelfInstructParams(Section):
+    """New instructions from seed tasks (sftpipe.create.self_instruct), asked of the distill section's
+    generator at ``temperature``; kept only when novel (ROUGE-L below the threshold against every seed
+    and every instruction kept before) and not a near duplicate."""
+    languages: list[Literal["en", "zh"]] = ["en", "zh"]
+    n_prompts: int = Field(100, ge=0)           # requests per language
+    examples_per_prompt: int = Field(8, ge=1)   # seed instructions shown per request
+    n_new: int = Field(1, ge=1)                 # instructions asked for per request
+    seed: int = 0
+    temperature: float = Field(1.0, gt=0.0)     # sampled: greedy requests that differ little repeat themselves
+    template: str | dict[str, str] | None = None   # {examples} and {n_new}; null: built-in en/zh ones
+    rouge_threshold: float = Field(0.7, gt=0.0, le=1.0)
+    min_chars: int = Field(5, ge=0)
+    max_chars: int = Field(1000, ge=1)
+    near_dup: bool = True                       # also drop MinHash near duplicates (dedup's defaults)
+
+
 class SelectEmbeddingParams(Section):
     method: Literal["tfidf", "base_model", "sentence_transformers"] = "tfidf"
     model: str | None = None
@@ -560,6 +607,8 @@ class Params(BaseModel):
     candidates: GenerationParams = GenerationParams(model="models/sft", k=8, temperature=0.3, max_new_tokens=96)
     reward: RewardParams = RewardParams()
     best_of_k: BestOfKParams = BestOfKParams()
+    augment: AugmentParams = AugmentParams()
+    self_instruct: SelfInstructParams = SelfInstructParams()
 
 
 def _fmt_error(err: dict) -> str:

@@ -24,6 +24,8 @@ STAGES = {
     "generate": "Replies from a generator: distillation rows or K candidates per prompt",
     "reward": "Score generated candidates (rules, reward model, judge, log-probability)",
     "best-of-k": "Keep the best candidate per prompt; reject prompts without a good one",
+    "augment": "Instruction paraphrases and format variants of the training rows",
+    "self-instruct": "New instructions from seed tasks, kept only when novel",
 }
 
 

@@ -83,6 +83,9 @@ def run(stage: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def workdir(tmp_path):
     split = tmp_path / "data" / "split"
     write_jsonl(split / "train.jsonl", held_rows())
+    for part in ("validation", "test"):
+        write_jsonl(split / f"{part}.jsonl", [])
+    write_jsonl(split / "dropped.jsonl", [{"id": "x", "reason": "r", "evidence": {}, "record": {}}])   # a ledger, not rows
     (tmp_path / "params.yaml").write_text(
         "collect:\n  sources: [{path: unused.jsonl, name: unused}]\n"
         "prompts: {per_category: 3, categories: [arithmetic, capital, invitation], languages: [en, zh]}\n",
@@ -238,3 +241,60 @@ def test_generate_stage_killed_mid_run_resumes_without_asking_twice(workdir):
     cands = read_jsonl(workdir / "out" / "candidates.jsonl")
     assert len(cands) == 2 * len(prompts)                   # nothing lost
     assert [c["messages"][-1]["content"] for c in cands[:2]] == reply({"messages": prompts[0]["messages"], "n": 2})
+
+
+def test_augment_command_variants_ledger_and_bytes(workdir):
+    """The augment command on training rows: every row keeps its reply and gains a variant whose
+    instruction is new; rerunning gives the same bytes; a bad rule in params is one line, exit 2."""
+    rows = held_rows()
+    write_jsonl(workdir / "train.jsonl", rows)
+    args = ["--inp", "train.jsonl", "--out", "aug", "--metrics", "aug.json"]
+    run("augment", *args, cwd=workdir)
+    out = read_jsonl(workdir / "aug" / "train.jsonl")
+    first = (workdir / "aug" / "train.jsonl").read_bytes()
+    originals = {r["id"]: r for r in rows}
+    variants = [r for r in out if r["id"] not in originals]
+    assert [r for r in out if r["id"] in originals] == rows
+    assert len(variants) == len(rows)                 # per_row 1, and every sample template has rules
+    for v in variants:
+        src = originals[v["meta"]["augmented_from"]]
+        assert v["messages"][-1] == src["messages"][-1] and v["messages"][0]["content"] != src["messages"][0]["content"]
+    m = json.loads((workdir / "aug.json").read_text())
+    assert m["rows_in"] == len(rows) and m["rows_out"] == len(out) and m["rule_rows_without_rule"] == 0
+    run("augment", *args, cwd=workdir)
+    assert (workdir / "aug" / "train.jsonl").read_bytes() == first
+    with open(workdir / "params.yaml", "a", encoding="utf-8") as fh:
+        fh.write("augment: {rules: [{name: mine, pattern: '^(?P<x>.+)$', templates: ['{y}']}]}\n")
+    p = subprocess.run([sys.executable, "-m", "stages.augment", *args], cwd=workdir, env=ENV, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().count("\n") == 0 and "augment.rules" in p.stderr and "mine" in p.stderr
+
+
+def test_self_instruct_command_keeps_novel_instructions(workdir):
+    """Against a local server: a reply listing a copy of a seed, a new instruction and its near copy;
+    one request fails. Kept: the new instruction, once; the ledger says why each other one went."""
+    rows = held_rows()
+    write_jsonl(workdir / "seeds.jsonl", rows)
+    seed_text = rows[0]["messages"][0]["content"]
+    new = "Write a haiku about the sea in the morning light."
+
+    def reply(body):
+        return f"1. {seed_text}\n2. {new}\n3. {new.replace('sea', 'ocean')}"
+
+    faults = lambda n, body, attempt: "500" if n == 0 else None  # noqa: E731
+    with FakeOpenAI(reply=reply, faults=faults, models=("teacher",)) as srv:
+        with open(workdir / "params.yaml", "a", encoding="utf-8") as fh:
+            fh.write(f"distill: {{backend: openai, k: 1, temperature: 0.0, cache_dir: cache, "
+                     f"openai: {{base_url: '{srv.url}', model: teacher, max_retries: 0, concurrency: 1}}}}\n"
+                     "self_instruct: {n_prompts: 3, languages: [en], examples_per_prompt: 4}\n")
+        run("self_instruct", "--seeds", "seeds.jsonl", "--out", "si", "--metrics", "si.json", cwd=workdir)
+    kept = read_jsonl(workdir / "si" / "prompts.jsonl")
+    dropped = read_jsonl(workdir / "si" / "dropped.jsonl")
+    assert [r["messages"][0]["content"] for r in kept] == [new]
+    assert kept[0]["source"] == "self_instruct" and len(kept[0]["messages"]) == 1
+    reasons = sorted(d["reason"] for d in dropped)
+    assert reasons.count("too_similar") >= 2          # the seed copy, each time, and the near copy
+    m = json.loads((workdir / "si.json").read_text())
+    assert m["requests"] == 3 and m["requests_failed"] == 1 and m["kept"] == 1
+    assert m["candidates"] == len(kept) + len(dropped) == 6

@@ -1,0 +1,43 @@
+"""self_instruct: new instructions from seed tasks, asked of the generator of params.distill (sampled at
+self_instruct.temperature); kept only when novel and not near duplicates (the ledger says why not)."""
+
+from pathlib import Path
+
+import click
+
+from stages._common import log, progress, stage
+
+
+@stage("self_instruct", help="New instructions from seed tasks, kept only when novel.")
+@click.option("--seeds", "seeds_file", default="data/select/train.jsonl", show_default=True)
+@click.option("--out", default="data/create/self_instruct", show_default=True,
+              help="prompts.jsonl (the new instructions, no replies), dropped.jsonl, details.json")
+@click.option("--metrics", default="metrics/create/self_instruct.json", show_default=True)
+def cli(params, seeds_file, out, metrics):
+    from sftpipe.create.self_instruct import self_instruct
+    from sftpipe.io import read_jsonl, write_json, write_jsonl
+
+    si = params.self_instruct
+    seeds = read_jsonl(seeds_file)
+    gp = params.distill.model_copy(update={"k": 1, "temperature": si.temperature, "seed": si.seed})
+    with progress(si.n_prompts * len(si.languages), "self-instruct") as bar:
+        res = self_instruct(seeds, gp, params.model, n_prompts=si.n_prompts, examples_per_prompt=si.examples_per_prompt,
+                            seed=si.seed, lang=si.languages, template=si.template, n_new=si.n_new,
+                            rouge_threshold=si.rouge_threshold, min_chars=si.min_chars, max_chars=si.max_chars,
+                            near_dup=si.near_dup or None, progress=bar)
+    out = Path(out)
+    write_jsonl(out / "prompts.jsonl", res.kept)
+    write_jsonl(out / "dropped.jsonl", res.dropped)
+    write_json(out / "details.json", res.details)
+    reasons = {}
+    for d in res.dropped:
+        reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+    m = {"candidates": len(res.kept) + len(res.dropped), "kept": len(res.kept),
+         "dropped_by_reason": dict(sorted(reasons.items())), **res.extra_metrics}
+    write_json(metrics, m)
+    log.info("%d requests -> %d candidate instructions, %d kept as novel; dropped %s", m.get("requests", 0),
+             m["candidates"], len(res.kept), m["dropped_by_reason"])
+
+
+if __name__ == "__main__":
+    cli()
