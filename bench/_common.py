@@ -247,6 +247,47 @@ def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f}x [{min(xs):.2f}..{max(xs):.2f}]"
 
 
+def score_sets(params, model, tok, tests: dict[str, list[dict]]) -> dict:
+    """Score a model on each test set as the evaluate stage does:
+    ``{name: {exact_match, rougeL, loss, per_category_em}}``."""
+    from sftpipe.model.evaluation import per_category, score_model
+
+    ev, out = params.evaluate, {}
+    for name, test in tests.items():
+        scores, preds = score_model("sft", model.eval(), tok, test, ev.max_new_tokens, ev.batch_size,
+                                    params.train.max_length)
+        out[name] = {"exact_match": scores["exact_match"], "rougeL": scores["rougeL"], "loss": scores["loss"],
+                     "per_category_em": {c: v["sft"]["exact_match"]
+                                         for c, v in per_category(test, {"sft": preds}).items()}}
+    return out
+
+
+def train_and_score(params, rows: list[dict], val: list[dict], seed: int, tests: dict[str, list[dict]]) -> dict:
+    """Train the student (params.yaml's model/train/lora, ``train.seed`` = ``seed``) on ``rows``, then
+    :func:`score_sets` on ``tests``."""
+    from sftpipe.model.loading import load_sft
+    from sftpipe.model.train import train
+
+    tp = params.train.model_copy(update={"seed": seed})
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        train(rows, val, params.model, tp, params.lora, t / "sft", t / "ckpt", t / "live")
+        return score_sets(params, *load_sft(params.model, t / "sft"), tests)
+
+
+def mean_range(v: list[float]) -> str:
+    """'mean [min..max]' of a metric over seeds."""
+    return f"{statistics.mean(v):.4f} [{min(v):.4f}..{max(v):.4f}]"
+
+
+def seed_verdict(a: list[float], b: list[float]) -> tuple[float, float, str]:
+    """(mean(a) - mean(b), twice the larger seed spread (max - min) of the two, the verdict): a difference
+    within twice the spread is no difference."""
+    gain = statistics.mean(a) - statistics.mean(b)
+    bar = 2 * max(max(a) - min(a), max(b) - min(b))
+    return gain, bar, "wins" if gain > bar else "loses" if -gain > bar else "no clear difference"
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         if v == 0 or 0.01 <= abs(v) < 1e5:

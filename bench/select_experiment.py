@@ -28,14 +28,13 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import setup_env  # noqa: E402
+from _common import mean_range, seed_verdict, setup_env, train_and_score  # noqa: E402
 
 
 def parse_set(items: list[str]) -> dict:
@@ -67,9 +66,6 @@ def main() -> None:
     setup_env()
     from sftpipe.config import load_params
     from sftpipe.io import read_jsonl
-    from sftpipe.model.evaluation import per_category, score_model
-    from sftpipe.model.loading import load_sft
-    from sftpipe.model.train import train
     from sftpipe.select.choose import choose, embed_rows
 
     params = load_params("params.yaml")
@@ -98,20 +94,11 @@ def main() -> None:
             rows = [{**r, "meta": {k: v for k, v in r["meta"].items() if k not in ("scores", "select_rank")}}
                     for r in res.kept]
             defects = Counter(truth.get(r["id"], {}).get("defect") for r in rows)
-            tp = params.train.model_copy(update={"seed": seed})
-            with tempfile.TemporaryDirectory() as tmp:
-                t = Path(tmp)
-                train(rows, va, params.model, tp, params.lora, t / "sft", t / "ckpt", t / "live")
-                model, tok = load_sft(params.model, t / "sft")
-                scores, preds = score_model("sft", model.eval(), tok, test, params.evaluate.max_new_tokens,
-                                            params.evaluate.batch_size, params.train.max_length)
-            cats = per_category(test, {"sft": preds})
             run = {"method": method, "seed": seed, "rows": len(rows),
                    "defect_rate": round(sum(n for k, n in defects.items() if k) / max(len(rows), 1), 4),
                    "defects": dict(sorted((k, n) for k, n in defects.items() if k)),
                    "labels": dict(sorted(Counter(str(r.get("label")) for r in rows).items())),
-                   "exact_match": scores["exact_match"], "rougeL": scores["rougeL"], "loss": scores["loss"],
-                   "per_category_em": {c: v["sft"]["exact_match"] for c, v in cats.items()},
+                   **train_and_score(params, rows, va, seed, {"test": test})["test"],
                    "seconds": round(time.perf_counter() - t0, 1)}
             runs.append(run)
             print(f"seed {seed} {method:8s}: EM {run['exact_match']:.4f}  ROUGE-L {run['rougeL']:.4f}  "
@@ -121,17 +108,13 @@ def main() -> None:
     table(runs, args.methods)
 
 
-def _cell(v: list[float]) -> str:
-    return f"{statistics.mean(v):.4f} [{min(v):.4f}..{max(v):.4f}]"
-
-
 def table(runs: list[dict], methods: list[str]) -> None:
     by = {m: [r for r in runs if r["method"] == m] for m in methods}
     print("\n| selection | exact match, mean [min..max] | ROUGE-L | test loss | defective rows chosen |")
     print("|---|---|---|---|---|")
     for m in methods:
         rs = by[m]
-        print(f"| {m} | " + " | ".join(_cell([r[k] for r in rs]) for k in ("exact_match", "rougeL", "loss"))
+        print(f"| {m} | " + " | ".join(mean_range([r[k] for r in rs]) for k in ("exact_match", "rougeL", "loss"))
               + f" | {statistics.mean(r['defect_rate'] for r in rs):.3f} |")
     if "random" not in by:
         return
@@ -140,11 +123,9 @@ def table(runs: list[dict], methods: list[str]) -> None:
         if m == "random":
             continue
         for k in ("exact_match", "rougeL"):
-            a, b = [r[k] for r in by[m]], [r[k] for r in by["random"]]
-            gain = statistics.mean(a) - statistics.mean(b)
-            spread = max(max(a) - min(a), max(b) - min(b))
-            print(f"{m} vs random, {k}: {gain:+.4f} (twice the larger seed spread: {2 * spread:.4f}) -> "
-                  f"{'wins' if gain > 2 * spread else 'no clear win'}")
+            gain, bar, verdict = seed_verdict([r[k] for r in by[m]], [r[k] for r in by["random"]])
+            print(f"{m} vs random, {k}: {gain:+.4f} (twice the larger seed spread: {bar:.4f}) -> "
+                  f"{'wins' if verdict == 'wins' else 'no clear win'}")
 
 
 if __name__ == "__main__":

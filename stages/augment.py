@@ -2,6 +2,7 @@
 the generator of params.distill when augment.model_paraphrases is on); every drawn variant is kept or
 in the ledger with its reason."""
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -41,9 +42,7 @@ def cli(params, inp, out, metrics):
     write_jsonl(out / "train.jsonl", result.kept)
     write_jsonl(out / "dropped.jsonl", result.dropped)
     write_json(out / "details.json", result.details)
-    reasons = {}
-    for d in result.dropped:
-        reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+    reasons = Counter(d["reason"] for d in result.dropped)
     m = {"rows_in": len(records), "rows_out": len(result.kept), "variants": len(result.kept) - len(records) * ap.keep_original,
          "dropped_by_reason": dict(sorted(reasons.items())), **extra}
     write_json(metrics, m)

@@ -16,6 +16,7 @@ from stages._common import log, progress, stage
 def cli(params, seeds_file, out, metrics):
     from sftpipe.create.self_instruct import self_instruct
     from sftpipe.io import read_jsonl, write_json, write_jsonl
+    from sftpipe.ledger import write_filter_outputs
 
     si = params.self_instruct
     seeds = read_jsonl(seeds_file)
@@ -25,16 +26,11 @@ def cli(params, seeds_file, out, metrics):
                             seed=si.seed, lang=si.languages, template=si.template, n_new=si.n_new,
                             rouge_threshold=si.rouge_threshold, min_chars=si.min_chars, max_chars=si.max_chars,
                             near_dup=si.near_dup or None, progress=bar)
-    out = Path(out)
-    write_jsonl(out / "prompts.jsonl", res.kept)
-    write_jsonl(out / "dropped.jsonl", res.dropped)
-    write_json(out / "details.json", res.details)
-    reasons = {}
-    for d in res.dropped:
-        reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
-    m = {"candidates": len(res.kept) + len(res.dropped), "kept": len(res.kept),
-         "dropped_by_reason": dict(sorted(reasons.items())), **res.extra_metrics}
+    candidates = [r["id"] for r in res.kept] + [d["id"] for d in res.dropped]
+    m = write_filter_outputs("self_instruct", [{"id": i} for i in candidates], res, out, metrics, write_kept=False)
+    m["candidates"] = m.pop("rows_in")
     write_json(metrics, m)
+    write_jsonl(Path(out) / "prompts.jsonl", res.kept)
     log.info("%d requests -> %d candidate instructions, %d kept as novel; dropped %s", m.get("requests", 0),
              m["candidates"], len(res.kept), m["dropped_by_reason"])
 
