@@ -423,7 +423,7 @@ class RewardParams(Section):
 
 class BestOfKParams(Section):
     """Keep the best candidate per prompt; reject prompts with none good enough (sftpipe.create.best_of_k)."""
-    unverifiable: Literal["keep", "drop"] = "keep"   # a best candidate no rule can check: keep it, or reject
+    unverifiable: Literal["keep", "drop"] = "drop"   # a best candidate no rule can check: reject it, or keep it
     min_score: float | None = None              # the combined score the best candidate needs (null: any)
 
 

@@ -138,11 +138,19 @@ def test_prompts_generate_reward_best_of_k_commands(workdir):
     for r in kept:                                      # verified rows carry the right answer, the last sample
         if r["meta"]["best_of_k"]["ok"]:
             assert r["messages"][-1]["content"] == truth[r["id"]] and r["meta"]["best_of_k"]["chosen"] == 2
-    # invitations have no rule: kept unverified (unverifiable: keep), their first candidate
-    inv = [r for r in kept if r["label"] == "invitation"]
-    assert inv and all(r["meta"]["best_of_k"]["ok"] is None and r["meta"]["best_of_k"]["chosen"] == 0 for r in inv)
+    # invitations have no rule: rejected as unverifiable by default, with every verdict as evidence
+    inv = [d for d in dropped if d["record"]["label"] == "invitation"]
+    assert inv and all(d["reason"] == "unverifiable" and d["evidence"]["verdicts"] == [None] * 3 for d in inv)
+    assert all(r["meta"]["best_of_k"]["ok"] is True for r in kept)
     m = json.loads((workdir / "metrics/create/best_of_k.json").read_text())
     assert m["rows_in"] == len(prompts) and m["kept"] == len(kept)
+    # unverifiable: keep takes them, their first candidate
+    with open(workdir / "params.yaml", "a", encoding="utf-8") as fh:
+        fh.write("best_of_k: {unverifiable: keep}\n")
+    run("best_of_k", cwd=workdir)
+    kept = read_jsonl(workdir / "data/create/best_of_k/train.jsonl")
+    inv = [r for r in kept if r["label"] == "invitation"]
+    assert inv and all(r["meta"]["best_of_k"]["ok"] is None and r["meta"]["best_of_k"]["chosen"] == 0 for r in inv)
 
 
 def test_distill_writes_rows_under_the_prompt_ids(workdir):

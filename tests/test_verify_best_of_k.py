@@ -92,7 +92,7 @@ def test_scores_break_ties_among_verified_and_unverifiable_rows_follow_the_param
            "messages": [{"role": "user", "content": "Invite Anna"}, {"role": "assistant", "content": "ref"}]}
     res = best_of_k([rec], [{"replies": ["a", "b", "c"]}], scores=[[0.1, 0.9, 0.5]])
     assert res.kept[0]["messages"][-1]["content"] == "b" and res.kept[0]["meta"]["best_of_k"]["ok"] is None
-    assert best_of_k([rec], [{"replies": ["a"]}], unverifiable="drop").dropped[0]["reason"] == "no_passing_candidate"
+    assert best_of_k([rec], [{"replies": ["a"]}], unverifiable="drop").dropped[0]["reason"] == "unverifiable"
     low = best_of_k([rec], [{"replies": ["a"]}], scores=[[0.1]], min_score=0.5)
     assert low.dropped[0]["reason"] == "below_min_score"
 

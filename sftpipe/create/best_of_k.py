@@ -7,9 +7,9 @@ Each candidate gets a verdict from the rule verifiers (:mod:`.verify`) and, opti
 * candidates a rule marks wrong (``ok = False``) are out;
 * among the rest, verified ones (``ok = True``) come first, then the highest score, then the lowest
   candidate index (so without scores the first verified candidate wins, deterministically);
-* a prompt is rejected (ledger reason ``no_passing_candidate``) when none is left, or when the best
-  one is unverifiable and ``unverifiable`` is ``drop``, or its score is below ``min_score``
-  (reason ``below_min_score``); a prompt whose request failed is rejected as ``generation_failed``.
+* a prompt is rejected when none is left (ledger reason ``no_passing_candidate``), when the best one
+  is unverifiable and ``unverifiable`` is ``drop`` (reason ``unverifiable``), or when its score is below
+  ``min_score`` (``below_min_score``); a prompt whose request failed is rejected as ``generation_failed``.
 
 The kept row is the prompt with the winning reply (``meta.best_of_k``: k, how many candidates
 passed, which one won, its verdict and score). Every input prompt is either kept or in the ledger,
@@ -52,7 +52,7 @@ def best_of_k(records: list[dict], results: list[dict], scores: list[list[float 
             continue
         best = ranked[0]
         if vs[best].ok is None and unverifiable == "drop":
-            dropped.append(drop(rec, "best_of_k", "no_passing_candidate", **evidence, first_reply=replies[0][:200]))
+            dropped.append(drop(rec, "best_of_k", "unverifiable", **evidence, first_reply=replies[0][:200]))
             continue
         if min_score is not None and sc[best] is not None and sc[best] < min_score:
             dropped.append(drop(rec, "best_of_k", "below_min_score", **evidence, score=sc[best], min_score=min_score))
