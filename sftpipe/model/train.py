@@ -126,8 +126,13 @@ def fingerprint(parts: dict, files: list[str | Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def last_checkpoint(ckpt_dir: Path, fp: str) -> str | None:
-    """The newest checkpoint of a run with the same fingerprint; wipes checkpoints of other runs."""
+def last_checkpoint(ckpt_dir: Path, fp: str, world_size: int = 1) -> str | None:
+    """The newest checkpoint of a run with the same fingerprint; wipes checkpoints of other runs.
+
+    Called on the main process only (it deletes and writes). Under several processes a checkpoint counts
+    only once every process's RNG state is in it: rank 0 writes ``trainer_state.json`` without waiting
+    for the other ranks' ``rng_state_<rank>.pth``, so a kill in between leaves a checkpoint that would
+    resume with fresh RNG streams on those ranks."""
     stamp = ckpt_dir / "fingerprint.json"
     if ckpt_dir.exists():
         same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp
@@ -135,7 +140,9 @@ def last_checkpoint(ckpt_dir: Path, fp: str) -> str | None:
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
-    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+    rng = [f"rng_state_{i}.pth" for i in range(world_size)] if world_size > 1 else []
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*")
+                    if all((p / f).is_file() for f in ["trainer_state.json", *rng])),
                    key=lambda p: int(p.name.split("-")[1]))
     return str(found[-1]) if found else None
 
@@ -216,6 +223,12 @@ def _trainer_class():
     epoch's remaining batches in another order than the uninterrupted run (the adapter differed after
     resume). Seeding by epoch makes the order a function of (data_seed, epoch) alone, like accelerate's
     seedable random sampler does for padding-free runs, and the same on every process.
+
+    Under several processes accelerate cuts the sampler's index order into per-process batches of
+    ``per_device_batch`` taken in turn, so each optimizer step reads the next ``global batch`` indices.
+    The sampler groups by length with batch size ``per_device_batch x grad_accum x world_size`` (the
+    rows of one optimizer step; transformers passes it without the world size), so N processes at
+    per-device batch B/N read the same rows per step, in the same order, as one process at batch B.
     """
     import torch
     from transformers import Trainer
@@ -237,8 +250,8 @@ def _trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
             if type(sampler) is LengthGroupedSampler:
-                return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
-                                                       seed=self.args.data_seed)
+                return EpochSeededLengthGroupedSampler(sampler.batch_size * self.args.world_size,
+                                                       lengths=sampler.lengths, seed=self.args.data_seed)
             return sampler
 
     return SFTTrainer
@@ -313,9 +326,6 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
     has_val = val_ds is not None and len(val_ds) > 0
     early = train_params.early_stopping_patience is not None and has_val
     ckpt_dir = Path(ckpt_dir)
-    fp = fingerprint({"model": model_params.model_dump(), "train": train_params.model_dump(),
-                      "lora": lora_params.model_dump(), "packing": packing}, [*data_files, *CODE_FILES])
-    resume = last_checkpoint(ckpt_dir, fp)
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=train_params.batch_size,
         per_device_eval_batch_size=train_params.batch_size, gradient_accumulation_steps=train_params.grad_accum,
@@ -332,10 +342,25 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
         length_column_name="length", include_num_input_tokens_seen="non_padding",
         remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=not on_gpu, save_only_model=False)
-    live = Live(dir=str(live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
+    # the number of processes changes the global batch (batch_size is per process): part of the run
+    world = args.world_size
+    parts = {"model": model_params.model_dump(), "train": train_params.model_dump(),
+             "lora": lora_params.model_dump(), "packing": packing}
+    if world > 1:  # only then, so a one-process run's fingerprint is what it was
+        parts["world_size"] = world
+    fp = fingerprint(parts, [*data_files, *CODE_FILES])
+    # rank 0 alone looks up (and may wipe) the checkpoints, and every process resumes from its answer
+    resume = last_checkpoint(ckpt_dir, fp, world) if args.process_index == 0 else None
+    if world > 1:
+        from accelerate.utils import broadcast_object_list
+
+        resume = broadcast_object_list([resume], from_process=0)[0]
     throughput = _callbacks()()
     # the bar after Throughput, which adds tokens/s to the logs it shows
-    callbacks = [throughput, DVCLiveCallback(live=live), _progress_callback()()]
+    callbacks = [throughput, _progress_callback()()]
+    if args.process_index == 0:  # dvclive's files are written by rank 0 alone (Live() clears its directory)
+        live = Live(dir=str(live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
+        callbacks.insert(1, DVCLiveCallback(live=live))
     if early:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_params.early_stopping_patience))
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds,
