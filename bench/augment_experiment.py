@@ -96,12 +96,13 @@ def main() -> None:
             t0 = time.perf_counter()
             run = {"arm": arm, "seed": seed, "rows": len(rows)}
             for name, sc in train_and_score(params, rows, [], seed, {"unseen": unseen, "seen": control}).items():
-                run[f"{name}_em"], run[f"{name}_rougeL"] = sc["exact_match"], sc["rougeL"]
+                run[f"{name}_em"], run[f"{name}_rougeL"], run[f"{name}_loss"] = sc["exact_match"], sc["rougeL"], sc["loss"]
                 run[f"{name}_per_category"] = sc["per_category_em"]
             run["seconds"] = round(time.perf_counter() - t0, 1)
             runs.append(run)
-            print(f"seed {seed} {arm:9s} ({len(rows)} rows): unseen EM {run['unseen_em']:.4f}  seen EM "
-                  f"{run['seen_em']:.4f}  ({run['seconds']} s)", flush=True)
+            print(f"seed {seed} {arm:9s} ({len(rows)} rows): unseen EM {run['unseen_em']:.4f}  loss "
+                  f"{run['unseen_loss']:.4f}; seen EM {run['seen_em']:.4f}  loss {run['seen_loss']:.4f}  "
+                  f"({run['seconds']} s)", flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(runs, indent=1, ensure_ascii=False))
     report(runs)
@@ -109,11 +110,12 @@ def main() -> None:
 
 def report(runs: list[dict]) -> None:
     arms = {a: [r for r in runs if r["arm"] == a] for a in ("plain", "augmented")}
-    print("\n| arm | rows | unseen phrasing EM, mean [min..max] | seen phrasing EM | unseen ROUGE-L |")
-    print("|---|---|---|---|---|")
+    print("\n| arm | rows | unseen phrasing EM, mean [min..max] | seen phrasing EM | unseen ROUGE-L | unseen test loss "
+          "| seen test loss |")
+    print("|---|---|---|---|---|---|---|")
     for a, rs in arms.items():
-        print(f"| {a} | {rs[0]['rows']} | {mean_range([r['unseen_em'] for r in rs])} | {mean_range([r['seen_em'] for r in rs])} "
-              f"| {mean_range([r['unseen_rougeL'] for r in rs])} |")
+        print(f"| {a} | {rs[0]['rows']} | " + " | ".join(mean_range([r[k] for r in rs]) for k in (
+            "unseen_em", "seen_em", "unseen_rougeL", "unseen_loss", "seen_loss")) + " |")
     cats = sorted(arms["plain"][0]["unseen_per_category"])
     print("\nunseen-phrasing EM per category, plain vs augmented (mean over seeds): " + "; ".join(
         f"{c} {statistics.mean(r['unseen_per_category'][c] for r in arms['plain']):.3f} vs "
@@ -121,6 +123,11 @@ def report(runs: list[dict]) -> None:
     gain, bar, _ = seed_verdict([r["unseen_em"] for r in arms["augmented"]], [r["unseen_em"] for r in arms["plain"]])
     print(f"augmentation, unseen-phrasing EM: {gain:+.4f} (target: more than twice the seed spread, "
           f"{bar:.4f}) -> {'met' if gain > bar else 'not met'}")
+    for name in ("unseen", "seen"):     # lower is better: the plain arm's loss minus the augmented one's
+        gain, bar, verdict = seed_verdict([r[f"{name}_loss"] for r in arms["plain"]],
+                                          [r[f"{name}_loss"] for r in arms["augmented"]])
+        print(f"augmentation, {name}-phrasing test loss: {-gain:+.4f} (twice the seed spread {bar:.4f}) -> "
+              f"{'lower' if verdict == 'wins' else 'higher' if verdict == 'loses' else 'no clear difference'}")
 
 
 if __name__ == "__main__":
