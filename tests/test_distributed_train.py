@@ -124,6 +124,17 @@ def _worker(out: Path, model_dir: str) -> None:
 # --------------------------------------------------------------------------- the launch command
 
 
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """The stage commands run in-process here set the stages' logging switches in os.environ
+    (HF_HUB_DISABLE_PROGRESS_BARS, ...); without this they leaked into later tests' subprocesses."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def test_launch_command_for_each_setting(tmp_path):
     from sftpipe.errors import UserError
     from stages.train import launch_command

@@ -5,6 +5,7 @@ that holds one fixed README which resuming ignores."""
 from __future__ import annotations
 
 import io
+import os
 import json
 import subprocess
 import sys
@@ -112,9 +113,14 @@ load_model(mp), load_tokenizer(mp)
 """
 
 
+# the switches a stage's logging setup sets: a test that ran a stage in-process may have left them set
+SWITCHES = ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+
+
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in SWITCHES}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
 
 
 @pytest.mark.parametrize("setup", ["setup", "bare"])
