@@ -198,7 +198,49 @@ class SemanticDedupParams(Section):
     batch_size: int = Field(64, ge=1)
 
 
+Engine = Literal["local", "ray"]     # where a heavy data stage computes: this process, or Ray (the `ray:` section)
+
+
+class RayParams(Section):
+    """The Ray cluster the stages with ``engine: ray`` use (sftpipe.dedup.ray_engine)."""
+    address: str | None = None      # None: a local Ray started (and stopped) by the stage; "auto", "host:6379"
+    #   (the GCS of a cluster this machine belongs to) or "ray://host:10001" (Ray Client, needs ray[client])
+    num_cpus: int | None = Field(None, ge=1)   # the local Ray's CPUs (None: every core); address None only
+    max_retries: int = Field(3, ge=0)           # a task rerun / an actor restarted after its worker process died
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v):
+        if v is None or v == "auto":
+            return v
+        rest = v.removeprefix("ray://")
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
+            raise ValueError("expected null, 'auto', 'host:port' or 'ray://host:port'")
+        return v
+
+    @model_validator(mode="after")
+    def _local_only(self):
+        if self.address is not None and self.num_cpus is not None:
+            raise ValueError("num_cpus sizes the local Ray a stage starts; with an address, the cluster has its own")
+        return self
+
+
+class DedupRayParams(Section):
+    """dedup with ``engine: ray``: signature tasks over the same chunks as locally, one LSH task per band."""
+    workers: int | None = Field(None, ge=1)     # tasks in flight at once, 1 CPU each (None: as many as Ray schedules)
+
+
+class PerplexityRayParams(Section):
+    """perplexity with ``engine: ray``: a pool of actors, one copy of the reference model in each."""
+    actors: int = Field(2, ge=1)
+    num_cpus_per_actor: int = Field(1, ge=1)    # also the actor's torch threads
+    num_gpus_per_actor: float = Field(0.0, ge=0.0)   # 0: CPU actors; 1: a GPU each; 0.5: two actors share one
+
+
 class DedupParams(Section):
+    engine: Engine = "local"    # local | ray (dedup.ray, the ray section); the outputs are the same bytes
+    ray: DedupRayParams = DedupRayParams()
     exact: bool = True
     near: bool = True
     field: Literal["all", "prompt", "response"] = "all"
@@ -246,6 +288,8 @@ class LabelNoiseParams(Section):
 
 class PerplexityParams(Section):
     enabled: bool = True
+    engine: Engine = "local"    # local | ray (perplexity.ray, the ray section); the same scores either way
+    ray: PerplexityRayParams = PerplexityRayParams()
     model: str | None = None                    # None: use model.name_or_path
     mode: Literal["response", "full"] = "response"
     template: Literal["plain", "chat"] = "plain"
@@ -591,6 +635,7 @@ class Params(BaseModel):
     collect: CollectParams
     clean: CleanParams = CleanParams()
     dedup: DedupParams = DedupParams()
+    ray: RayParams = RayParams()    # the cluster of the stages with engine: ray
     label_noise: LabelNoiseParams = LabelNoiseParams()
     perplexity: PerplexityParams = PerplexityParams()
     split: SplitParams = SplitParams()
