@@ -18,7 +18,13 @@ def cli(params, inp, out, metrics, plot, picture):
     from sftpipe.plots import cluster_sizes_png
 
     records = read_jsonl(inp)
-    result = dedup_records(records, params.dedup)
+    if params.dedup.engine == "ray":
+        from sftpipe.dedup.ray_engine import RayEngine, ray_session
+
+        with ray_session(params.ray, "dedup", log=log.info):
+            result = dedup_records(records, params.dedup, engine=RayEngine(params.dedup.ray, params.ray))
+    else:
+        result = dedup_records(records, params.dedup)
     m = write_filter_outputs("dedup", records, result, out, metrics)
     hist = result.details["cluster_size_hist"]
     write_csv(plot, ["cluster_size", "clusters"], sorted((int(k), v) for k, v in hist.items()))

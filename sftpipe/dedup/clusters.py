@@ -38,7 +38,7 @@ from .lsh import candidate_pairs, estimated_jaccard, exact_jaccard, union_find
 from .sketch import Sketches, normalize, sketch_batch, sorted_unique
 
 __all__ = ["normalize", "lsh_params", "sketch", "find_duplicates", "DupResult", "dedup_records",
-           "near_duplicate_groups", "exact_groups", "cluster_sketches"]
+           "near_duplicate_groups", "exact_groups", "cluster_sketches", "LocalEngine"]
 
 STAGE = "dedup"
 # LSH weights (false positive, false negative) for datasketch's parameter optimizer.
@@ -86,6 +86,11 @@ def _pool_context():
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
+def sketch_chunks(texts: list[str]) -> list[list[str]]:
+    """The chunks :func:`sketch` cuts ``texts`` into (at least one, maybe empty); every engine uses these."""
+    return [texts[i:i + _CHUNK_ROWS] for i in range(0, len(texts), _CHUNK_ROWS)] or [[]]
+
+
 def sketch(texts: list[str], dedup_params: DedupParams, num_proc: int | None = None) -> Sketches:
     """Shingle sets and MinHash signatures of ``texts`` (rows in input order).
 
@@ -93,7 +98,7 @@ def sketch(texts: list[str], dedup_params: DedupParams, num_proc: int | None = N
     chunks go to a process pool. The result does not depend on either.
     """
     num_proc = dedup_params.num_proc if num_proc is None else num_proc
-    chunks = [texts[i:i + _CHUNK_ROWS] for i in range(0, len(texts), _CHUNK_ROWS)] or [[]]
+    chunks = sketch_chunks(texts)
     tasks = [(c, dedup_params) for c in chunks]
     if num_proc > 1 and len(chunks) > 1:
         with _pool_context().Pool(min(num_proc, len(chunks))) as pool:
@@ -140,26 +145,28 @@ def exact_groups(texts: list[str]) -> np.ndarray:
 SIGNATURES = ("word_jaccard", "char_edits")     # what joined a pair: DupResult.signature indexes this
 
 
-def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, verify: bool):
+def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, verify: bool,
+                     pairs_fn=candidate_pairs):
     """Candidate pairs, their similarity, which pass, and the component of each row.
 
     ``similarity`` is the exact Jaccard with ``verify``, else the MinHash
     estimate; a pair passes when it reaches ``threshold``. Rows without
-    shingles take no part. Returns (pairs, similarity, accepted, component).
+    shingles take no part. ``pairs_fn``: :func:`~sftpipe.dedup.lsh.candidate_pairs`
+    or an engine's equivalent. Returns (pairs, similarity, accepted, component).
     """
     valid = np.flatnonzero(sk.sizes > 0)
-    pairs = candidate_pairs(sk.sig, bands, rows, valid)
+    pairs = pairs_fn(sk.sig, bands, rows, valid)
     sim = exact_jaccard(pairs, sk.flat, sk.offsets) if verify else estimated_jaccard(pairs, sk.sig)
     ok = sim >= threshold
     return pairs, sim, ok, union_find(len(sk.sizes), pairs[ok])
 
 
-def edit_candidates(sk: Sketches, edits) -> tuple[np.ndarray, np.ndarray]:
+def edit_candidates(sk: Sketches, edits, pairs_fn=candidate_pairs) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of the character signature's bands whose normalized texts are within
     ``edits.min_similarity`` (1 - Levenshtein / max length), with that similarity."""
     from .edits import edit_similarity
     lens = np.fromiter(map(len, sk.norm), dtype=np.int64, count=len(sk.norm))
-    pairs = candidate_pairs(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0))
+    pairs = pairs_fn(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0))
     la, lb = lens[pairs[:, 0]], lens[pairs[:, 1]]
     shorter = np.minimum(la, lb)
     close = shorter >= edits.min_similarity * np.maximum(la, lb)       # else the distance is too big
@@ -213,13 +220,27 @@ class DupResult:
         return estimated_jaccard(pairs, self.sketches.sig)
 
 
-def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: float | None = None) -> DupResult:
+class LocalEngine:
+    """Where :func:`find_duplicates` runs its two heavy steps: here, in this process (and the
+    ``num_proc`` pool). :class:`sftpipe.dedup.ray_engine.RayEngine` runs the same steps on Ray."""
+
+    def sketch(self, texts: list[str], dedup_params: DedupParams) -> Sketches:
+        return sketch(texts, dedup_params)
+
+    def candidate_pairs(self, sig: np.ndarray, bands: int, rows: int, valid=None) -> np.ndarray:
+        return candidate_pairs(sig, bands, rows, valid)
+
+
+def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: float | None = None,
+                    engine=None) -> DupResult:
     """Cluster exact (``dedup.exact``) and near (``dedup.near``) duplicates among ``texts``.
 
     ``threshold`` overrides ``dedup.threshold`` (bands/rows are then derived from it
     unless ``dedup.bands``/``dedup.rows`` are set). Deterministic: the same texts and
-    params give the same clusters whatever ``num_proc``.
+    params give the same clusters whatever ``num_proc`` or ``engine`` (None: a
+    :class:`LocalEngine`) computes the sketches and the band candidates.
     """
+    engine = LocalEngine() if engine is None else engine
     t = float(dedup_params.threshold if threshold is None else threshold)
     n = len(texts)
     exact_rep = exact_groups(texts) if dedup_params.exact else np.arange(n, dtype=np.int64)
@@ -231,11 +252,11 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
                          signature=np.zeros(0, np.int8), slot=[], bands=bands, rows=rows,
                          threshold=t, verify=dedup_params.verify)
     uniq = np.flatnonzero(exact_rep == np.arange(n))
-    sk = sketch([texts[i] for i in uniq.tolist()], dedup_params)
-    pairs, sim, ok, _ = cluster_sketches(sk, bands, rows, t, dedup_params.verify)
+    sk = engine.sketch([texts[i] for i in uniq.tolist()], dedup_params)
+    pairs, sim, ok, _ = cluster_sketches(sk, bands, rows, t, dedup_params.verify, engine.candidate_pairs)
     kind = np.zeros(len(pairs), dtype=np.int8)
     if dedup_params.edits.enabled:
-        pe, se = edit_candidates(sk, dedup_params.edits)
+        pe, se = edit_candidates(sk, dedup_params.edits, engine.candidate_pairs)
         pairs, sim = np.concatenate([pairs, pe]), np.concatenate([sim, se])
         ok = np.concatenate([ok, np.ones(len(pe), dtype=bool)])
         kind = np.concatenate([kind, np.ones(len(pe), dtype=np.int8)])
@@ -354,7 +375,7 @@ def _matches(res: DupResult, sem_pairs: np.ndarray, sem_cos: np.ndarray, sem_ev:
     return out
 
 
-def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResult:
+def dedup_records(records: list[dict], dedup_params: DedupParams, engine=None) -> FilterResult:
     """The dedup stage on records: kept copies (input order) and ledger rows.
 
     Clusters join three kinds of pairs: word-shingle MinHash pairs (Jaccard >= threshold),
@@ -369,10 +390,11 @@ def dedup_records(records: list[dict], dedup_params: DedupParams) -> FilterResul
     (``matched_by``), the partner of its strongest match (``matched_id``) and that match's
     similarity; for paraphrases the semantic rule that held. Kept records get
     ``meta.dedup_cluster`` and ``meta.dedup_cluster_size``. ``extra_metrics`` holds counts;
-    ``details`` holds ``cluster_size_hist`` (cluster size -> number of clusters).
+    ``details`` holds ``cluster_size_hist`` (cluster size -> number of clusters). ``engine``: where
+    :func:`find_duplicates` computes (None: here); the result does not depend on it.
     """
     texts = [text_of(r, dedup_params.field) for r in records]
-    res = find_duplicates(texts, dedup_params)
+    res = find_duplicates(texts, dedup_params, engine=engine)
     n = len(records)
     sem_pairs, sem_cos, sem_ev = _semantic(records, dedup_params)
     comp = res.component
