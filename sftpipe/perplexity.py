@@ -31,6 +31,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -112,35 +113,126 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_pad: flo
     return out
 
 
+def _batch_nll(model, pad: int, batch: list[tuple[list[int], list[bool]]]) -> list[float | None]:
+    """Mean negative log-likelihood of the scored positions of each encoded row of one batch (None:
+    nothing scored): the unit of work of both engines, so a batch scores the same wherever it runs."""
+    import torch
+
+    out: list[float | None] = [None] * len(batch)
+    idx = [k for k, e in enumerate(batch) if any(e[1][1:])]
+    if not idx:
+        return out
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        ids, att, tgt = pad_batch([batch[k][0] for k in idx], pad,
+                                  [[t if s else IGNORE for t, s in zip(*batch[k])] for k in idx])
+        shift_t = tgt[:, 1:].to(dev)
+        keep = shift_t != IGNORE
+        logits = _scored_logits(model, ids.to(dev), att.to(dev), keep)
+        nll = torch.nn.functional.cross_entropy(logits, shift_t[keep], reduction="none")
+        row_of = torch.arange(len(idx), device=dev)[:, None].expand_as(keep)[keep]
+        n = keep.sum(1)
+        total = torch.zeros(len(idx), device=dev, dtype=nll.dtype).index_add_(0, row_of, nll)
+        mean = (total / n.clamp(min=1)).cpu().tolist()
+    for row, k in enumerate(idx):
+        out[k] = mean[row]
+    return out
+
+
 def _mean_nll(model, tokenizer, encoded: list[tuple[list[int], list[bool]]], batch_size: int,
               progress=None) -> list[float | None]:
     """Mean negative log-likelihood of the scored positions of each encoded row (None: nothing scored),
-    in length-sorted batches."""
-    import torch
-
+    in length-sorted batches. ``model``: a causal LM here, or a :class:`RayModelPool` whose actors score
+    the same batches (cut here, so the results do not depend on the number of actors)."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     out: list[float | None] = [None] * len(encoded)
-    dev = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with torch.inference_mode():
-        for batch in _batches(order, [len(e[0]) for e in encoded], batch_size):
-            idx = [i for i in batch if any(encoded[i][1][1:])]
-            if idx:
-                ids, att, tgt = pad_batch([encoded[i][0] for i in idx], pad,
-                                          [[t if s else IGNORE for t, s in zip(*encoded[i])] for i in idx])
-                shift_t = tgt[:, 1:].to(dev)
-                keep = shift_t != IGNORE
-                logits = _scored_logits(model, ids.to(dev), att.to(dev), keep)
-                nll = torch.nn.functional.cross_entropy(logits, shift_t[keep], reduction="none")
-                row_of = torch.arange(len(idx), device=dev)[:, None].expand_as(keep)[keep]
-                n = keep.sum(1)
-                total = torch.zeros(len(idx), device=dev, dtype=nll.dtype).index_add_(0, row_of, nll)
-                mean = (total / n.clamp(min=1)).cpu().tolist()
-                for row, i in enumerate(idx):
-                    out[i] = mean[row]
-            if progress is not None:
-                progress.update(len(batch))
+    batches = _batches(order, [len(e[0]) for e in encoded], batch_size)
+    work = ([encoded[i] for i in batch] for batch in batches)
+    if isinstance(model, RayModelPool):
+        results = model.map(pad, work)
+    else:
+        results = (_batch_nll(model, pad, w) for w in work)
+    for batch, means in zip(batches, results):
+        for i, m in zip(batch, means):
+            out[i] = m
+        if progress is not None:
+            progress.update(len(batch))
     return out
+
+
+class _NllActor:
+    """A Ray actor holding one copy of the reference model: scores the batches the driver sends."""
+
+    def __init__(self, model_params, precision: str, threads: int, fault: str | None):
+        import torch
+
+        from .model.loading import load_model
+
+        torch.set_num_threads(threads)
+        self.model = load_model(model_params, precision=precision).eval()
+        self.fault = fault
+
+    def nll(self, pad: int, batch: list[tuple[list[int], list[bool]]]) -> list[float | None]:
+        from .dedup.ray_engine import die_if_asked
+
+        die_if_asked(self.fault)
+        return _batch_nll(self.model, pad, batch)
+
+
+class RayModelPool:
+    """``perplexity.ray.actors`` Ray actors, each loading the model of ``model_params`` once, with
+    ``num_cpus_per_actor`` CPUs (and as many torch threads) and ``num_gpus_per_actor`` GPUs. Pass it
+    where :func:`score_rows` / :func:`ifd_rows` take the model: the driver still encodes the rows and cuts
+    the length-sorted batches, the actors score them (an idle actor takes the next batch), and the
+    results come back in input order. An actor whose process dies is restarted and its batch retried,
+    up to ``ray.max_retries`` times. Needs a Ray connection (``sftpipe.dedup.ray_engine.ray_session``);
+    ``close()`` (or the ``with`` block's end) stops the actors."""
+
+    def __init__(self, model_params, ppl_params: PerplexityParams, ray_params):
+        import ray
+        from ray.util import ActorPool
+
+        from .dedup.ray_engine import fault_for
+        from .errors import UserError
+
+        rp = ppl_params.ray
+        self.max_retries = ray_params.max_retries
+        have = ray.cluster_resources()
+        for name, each in (("CPU", rp.num_cpus_per_actor), ("GPU", rp.num_gpus_per_actor)):
+            if each * rp.actors > have.get(name, 0) + 1e-9:
+                raise UserError(f"perplexity.ray: {rp.actors} actors x {each:g} {name}s need {each * rp.actors:g}, "
+                                f"the Ray cluster has {have.get(name, 0):g} (lower perplexity.ray.actors or the "
+                                f"per-actor {name}s)")
+        path = Path(model_params.name_or_path)
+        if path.exists():   # a local directory: the workers may run elsewhere than this process's cwd
+            model_params = model_params.model_copy(update={"name_or_path": str(path.resolve())})
+        cls = ray.remote(_NllActor).options(num_cpus=rp.num_cpus_per_actor, num_gpus=rp.num_gpus_per_actor,
+                                            max_restarts=self.max_retries, max_task_retries=self.max_retries)
+        fault = fault_for("score")
+        self.actors = [cls.remote(model_params, ppl_params.precision, rp.num_cpus_per_actor, fault)
+                       for _ in range(rp.actors)]
+        self.pool = ActorPool(self.actors)
+
+    def map(self, pad: int, batches) -> Iterator[list[float | None]]:
+        """Each batch's mean NLLs, in batch order."""
+        from .dedup.ray_engine import ray_errors
+
+        with ray_errors("perplexity", "scoring a batch", self.max_retries):
+            yield from self.pool.map(lambda actor, batch: actor.nll.remote(pad, batch), list(batches))
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def score_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams,

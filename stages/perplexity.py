@@ -1,5 +1,6 @@
 """perplexity: score every row with a reference causal LM; drop rows outside the bounds."""
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -45,14 +46,24 @@ def cli(params, inp, out, metrics, plot, picture):
                 update={"name_or_path": ppl_params.model or params.model.name_or_path})
             reference = {"kind": kind, "why": why, "model": model_params.name_or_path}
             log.info("reference LM: %s (%s)", model_params.name_or_path, why)
-        model = load_model(model_params, precision=ppl_params.precision).eval()
         tokenizer = load_tokenizer(model_params)
-        with progress(len(records), "perplexity") as bar:
-            scores = score_rows(model, tokenizer, records, ppl_params, bar)
-        ifd = None
-        if ppl_params.ifd:
-            with progress(len(records), "ifd") as bar:
-                ifd = ifd_rows(model, tokenizer, records, ppl_params, scores, bar)
+        with contextlib.ExitStack() as engine:
+            if ppl_params.engine == "ray":   # the model goes to the actors only; the rows are encoded here
+                from sftpipe.dedup.ray_engine import ray_session
+                from sftpipe.perplexity import RayModelPool
+
+                engine.enter_context(ray_session(params.ray, "perplexity", log=log.info))
+                model = engine.enter_context(RayModelPool(model_params, ppl_params, params.ray))
+                log.info("scoring on %d Ray actors (%g CPUs, %g GPUs each)", ppl_params.ray.actors,
+                         ppl_params.ray.num_cpus_per_actor, ppl_params.ray.num_gpus_per_actor)
+            else:
+                model = load_model(model_params, precision=ppl_params.precision).eval()
+            with progress(len(records), "perplexity") as bar:
+                scores = score_rows(model, tokenizer, records, ppl_params, bar)
+            ifd = None
+            if ppl_params.ifd:
+                with progress(len(records), "ifd") as bar:
+                    ifd = ifd_rows(model, tokenizer, records, ppl_params, scores, bar)
         result = perplexity_filter(records, scores, ppl_params, ifd)
         result.extra_metrics["reference"] = reference
     m = write_filter_outputs("perplexity", records, result, out, metrics)
