@@ -1,0 +1,668 @@
+"""The dedup stage over a JSONL file in bounded memory, byte-identical to the in-memory path.
+
+:func:`dedup_jsonl` writes ``kept.jsonl``, ``dropped.jsonl``, ``details.json`` and the metrics
+file with the same bytes as ``clusters.dedup_records`` + ``ledger.write_filter_outputs`` on the
+same rows and params, when the semantic pass is off (:func:`streamable`). It never holds the
+records, their texts, their shingle sets or their MinHash signatures all at once:
+
+1. **scan** (one pass, ``chunk_rows`` records at a time): per row it keeps the byte offset and
+   length of its line, a 128-bit BLAKE2b hash of its dedup text (exact groups), a 64-bit hash of
+   its id (accounting), whether it has a word shingle and the length of its normalized text. The
+   chunk is sketched by :func:`clusters.sketch`; what the candidate searches need goes to files
+   in a temporary directory: the 64-bit LSH key of each band of the word MinHash signature (one
+   file per band), the low 8 bits of each bin of the character signature
+   (:mod:`sftpipe.dedup.edits`; 128 bytes a row) and the normalized texts (UTF-8).
+2. **exact groups**: rows sorted by their text hash; the first row of each group represents it,
+   as ``clusters.exact_groups`` does.
+3. **word pairs**: one band at a time, :func:`lsh.candidate_pairs` over the band keys of the
+   representatives with shingles. Candidate rows are read again (seek to their offsets), sketched
+   again, and each pair keeps the exact Jaccard (``verify``) or the MinHash estimate; a pair whose
+   full band slices differ (a 64-bit key collision) is dropped, as ``candidate_pairs`` would.
+4. **typo pairs**: one band at a time, rows with equal 8-bit band slices form runs, and the pairs
+   of each run are enumerated a block at a time (their number grows with the square of a run).
+   A pair is examined in the first band where its 8-bit slices agree (so once), passes the length
+   check of ``clusters.edit_candidates``, and, for long rows, an estimate computed on the 8-bit
+   values (an upper bound of the true one, so it only rejects pairs the true one rejects). The
+   normalized texts of the remaining pairs are read back, their full signatures recomputed, and
+   the true band match, the true estimate and the edit similarity decide, with the functions
+   ``edit_candidates`` uses.
+5. **slot check** and **clusters**: ``clusters.slot_reasons`` on the accepted pairs' normalized
+   texts, ``lsh.union_find`` over row numbers.
+6. **survivors**: cluster members are read back a block of clusters at a time and
+   ``clusters._survivors`` picks each cluster's kept row. With ``prefer_typical`` the rare-token
+   count needs document frequencies over all rows, but only for the tokens seen in exactly one
+   member: one more streaming pass over the other rows strikes off those it finds.
+7. **evidence** (dropped near rows and their kept rows, read back and sketched) and **outputs**:
+   a last pass over the file writes kept and dropped rows in input order, both files atomically,
+   after checking that every input row went to exactly one of them with its id.
+
+Exact groups compare 128-bit hashes instead of texts (a false match has probability ~n^2/2^129,
+1e-25 at 10M rows). Everything else is exact: keys and truncated values only propose, the full
+values decide. The semantic pass (TF-IDF and k-means over every row) is not streamed: with it
+on, use the in-memory path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .. import ledger
+from ..config import DedupParams
+from ..errors import AccountingError, UserError
+from ..io import atomic_path, dumps, iter_jsonl, write_json
+from ..schema import full_text, text_of
+from .clusters import SIGNATURES, STAGE, _survivors, _tokens, lsh_params, sketch, slot_reasons
+from .edits import char_ngram_hashes, edit_similarity, oph_signatures
+from .lsh import _band_keys, candidate_pairs, estimated_jaccard, exact_jaccard, union_find
+from .sketch import _encode, sorted_unique
+
+__all__ = ["dedup_jsonl", "streamable"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 32768          # records per scan chunk, and rows read back per block
+PAIR_BLOCK = 1 << 18        # candidate pairs examined per block
+
+
+def streamable(dedup_params: DedupParams) -> bool:
+    """Whether :func:`dedup_jsonl` gives the in-memory path's output: the semantic pass is off."""
+    return not (dedup_params.near and dedup_params.semantic.enabled)
+
+
+# ---------------------------------------------------------------------------
+# Reading
+
+
+def _lines(fh):
+    """(byte offset, bytes, line number) of each line of a binary file, split as
+    ``io.iter_jsonl``'s text-mode reading splits it (``\\n``, ``\\r\\n`` and a lone ``\\r``
+    end a line), without the line end."""
+    pos = lineno = 0
+    for raw in fh:
+        start, pos = pos, pos + len(raw)
+        body = raw[:-1] if raw.endswith(b"\n") else raw
+        if b"\r" not in body:
+            lineno += 1
+            yield start, body, lineno
+            continue
+        if body.endswith(b"\r"):          # "\r\n", or a lone "\r" ending the file
+            body = body[:-1]
+        for piece in body.split(b"\r"):
+            lineno += 1
+            yield start, piece, lineno
+            start += len(piece) + 1
+
+
+def _reader_error(path: Path) -> None:
+    """Raise the error ``io.iter_jsonl`` raises on this file (file not found, or the first bad
+    line), so both readers fail with the same one line."""
+    for _ in iter_jsonl(path):
+        pass
+    raise UserError(f"{path}: changed while dedup was reading it")
+
+
+def _records(path: Path):
+    """(byte offset, byte length, record) of each non-blank line, in order."""
+    with open(path, "rb") as fh:
+        for off, body, _ in _lines(fh):
+            text = body.decode("utf-8")
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError:
+                _reader_error(path)
+                raise
+            yield off, len(body), rec
+
+
+class _Reader:
+    """Rows read back by number (``os.pread`` at the offsets the scan recorded)."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, lengths: np.ndarray):
+        self.path, self.offsets, self.lengths = path, offsets, lengths
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def close(self):
+        os.close(self.fd)
+
+    def records(self, rows) -> list[dict]:
+        out = []
+        for r in np.asarray(rows).tolist():
+            data = os.pread(self.fd, int(self.lengths[r]), int(self.offsets[r]))
+            try:
+                out.append(json.loads(data.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise UserError(f"{self.path}: changed while dedup was reading it (row {r + 1})") from None
+        return out
+
+
+class _Texts:
+    """The normalized texts the scan wrote, read back by row number."""
+
+    def __init__(self, path: Path, byte_lens: np.ndarray):
+        self.starts = np.zeros(len(byte_lens) + 1, dtype=np.int64)
+        np.cumsum(byte_lens, out=self.starts[1:])
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def close(self):
+        os.close(self.fd)
+
+    def get(self, rows) -> list[str]:
+        s = self.starts
+        return [os.pread(self.fd, int(s[r + 1] - s[r]), int(s[r])).decode("utf-8", "surrogatepass")
+                for r in np.asarray(rows).tolist()]
+
+
+def _blake(data: bytes, size: int) -> bytes:
+    return hashlib.blake2b(data, digest_size=size).digest()
+
+
+def _id_hash(rec: dict) -> bytes:
+    return _blake(dumps(rec["id"]).encode("utf-8", "surrogatepass"), 8)
+
+
+# ---------------------------------------------------------------------------
+# Pass 1: the scan
+
+
+class _Scan:
+    """What the scan keeps per row (arrays) and where it spilled the rest (files under ``tmp``)."""
+
+    def __init__(self, tmp: Path, p: DedupParams):
+        self.tmp, self.p = tmp, p
+        self.bands, self.rows = lsh_params(p)
+        self.near = p.near
+        self.edits = p.near and p.edits.enabled
+        self.keep_norm = p.near and (p.edits.enabled or p.slot_check)
+        self.n = 0
+
+    def word_keys(self, k: int) -> np.ndarray:
+        return np.fromfile(self.tmp / f"word{k}.u64", dtype=np.uint64)
+
+    def run(self, path: Path, chunk_rows: int) -> None:
+        parts: dict[str, list] = {k: [] for k in ("off", "len", "text", "id", "shingled", "norm_len", "norm_bytes")}
+        words = [open(self.tmp / f"word{k}.u64", "wb") for k in range(self.bands)] if self.near else []
+        sig8 = open(self.tmp / "edit_sig8.u8", "wb") if self.edits else None
+        norm = open(self.tmp / "norm.utf8", "wb") if self.keep_norm else None
+        try:
+            buf: list = []
+            for item in _records(path):
+                buf.append(item)
+                if len(buf) == chunk_rows:
+                    self._chunk(buf, parts, words, sig8, norm)
+                    buf = []
+            if buf:
+                self._chunk(buf, parts, words, sig8, norm)
+        finally:
+            for fh in words + [sig8, norm]:
+                if fh is not None:
+                    fh.close()
+
+        def cat(key, dtype):
+            return np.concatenate(parts.pop(key)).astype(dtype, copy=False) if parts[key] else np.zeros(0, dtype)
+        self.offsets, self.lengths = cat("off", np.int64), cat("len", np.int64)
+        text = parts.pop("text")
+        self.text_hash = np.frombuffer(b"".join(text), dtype=np.uint64).reshape(-1, 2)
+        self.id_hash = np.frombuffer(b"".join(parts.pop("id")), dtype=np.uint64)
+        self.shingled, self.norm_len = cat("shingled", bool), cat("norm_len", np.int64)
+        self.norm_bytes = cat("norm_bytes", np.int64)
+        self.n = len(self.offsets)
+
+    def _chunk(self, buf, parts, words, sig8, norm) -> None:
+        p = self.p
+        parts["off"].append(np.array([b[0] for b in buf], dtype=np.int64))
+        parts["len"].append(np.array([b[1] for b in buf], dtype=np.int64))
+        recs = [b[2] for b in buf]
+        texts = [text_of(r, p.field) for r in recs]
+        parts["text"].append(b"".join(_blake(t.encode("utf-8", "surrogatepass"), 16) for t in texts))
+        parts["id"].append(b"".join(map(_id_hash, recs)))
+        del recs
+        buf.clear()
+        if not self.near:
+            return
+        sk = sketch(texts, p)
+        for k, fh in enumerate(words):
+            _band_keys(sk.sig[k * self.rows:(k + 1) * self.rows]).tofile(fh)
+        parts["shingled"].append(sk.sizes > 0)
+        if sk.norm is not None:
+            enc = [t.encode("utf-8", "surrogatepass") for t in sk.norm]
+            norm.write(b"".join(enc))
+            parts["norm_len"].append(np.fromiter(map(len, sk.norm), dtype=np.int64, count=len(sk.norm)))
+            parts["norm_bytes"].append(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)))
+        if sig8 is not None:
+            np.ascontiguousarray((sk.edit_sig & np.uint32(0xFF)).astype(np.uint8).T).tofile(sig8)
+
+
+def _exact_reps(text_hash: np.ndarray) -> np.ndarray:
+    """For each row, the first row with the same text hash (``clusters.exact_groups`` on hashes)."""
+    n = len(text_hash)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((text_hash[:, 1], text_hash[:, 0]))      # stable: rows ascending in a group
+    s = text_hash[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (s[1:] != s[:-1]).any(axis=1)
+    rep = np.empty(n, dtype=np.int64)
+    rep[order] = order[np.flatnonzero(new)][np.cumsum(new) - 1]
+    return rep
+
+
+# ---------------------------------------------------------------------------
+# Candidate pairs
+
+
+def _local(rows_sorted: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    return np.searchsorted(rows_sorted, pairs)
+
+
+def _word_pairs(scan: _Scan, reader: _Reader, valid: np.ndarray, stats: dict):
+    """Word MinHash candidates among ``valid`` rows, as ``clusters.cluster_sketches`` gives them:
+    (pairs sorted, similarity)."""
+    p, n = scan.p, scan.n
+    codes = []
+    for k in range(scan.bands):
+        pr = candidate_pairs(scan.word_keys(k)[None, :], 1, 1, valid)
+        if len(pr):
+            codes.append(pr[:, 0] * n + pr[:, 1])
+    u = sorted_unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
+    pairs = np.stack([u // n, u % n], axis=1)
+    stats["word_key_pairs"] = len(pairs)
+    words_only = p.model_copy(update={"edits": p.edits.model_copy(update={"enabled": False}), "slot_check": False})
+    br = scan.bands * scan.rows
+    true = np.zeros(len(pairs), dtype=bool)
+    sim = np.zeros(len(pairs), dtype=np.float64)
+    step = max(1, CHUNK_ROWS // 2)
+    for s in range(0, len(pairs), step):
+        blk = pairs[s:s + step]
+        rows = sorted_unique(blk.ravel())
+        sk = sketch([text_of(r, p.field) for r in reader.records(rows)], words_only)
+        loc = _local(rows, blk)
+        a, b = sk.sig[:br, loc[:, 0]], sk.sig[:br, loc[:, 1]]
+        true[s:s + step] = (a == b).reshape(scan.bands, scan.rows, -1).all(axis=1).any(axis=0)
+        sim[s:s + step] = exact_jaccard(loc, sk.flat, sk.offsets) if p.verify else estimated_jaccard(loc, sk.sig)
+    return pairs[true], sim[true]
+
+
+def _run_pairs(order: np.ndarray, same: np.ndarray, max_pairs: int):
+    """Blocks (i, j) of all pairs of positions in ``order`` inside runs of equal neighbours
+    (``same[k]``: sorted items k and k+1 are equal), i before j in the run; at most about
+    ``max_pairs`` per block, however long a run is."""
+    if not len(order):
+        return
+    start = np.concatenate([[0], np.flatnonzero(~same) + 1])
+    length = np.diff(np.concatenate([start, [len(order)]]))
+    multi = length >= 2
+    start, length = start[multi], length[multi]
+    for L in sorted_unique(length).tolist():
+        st = start[length == L]
+        per_run = L * (L - 1) // 2
+        if per_run <= max_pairs:
+            iu, ju = np.triu_indices(L, 1)
+            step = max(1, max_pairs // per_run)
+            for s in range(0, len(st), step):
+                m = order[st[s:s + step, None] + np.arange(L)]
+                yield m[:, iu].ravel(), m[:, ju].ravel()
+            continue
+        for s0 in st.tolist():
+            m = order[s0:s0 + L]
+            a = 0
+            while a < L - 1:
+                cnt = L - 1 - np.arange(a, L - 1)             # partners after each first item
+                take = max(1, int(np.searchsorted(np.cumsum(cnt), max_pairs, side="right")))
+                cnt = cnt[:take]
+                first = np.repeat(np.arange(a, a + take), cnt)
+                within = np.arange(len(first)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+                yield m[first], m[first + 1 + within]
+                a += take
+
+
+def _edit_pairs(scan: _Scan, texts: _Texts, valid: np.ndarray, stats: dict):
+    """Typo-level pairs among ``valid`` rows, as ``clusters.edit_candidates`` gives them:
+    (pairs sorted, edit similarity)."""
+    ed = scan.p.edits
+    n, bins, r = scan.n, ed.bins, ed.rows
+    br = ed.bands * r
+    sig8 = np.fromfile(scan.tmp / "edit_sig8.u8", dtype=np.uint8).reshape(n, bins)
+    lens = scan.norm_len
+    out_p, out_s = [], []
+    examined = checked = 0
+    for k in range(ed.bands):
+        keys = _band_keys(sig8[valid, k * r:(k + 1) * r].T)
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        del keys
+        for a, b in _run_pairs(order, sk[1:] == sk[:-1], PAIR_BLOCK):
+            pi, qi = valid[a], valid[b]
+            examined += len(pi)
+            la, lb = lens[pi], lens[qi]
+            shorter = np.minimum(la, lb)
+            close = shorter >= ed.min_similarity * np.maximum(la, lb)
+            pi, qi, shorter = pi[close], qi[close], shorter[close]
+            eq = sig8[pi] == sig8[qi]
+            keep = np.ones(len(pi), dtype=bool)
+            if k:           # examined already in an earlier band where the 8-bit slices agree
+                keep &= ~eq[:, :k * r].reshape(len(pi), k, r).all(axis=2).any(axis=1)
+            long = shorter >= bins + ed.ngram - 1
+            lg = np.flatnonzero(long & keep)
+            keep[lg] = eq[lg].mean(axis=1) >= ed.min_estimate         # >= the true estimate
+            pi, qi, long = pi[keep], qi[keep], long[keep]
+            if not len(pi):
+                continue
+            checked += len(pi)
+            rows = sorted_unique(np.concatenate([pi, qi]))
+            norm = texts.get(rows)
+            cps, nl = _encode(norm)
+            sig = oph_signatures(*char_ngram_hashes(cps, nl, ed.ngram), len(rows), bins)
+            loc = _local(rows, np.stack([pi, qi], axis=1))
+            keep = (sig[:br, loc[:, 0]] == sig[:br, loc[:, 1]]).reshape(ed.bands, r, -1).all(axis=1).any(axis=0)
+            lg = np.flatnonzero(long & keep)
+            keep[lg] = estimated_jaccard(loc[lg], sig) >= ed.min_estimate
+            loc = loc[keep]
+            sim = edit_similarity([norm[i] for i in loc[:, 0].tolist()], [norm[j] for j in loc[:, 1].tolist()])
+            ok = sim >= ed.min_similarity
+            out_p.append(rows[loc[ok]])
+            out_s.append(sim[ok])
+    del sig8
+    stats.update(edit_pairs_examined=examined, edit_pairs_checked=checked)
+    if not out_p:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+    pairs, sim = np.concatenate(out_p), np.concatenate(out_s)
+    code = pairs[:, 0] * n + pairs[:, 1]
+    order = np.argsort(code, kind="stable")
+    code, pairs, sim = code[order], pairs[order], sim[order]
+    first = np.ones(len(code), dtype=bool)
+    first[1:] = code[1:] != code[:-1]
+    return pairs[first], sim[first]
+
+
+# ---------------------------------------------------------------------------
+# Survivors
+
+
+def _rare_candidates(path: Path, reader: _Reader, members: np.ndarray, n: int) -> set:
+    """The tokens that occur in exactly one record of the whole file and in a cluster member:
+    ``clusters.rare_tokens`` over all records, for the members' tokens only."""
+    seen: dict[str, int] = {}
+    for s in range(0, len(members), CHUNK_ROWS):
+        for rec in reader.records(members[s:s + CHUNK_ROWS]):
+            for t in set(_tokens(full_text(rec))):
+                seen[t] = seen.get(t, 0) + 1
+    cand = {t for t, c in seen.items() if c == 1}
+    del seen
+    is_member = np.zeros(n, dtype=bool)
+    is_member[members] = True
+    for i, (_, _, rec) in enumerate(_records(path)):
+        if not cand:
+            break
+        if not is_member[i]:
+            cand.difference_update(_tokens(full_text(rec)))
+    return cand
+
+
+def _pick_survivors(path: Path, reader: _Reader, component: np.ndarray, p: DedupParams):
+    """Per row, the row its cluster keeps (``clusters._survivors`` per block of clusters), the
+    cluster members (sorted) and their ids."""
+    n = len(component)
+    survivor = np.arange(n, dtype=np.int64)
+    members = np.flatnonzero(np.bincount(component, minlength=n)[component] > 1)
+    ids: list = [None] * len(members)
+    if not len(members):
+        return survivor, members, ids
+    cand = _rare_candidates(path, reader, members, n) if p.prefer_typical else None
+    by_cluster = members[np.lexsort((members, component[members]))]
+    comp_sorted = component[by_cluster]
+    cut = np.flatnonzero(np.concatenate([[True], comp_sorted[1:] != comp_sorted[:-1]]))
+    s = 0
+    while s < len(by_cluster):
+        j = int(np.searchsorted(cut, s + CHUNK_ROWS, side="left"))     # whole clusters, ~CHUNK_ROWS rows
+        e = int(cut[j]) if j < len(cut) else len(by_cluster)
+        rows = np.sort(by_cluster[s:e])
+        recs = reader.records(rows)
+        for r, rec in zip(rows.tolist(), recs):
+            ids[int(np.searchsorted(members, r))] = rec["id"]
+        comp = component[rows]
+        if cand is not None:
+            # the fewest rare tokens first: only a cluster's members with its minimum stay in the running
+            rare = np.array([len(cand.intersection(_tokens(full_text(rec)))) for rec in recs], dtype=np.int64)
+            _, inv = np.unique(comp, return_inverse=True)
+            best = np.full(inv.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(best, inv, rare)
+            run = np.flatnonzero(rare == best[inv])
+        else:
+            run = np.arange(len(rows))
+        sub_comp = comp[run]
+        first = {}
+        local = np.array([first.setdefault(c, k) for k, c in enumerate(sub_comp.tolist())], dtype=np.int64)
+        won = _survivors([recs[k] for k in run.tolist()], local, p.keep, False)
+        winner = dict(zip(sub_comp.tolist(), rows[run[won]].tolist()))
+        survivor[rows] = [winner[c] for c in comp.tolist()]
+        s = e
+    return survivor, members, ids
+
+
+# ---------------------------------------------------------------------------
+# Evidence
+
+
+def _best_matches(pairs: np.ndarray, kind: np.ndarray, sim: np.ndarray, survivor: np.ndarray):
+    """Per row in an accepted pair: the signatures that matched it (bit k: SIGNATURES[k]), and the
+    partner and similarity of its strongest match, as ``dedup_records`` picks them from
+    ``clusters._matches`` (one with the kept row first, then the most similar, then list order)."""
+    node = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    partner = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    kk = np.concatenate([kind, kind]).astype(np.int64)
+    ss = np.concatenate([sim, sim])
+    o = np.lexsort((partner, kk, node))         # _matches' list order: signature, then partner
+    node, partner, kk, ss = node[o], partner[o], kk[o], ss[o]
+    starts = np.flatnonzero(np.concatenate([[True], node[1:] != node[:-1]])) if len(node) else np.zeros(0, np.int64)
+    mask = np.bitwise_or.reduceat(np.left_shift(1, kk), starts) if len(node) else np.zeros(0, np.int64)
+    with_kept = partner == survivor[node]
+    o2 = np.lexsort((np.arange(len(node)), -ss, ~with_kept, node))
+    firsts = o2[np.flatnonzero(np.concatenate([[True], node[o2][1:] != node[o2][:-1]]))] if len(node) else starts
+    return node[starts], mask, partner[firsts], ss[firsts]
+
+
+def _near_evidence(reader: _Reader, near: np.ndarray, kept: np.ndarray, p: DedupParams):
+    """Exact Jaccard, MinHash estimate and (edits on) edit similarity of each near row and its kept row."""
+    q = p.model_copy(update={"edits": p.edits.model_copy(update={"enabled": False}), "slot_check": True})
+    jac = np.zeros(len(near))
+    est = np.zeros(len(near))
+    edit = np.zeros(len(near))
+    step = max(1, CHUNK_ROWS // 2)
+    for s in range(0, len(near), step):
+        blk = np.stack([near[s:s + step], kept[s:s + step]], axis=1)
+        rows = sorted_unique(blk.ravel())
+        sk = sketch([text_of(r, p.field) for r in reader.records(rows)], q)
+        loc = _local(rows, blk)
+        jac[s:s + step] = exact_jaccard(loc, sk.flat, sk.offsets)
+        est[s:s + step] = estimated_jaccard(loc, sk.sig)
+        if p.edits.enabled:
+            edit[s:s + step] = edit_similarity([sk.norm[i] for i in loc[:, 0].tolist()],
+                                               [sk.norm[j] for j in loc[:, 1].tolist()])
+    return jac, est, edit
+
+
+# ---------------------------------------------------------------------------
+# The stage
+
+
+def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chunk_rows: int = CHUNK_ROWS,
+                tmp_dir=None, stats: dict | None = None) -> tuple[dict, dict]:
+    """The dedup stage from ``inp_path`` (JSONL) to ``out_dir`` and ``metrics_path``, streaming.
+
+    Writes what ``ledger.write_filter_outputs("dedup", records, clusters.dedup_records(records,
+    dedup_params), out_dir, metrics_path)`` writes for ``records = io.read_jsonl(inp_path)``, byte
+    for byte, holding compact per-row arrays instead of the records; needs
+    :func:`streamable` (the semantic pass off). ``chunk_rows``: records per scan chunk; spilled
+    arrays go to a temporary directory under ``tmp_dir`` (default: the system's). ``stats``,
+    when given, receives timings and pair counts. Returns (metrics, details).
+    """
+    p = dedup_params
+    if not streamable(p):
+        raise ValueError("dedup_jsonl: the semantic pass (dedup.semantic.enabled) needs every row in memory; "
+                         "use clusters.dedup_records, or switch it off")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    stats = {} if stats is None else stats
+    path = Path(inp_path)
+    if not path.is_file():
+        _reader_error(path)
+    clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        stats[f"{name}_s"] = round(now - clock, 3)
+        log.debug("%s: %.1f s", name, now - clock)
+        clock = now
+
+    with tempfile.TemporaryDirectory(prefix="sftpipe-dedup-", dir=tmp_dir) as tmp:
+        scan = _Scan(Path(tmp), p)
+        scan.run(path, chunk_rows)
+        n = stats["rows"] = scan.n
+        lap("scan")
+        threshold = float(p.threshold)
+        exact_rep = _exact_reps(scan.text_hash) if p.exact else np.arange(n, dtype=np.int64)
+        reader = _Reader(path, scan.offsets, scan.lengths)
+        texts = _Texts(Path(tmp) / "norm.utf8", scan.norm_bytes) if scan.keep_norm else None
+        try:
+            pairs = np.zeros((0, 2), dtype=np.int64)
+            sim, ok, kind, slot = np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int8), []
+            component = exact_rep
+            if p.near:
+                uniq = exact_rep == np.arange(n)
+                pairs, sim = _word_pairs(scan, reader, np.flatnonzero(uniq & scan.shingled), stats)
+                ok = sim >= threshold
+                kind = np.zeros(len(pairs), dtype=np.int8)
+                lap("word_pairs")
+                if p.edits.enabled:
+                    pe, se = _edit_pairs(scan, texts, np.flatnonzero(uniq & (scan.norm_len > 0)), stats)
+                    pairs, sim = np.concatenate([pairs, pe]), np.concatenate([sim, se])
+                    ok = np.concatenate([ok, np.ones(len(pe), dtype=bool)])
+                    kind = np.concatenate([kind, np.ones(len(pe), dtype=np.int8)])
+                    lap("edit_pairs")
+                slot = [None] * len(pairs)
+                if p.slot_check and ok.any():
+                    idx = np.flatnonzero(ok)
+                    distinct, inverse = np.unique(pairs[idx], axis=0, return_inverse=True)
+                    reasons: list = []
+                    for s in range(0, len(distinct), CHUNK_ROWS):
+                        blk = distinct[s:s + CHUNK_ROWS]
+                        rows = sorted_unique(blk.ravel())
+                        reasons += slot_reasons(SimpleNamespace(norm=texts.get(rows)), _local(rows, blk))
+                    for k, r in zip(idx.tolist(), inverse.ravel().tolist()):
+                        slot[k] = reasons[r]
+                    ok[idx] = [slot[k] is None for k in idx.tolist()]
+                    lap("slot_check")
+                component = union_find(n, pairs[ok])[exact_rep]
+            survivor, members, member_ids = _pick_survivors(path, reader, component, p)
+            lap("survivors")
+
+            def id_of(rows):
+                return [member_ids[k] for k in np.searchsorted(members, rows).tolist()]
+
+            dropped = np.flatnonzero(survivor != np.arange(n))
+            exact = (scan.text_hash[dropped] == scan.text_hash[survivor[dropped]]).all(axis=1)
+            near_rows = dropped[~exact]
+            jac, est, edit = _near_evidence(reader, near_rows, survivor[near_rows], p) if p.near else ((),) * 3
+            acc = np.flatnonzero(ok)
+            m_node, m_mask, m_partner, m_sim = _best_matches(pairs[acc], kind[acc], sim[acc], survivor)
+            lap("evidence")
+
+            # per dropped row, in input order: its kept row's id; per near row: its strongest match
+            kept_ids = id_of(survivor[dropped])
+            at = np.searchsorted(m_node, exact_rep[near_rows])
+            has_match = at < len(m_node)
+            has_match[has_match] = m_node[at[has_match]] == exact_rep[near_rows[has_match]]
+            at[~has_match] = -1
+            partner_ids = id_of(m_partner[at[has_match]])
+            match_id = iter(partner_ids)
+            size = np.bincount(component, minlength=n)
+            reasons_count: Counter = Counter()
+            out = Path(out_dir)
+            with atomic_path(out / "kept.jsonl") as tk, atomic_path(out / "dropped.jsonl") as td, \
+                    open(tk, "w", encoding="utf-8", newline="\n") as fk, \
+                    open(td, "w", encoding="utf-8", newline="\n") as fd:
+                i = -1
+                d = k = n_kept = 0
+                id_sum = 0
+                for i, (_, _, rec) in enumerate(_records(path)):
+                    if i >= n or _id_hash(rec) != scan.id_hash[i:i + 1].tobytes():
+                        raise UserError(f"{path}: changed while dedup was reading it (row {i + 1})")
+                    id_sum += int(scan.id_hash[i])
+                    if survivor[i] == i:
+                        rec["meta"] = {**rec.get("meta", {}), "dedup_cluster": rec["id"],
+                                       "dedup_cluster_size": int(size[component[i]])}
+                        fk.write(dumps(rec))
+                        fk.write("\n")
+                        n_kept += 1
+                        continue
+                    ev = {"kept_id": kept_ids[d], "cluster_size": int(size[component[i]]),
+                          "jaccard": 1.0, "threshold": threshold}
+                    reason = "exact_duplicate"
+                    if not exact[d]:
+                        reason = "near_duplicate"
+                        ev["jaccard"] = round(float(jac[k]), 4)
+                        ev["minhash_estimate"] = round(float(est[k]), 4)
+                        if p.edits.enabled:
+                            ev["edit_similarity"] = round(float(edit[k]), 4)
+                        a = int(at[k])
+                        if a >= 0:
+                            by = [name for b, name in enumerate(SIGNATURES) if m_mask[a] >> b & 1]
+                            ev.update(matched_by=sorted(by), matched_id=next(match_id),
+                                      similarity=round(float(m_sim[a]), 4))
+                        k += 1
+                    fd.write(dumps(ledger.drop(rec, STAGE, reason, **ev)))
+                    fd.write("\n")
+                    reasons_count[reason] += 1
+                    d += 1
+                expected = int(scan.id_hash.sum(dtype=np.uint64))
+                if i + 1 != n or n_kept + d != n or id_sum % (1 << 64) != expected:
+                    raise AccountingError(f"{STAGE}: kept ({n_kept}) + dropped ({d}) != input ({n}), or the "
+                                          f"ids written are not the ids read")
+            lap("write")
+        finally:
+            reader.close()
+            if texts is not None:
+                texts.close()
+
+    cluster_sizes = size[size > 0]
+    hist = Counter(cluster_sizes.tolist())
+    slot_count = Counter(r for r in slot if r is not None)
+    metrics = {
+        "clusters": int((cluster_sizes > 1).sum()),
+        "rows_in_clusters": int(cluster_sizes[cluster_sizes > 1].sum()),
+        "largest_cluster": int(cluster_sizes.max()) if len(cluster_sizes) else 0,
+        "exact_duplicates": int(exact.sum()),
+        "near_duplicates": reasons_count["near_duplicate"],
+        "paraphrases": reasons_count["paraphrase"],
+        "bands": scan.bands, "band_rows": scan.rows, "threshold": threshold,
+        "candidate_pairs": int((kind == 0).sum()),
+        "accepted_pairs": int((ok & (kind == 0)).sum()),
+        "verified_pairs": int((ok & (kind == 0)).sum()) if p.verify else 0,
+        "edit_pairs": int((ok & (kind == 1)).sum()),
+        "slot_rejected_pairs": int(sum(slot_count.values())),
+        "semantic_pairs": 0,
+    }
+    details = {"cluster_size_hist": {str(k): hist[k] for k in sorted(hist)},
+               "slot_rejected_by": {k: slot_count[k] for k in sorted(slot_count)}}
+    write_json(Path(out_dir) / "details.json", details)
+    # ledger.counts reads only the lengths and the reasons of the dropped rows
+    shadow = ledger.FilterResult(kept=range(n_kept), dropped=[x for r, c in reasons_count.items()
+                                                              for x in [{"reason": r}] * c],
+                                 extra_metrics=metrics)
+    m = ledger.counts(n, shadow)
+    write_json(metrics_path, m)
+    lap("finish")
+    return m, details
