@@ -91,7 +91,7 @@ def test_byte_identical_to_the_in_memory_path(records, tmp_path, kw, chunk_rows)
 
 @pytest.mark.parametrize("kw", [
     {"exact": False}, {"near": False}, {"verify": False}, {"field": "prompt"}, {"field": "response"},
-    {"edits": EditsParams(enabled=False)}, {"slot_check": False},
+    {"edits": EditsParams(enabled=False)}, {"slot_check": False}, {"edits": EditsParams(bands=20, rows=5)},
     {"edits": EditsParams(enabled=False), "slot_check": False}, {"threshold": 0.5, "num_perm": 64},
     {"near": False, "semantic": SemanticDedupParams(enabled=True)},     # the semantic pass needs near
 ], ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items())[:40])
@@ -105,6 +105,7 @@ def test_tiny_blocks_everywhere(records, tmp_path, monkeypatch):
     across survivor blocks: the same bytes."""
     monkeypatch.setattr(stream, "PAIR_BLOCK", 5)
     monkeypatch.setattr(stream, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(stream, "CHECK_PAIRS", 2)
     mem, got = both(tmp_path, records, DedupParams(semantic=OFF), chunk_rows=64)
     assert got == mem
 
@@ -198,3 +199,17 @@ def test_run_pairs_are_all_pairs_of_each_run_once(max_pairs):
     assert len(got) == len(set(got)) and set(got) == want
     assert all(np.flatnonzero(order == i)[0] < np.flatnonzero(order == j)[0] for i, j in got[:50])
     assert all(len(a) <= max(max_pairs, 59) for a, _ in stream._run_pairs(order, same, max_pairs))
+
+
+def test_the_histogram_floor_never_exceeds_the_edit_distance(records):
+    """The typo pass skips a pair when this floor already rules the edit check out: it must be a
+    true lower bound of the Levenshtein distance (any texts: words, CJK, emptiness, long runs)."""
+    from rapidfuzz.distance import Levenshtein
+
+    rng = random.Random(3)
+    texts = [m["content"] for r in records[:400] for m in r["messages"]] + ["", "a" * 600, "ab" * 300, "é" * 300]
+    a = [rng.choice(texts) for _ in range(3000)]
+    b = [dupbench.typo(rng, x, rng.choice((0.02, 0.3))) if rng.random() < 0.5 else rng.choice(texts) for x in a]
+    floor = stream._levenshtein_floor(stream._char_histograms(a), stream._char_histograms(b))
+    dist = np.array([Levenshtein.distance(x, y) for x, y in zip(a, b)])
+    assert (floor <= dist).all() and (floor > 0).mean() > 0.5 and (floor == dist).any()

@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 32768          # records per scan chunk, and rows read back per block
 PAIR_BLOCK = 1 << 18        # candidate pairs examined per block
+CHECK_PAIRS = 1 << 15       # pairs whose texts are read back and compared per batch
+HIST_BITS = 6               # character histogram of 2**HIST_BITS buckets per row (typo pass prefilter)
 
 
 def streamable(dedup_params: DedupParams) -> bool:
@@ -164,6 +166,15 @@ class _Texts:
                 for r in np.asarray(rows).tolist()]
 
 
+def _peak_mb() -> int | None:
+    """This process's peak RSS so far (VmHWM), in MB; None where /proc is not there."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(x.split()[1]) // 1024 for x in fh if x.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def _blake(data: bytes, size: int) -> bytes:
     return hashlib.blake2b(data, digest_size=size).digest()
 
@@ -194,18 +205,19 @@ class _Scan:
         parts: dict[str, list] = {k: [] for k in ("off", "len", "text", "id", "shingled", "norm_len", "norm_bytes")}
         words = [open(self.tmp / f"word{k}.u64", "wb") for k in range(self.bands)] if self.near else []
         sig8 = open(self.tmp / "edit_sig8.u8", "wb") if self.edits else None
+        hist = open(self.tmp / "hist.u8", "wb") if self.edits else None
         norm = open(self.tmp / "norm.utf8", "wb") if self.keep_norm else None
         try:
             buf: list = []
             for item in _records(path):
                 buf.append(item)
                 if len(buf) == chunk_rows:
-                    self._chunk(buf, parts, words, sig8, norm)
+                    self._chunk(buf, parts, words, sig8, hist, norm)
                     buf = []
             if buf:
-                self._chunk(buf, parts, words, sig8, norm)
+                self._chunk(buf, parts, words, sig8, hist, norm)
         finally:
-            for fh in words + [sig8, norm]:
+            for fh in words + [sig8, hist, norm]:
                 if fh is not None:
                     fh.close()
 
@@ -219,7 +231,7 @@ class _Scan:
         self.norm_bytes = cat("norm_bytes", np.int64)
         self.n = len(self.offsets)
 
-    def _chunk(self, buf, parts, words, sig8, norm) -> None:
+    def _chunk(self, buf, parts, words, sig8, hist, norm) -> None:
         p = self.p
         parts["off"].append(np.array([b[0] for b in buf], dtype=np.int64))
         parts["len"].append(np.array([b[1] for b in buf], dtype=np.int64))
@@ -242,6 +254,26 @@ class _Scan:
             parts["norm_bytes"].append(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)))
         if sig8 is not None:
             np.ascontiguousarray((sk.edit_sig & np.uint32(0xFF)).astype(np.uint8).T).tofile(sig8)
+            for s in range(0, len(sk.norm), 4096):
+                _char_histograms(sk.norm[s:s + 4096]).tofile(hist)
+
+
+def _char_histograms(norm: list[str]) -> np.ndarray:
+    """Per text, how many of its characters fall in each of 2**HIST_BITS buckets (by a hash of
+    the code point), capped at 255: (rows, buckets) uint8."""
+    cps, lens = _encode(norm)
+    bucket = ((cps * np.uint32(0x9E3779B1)) >> np.uint32(32 - HIST_BITS)).astype(np.int64)
+    bucket += np.repeat(np.arange(len(norm), dtype=np.int64) << HIST_BITS, lens)
+    h = np.bincount(bucket, minlength=len(norm) << HIST_BITS).reshape(len(norm), 1 << HIST_BITS)
+    return np.minimum(h, 255).astype(np.uint8)
+
+
+def _levenshtein_floor(ha: np.ndarray, hb: np.ndarray) -> np.ndarray:
+    """A lower bound of the Levenshtein distance of each pair of texts from their histograms
+    (the bag distance: an edit changes each side's character multiset by at most one; merging
+    characters into buckets and capping counts only lowers it)."""
+    d = ha.astype(np.int16) - hb.astype(np.int16)
+    return np.maximum(np.maximum(d, 0).sum(axis=1, dtype=np.int64), np.maximum(-d, 0).sum(axis=1, dtype=np.int64))
 
 
 def _exact_reps(text_hash: np.ndarray) -> np.ndarray:
@@ -327,13 +359,46 @@ def _run_pairs(order: np.ndarray, same: np.ndarray, max_pairs: int):
                 a += take
 
 
+def _edit_sigs(norm: list[str], ed) -> np.ndarray:
+    """The character signatures (bins, rows) of normalized texts, as ``sketch_batch`` computes them
+    (a few thousand rows at a time: the n-gram arrays take ~40 bytes per character)."""
+    out = np.empty((ed.bins, len(norm)), dtype=np.uint32)
+    for s in range(0, len(norm), 4096):
+        part = norm[s:s + 4096]
+        cps, lens = _encode(part)
+        out[:, s:s + len(part)] = oph_signatures(*char_ngram_hashes(cps, lens, ed.ngram), len(part), ed.bins)
+    return out
+
+
+def _check_edit_pairs(texts: _Texts, pi: np.ndarray, qi: np.ndarray, long: np.ndarray, ed):
+    """The pairs (pi, qi) that ``clusters.edit_candidates`` would return, and their edit similarity:
+    a band of their full character signatures agrees, long rows' estimate reaches ``min_estimate``,
+    the edit similarity of their normalized texts reaches ``min_similarity``."""
+    rows = sorted_unique(np.concatenate([pi, qi]))
+    norm = texts.get(rows)
+    sig = _edit_sigs(norm, ed)
+    loc = _local(rows, np.stack([pi, qi], axis=1))
+    br = ed.bands * ed.rows
+    keep = (sig[:br, loc[:, 0]] == sig[:br, loc[:, 1]]).reshape(ed.bands, ed.rows, -1).all(axis=1).any(axis=0)
+    lg = np.flatnonzero(long & keep)
+    keep[lg] = estimated_jaccard(loc[lg], sig) >= ed.min_estimate
+    loc = loc[keep]
+    sim = edit_similarity([norm[i] for i in loc[:, 0].tolist()], [norm[j] for j in loc[:, 1].tolist()])
+    ok = sim >= ed.min_similarity
+    return rows[loc[ok]], sim[ok]
+
+
 def _edit_pairs(scan: _Scan, texts: _Texts, valid: np.ndarray, stats: dict):
     """Typo-level pairs among ``valid`` rows, as ``clusters.edit_candidates`` gives them:
     (pairs sorted, edit similarity)."""
     ed = scan.p.edits
     n, bins, r = scan.n, ed.bins, ed.rows
-    br = ed.bands * r
     sig8 = np.fromfile(scan.tmp / "edit_sig8.u8", dtype=np.uint8).reshape(n, bins)
+    hist = np.fromfile(scan.tmp / "hist.u8", dtype=np.uint8).reshape(n, 1 << HIST_BITS)
+    words = sig8.view(np.uint32) if r == 4 and bins % 4 == 0 else None     # one word per band slice
+    # a pair whose distance floor puts its similarity (1 - distance / longer length) clearly
+    # under min_similarity fails the edit check: it is not read back
+    slack = 1.0 - ed.min_similarity
     lens = scan.norm_len
     out_p, out_s = [], []
     examined = checked = 0
@@ -346,34 +411,30 @@ def _edit_pairs(scan: _Scan, texts: _Texts, valid: np.ndarray, stats: dict):
             pi, qi = valid[a], valid[b]
             examined += len(pi)
             la, lb = lens[pi], lens[qi]
-            shorter = np.minimum(la, lb)
-            close = shorter >= ed.min_similarity * np.maximum(la, lb)
-            pi, qi, shorter = pi[close], qi[close], shorter[close]
-            eq = sig8[pi] == sig8[qi]
-            keep = np.ones(len(pi), dtype=bool)
+            shorter, longer = np.minimum(la, lb), np.maximum(la, lb)
+            close = shorter >= ed.min_similarity * longer
+            pi, qi, shorter, longer = pi[close], qi[close], shorter[close], longer[close]
             if k:           # examined already in an earlier band where the 8-bit slices agree
-                keep &= ~eq[:, :k * r].reshape(len(pi), k, r).all(axis=2).any(axis=1)
+                if words is not None:
+                    keep = ~(words[pi, :k] == words[qi, :k]).any(axis=1)
+                else:
+                    keep = ~(sig8[pi, :k * r] == sig8[qi, :k * r]).reshape(len(pi), k, r).all(axis=2).any(axis=1)
+            else:
+                keep = np.ones(len(pi), dtype=bool)
             long = shorter >= bins + ed.ngram - 1
             lg = np.flatnonzero(long & keep)
-            keep[lg] = eq[lg].mean(axis=1) >= ed.min_estimate         # >= the true estimate
+            eq = np.count_nonzero(sig8[pi[lg]] == sig8[qi[lg]], axis=1)
+            keep[lg] = eq / bins >= ed.min_estimate      # >= the true estimate
+            ix = np.flatnonzero(keep)
+            keep[ix] = _levenshtein_floor(hist[pi[ix]], hist[qi[ix]]) <= slack * longer[ix] + 1e-6
             pi, qi, long = pi[keep], qi[keep], long[keep]
-            if not len(pi):
-                continue
             checked += len(pi)
-            rows = sorted_unique(np.concatenate([pi, qi]))
-            norm = texts.get(rows)
-            cps, nl = _encode(norm)
-            sig = oph_signatures(*char_ngram_hashes(cps, nl, ed.ngram), len(rows), bins)
-            loc = _local(rows, np.stack([pi, qi], axis=1))
-            keep = (sig[:br, loc[:, 0]] == sig[:br, loc[:, 1]]).reshape(ed.bands, r, -1).all(axis=1).any(axis=0)
-            lg = np.flatnonzero(long & keep)
-            keep[lg] = estimated_jaccard(loc[lg], sig) >= ed.min_estimate
-            loc = loc[keep]
-            sim = edit_similarity([norm[i] for i in loc[:, 0].tolist()], [norm[j] for j in loc[:, 1].tolist()])
-            ok = sim >= ed.min_similarity
-            out_p.append(rows[loc[ok]])
-            out_s.append(sim[ok])
-    del sig8
+            for c in range(0, len(pi), CHECK_PAIRS):
+                pairs, sim = _check_edit_pairs(texts, pi[c:c + CHECK_PAIRS], qi[c:c + CHECK_PAIRS],
+                                               long[c:c + CHECK_PAIRS], ed)
+                out_p.append(pairs)
+                out_s.append(sim)
+    del sig8, hist, words
     stats.update(edit_pairs_examined=examined, edit_pairs_checked=checked)
     if not out_p:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
@@ -524,7 +585,8 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         nonlocal clock
         now = time.perf_counter()
         stats[f"{name}_s"] = round(now - clock, 3)
-        log.debug("%s: %.1f s", name, now - clock)
+        stats[f"{name}_peak_mb"] = _peak_mb()
+        log.debug("%s: %.1f s, peak RSS so far %s MB", name, now - clock, stats[f"{name}_peak_mb"])
         clock = now
 
     with tempfile.TemporaryDirectory(prefix="sftpipe-dedup-", dir=tmp_dir) as tmp:
