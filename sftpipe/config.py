@@ -227,7 +227,7 @@ class RayParams(Section):
 
 
 class DedupRayParams(Section):
-    """dedup with ``engine: ray``: signature tasks over the same chunks as locally, one LSH task per band."""
+    """dedup with ``engine: ray``: signature tasks over the same chunks as locally, LSH bands in groups."""
     workers: int | None = Field(None, ge=1)     # tasks in flight at once, 1 CPU each (None: as many as Ray schedules)
 
 

@@ -112,15 +112,16 @@ def test_ray_params_validate_in_one_line():
 
 
 def test_band_tasks_give_the_local_candidate_pairs(local_ray):
-    """The sorted union of one task per band is what candidate_pairs finds over all bands, for any
-    subset of valid columns, including collisions of whole bands across many rows."""
+    """The sorted union of the band-group tasks (1, 2 or 4 groups of the 5 bands) is what candidate_pairs
+    finds over all bands, for any subset of valid columns, with whole bands equal across many rows."""
     rng = np.random.default_rng(0)
-    sig = rng.integers(0, 3, size=(12, 400), dtype=np.uint32)      # 3 values: many equal bands
-    engine = RayEngine(DedupRayParams(workers=2))
-    for valid in (None, np.arange(0, 400, 3), np.array([7]), np.array([], dtype=np.int64)):
-        got, want = engine.candidate_pairs(sig, 4, 3, valid), lsh.candidate_pairs(sig, 4, 3, valid)
-        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
-    assert len(lsh.candidate_pairs(sig, 4, 3)) > 1000
+    sig = rng.integers(0, 3, size=(16, 400), dtype=np.uint32)      # 3 values: many equal bands
+    for workers in (1, 2, None):
+        engine = RayEngine(DedupRayParams(workers=workers))
+        for valid in (None, np.arange(0, 400, 3), np.array([7]), np.array([], dtype=np.int64)):
+            got, want = engine.candidate_pairs(sig, 5, 3, valid), lsh.candidate_pairs(sig, 5, 3, valid)
+            assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+    assert len(lsh.candidate_pairs(sig, 5, 3)) > 1000
 
 
 @pytest.fixture(scope="module")

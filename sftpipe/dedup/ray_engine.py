@@ -7,9 +7,10 @@ policy, the ledger) to the same driver code as the local engine:
 * signatures: one task per chunk, the chunks :func:`~sftpipe.dedup.clusters.sketch_chunks` cuts for
   the local engine, each running the local chunk function; results are joined in chunk order by the
   local ``_assemble``;
-* candidate pairs: one task per LSH band, each running :func:`sftpipe.dedup.lsh.candidate_pairs` on its
-  band of the signature (put once in the object store); the driver takes the sorted union of the
-  pair codes, which is exactly what ``candidate_pairs`` returns for all bands at once.
+* candidate pairs: LSH bands in groups, two tasks per worker, each running
+  :func:`sftpipe.dedup.lsh.candidate_pairs` on its bands of the signature (put once in the object
+  store); the driver takes the sorted union of the pair codes, which is exactly what
+  ``candidate_pairs`` returns for all bands at once, whatever the grouping.
 
 So the outputs are the local engine's, byte for byte, whatever the number of workers or the order in
 which tasks finish. ``dedup.ray.workers`` caps the tasks in flight (None: as many as Ray schedules).
@@ -21,7 +22,7 @@ a task is raised again on the driver as itself.
 
 Test hook: ``SFTPIPE_RAY_FAULT=<step>:<marker file>`` (read on the driver, handed to the workers)
 makes the first attempt of one ``step`` task (``sketch``: the first chunk's; ``bands``: the first
-band's; ``score``: the first batch an actor of :class:`sftpipe.perplexity.RayModelPool` gets) kill its
+band group's; ``score``: the first batch an actor of :class:`sftpipe.perplexity.RayModelPool` gets) kill its
 worker process with ``os._exit(1)``, after creating the marker so that the retry succeeds;
 ``<step>:always`` kills every attempt.
 """
@@ -181,10 +182,10 @@ def _sketch_task(texts: list[str], dedup_params: DedupParams, fault: str | None)
     return _sketch_chunk((texts, dedup_params))
 
 
-def _band_task(sig: np.ndarray, valid: np.ndarray, band: int, rows: int, fault: str | None) -> np.ndarray:
-    """Pair codes (i * n + j, sorted, distinct) of the columns sharing band ``band`` of ``sig``."""
+def _band_task(sig: np.ndarray, valid: np.ndarray, first: int, stop: int, rows: int, fault: str | None) -> np.ndarray:
+    """Pair codes (i * n + j, sorted, distinct) of the columns sharing one of bands ``first..stop-1`` of ``sig``."""
     die_if_asked(fault)
-    pairs = candidate_pairs(sig[band * rows:(band + 1) * rows], 1, rows, valid)
+    pairs = candidate_pairs(sig[first * rows:stop * rows], stop - first, rows, valid)
     return pairs[:, 0] * sig.shape[1] + pairs[:, 1]
 
 
@@ -217,12 +218,16 @@ class RayEngine:
             return np.zeros((0, 2), dtype=np.int64)
         sig_ref, valid_ref = ray.put(np.ascontiguousarray(sig[:bands * rows])), ray.put(valid)
         fault = fault_for("bands")
+        # two tasks per worker (a task costs a few ms of overhead; bands cost about the same each)
+        slots = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        groups = [g for g in np.array_split(np.arange(bands), min(bands, 2 * slots)) if len(g)]
 
         def submit(k: int):
-            return self._band.remote(sig_ref, valid_ref, k, rows, fault if k == 0 else None)
+            g = groups[k]
+            return self._band.remote(sig_ref, valid_ref, int(g[0]), int(g[-1]) + 1, rows, fault if k == 0 else None)
 
         with ray_errors("dedup", "finding candidate pairs", self.max_retries):
-            codes = [c for c in in_order(submit, range(bands), self.workers) if len(c)]
+            codes = [c for c in in_order(submit, range(len(groups)), self.workers) if len(c)]
         if not codes:
             return np.zeros((0, 2), dtype=np.int64)
         u = sorted_unique(np.concatenate(codes))
