@@ -161,8 +161,8 @@ def test_a_killed_dedup_worker_is_retried_and_the_output_is_the_same(local_ray, 
     assert outputs(tmp_path / "run") == dedup_local
 
 
-def test_dedup_worker_dying_past_its_retries_is_one_line_and_writes_nothing(local_ray, sample_rows, tmp_path,
-                                                                          monkeypatch):
+def test_dedup_worker_dying_past_its_retries_is_one_line_and_writes_nothing(local_ray, sample_rows, dedup_local,
+                                                                          tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "sketch:always")
     res = run_stage("dedup", tmp_path, sample_rows, dedup={"engine": "ray"}, ray={"max_retries": 1})
     assert res.exit_code == 2, res.output
@@ -170,10 +170,11 @@ def test_dedup_worker_dying_past_its_retries_is_one_line_and_writes_nothing(loca
     assert line.startswith("error: dedup: a worker died computing signatures") and "1 retries" in line
     assert "Traceback" not in res.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "metrics.json").exists()
-    # the session survives: the next run (the rerun) succeeds
+    # the rerun, once workers stop dying, writes the local engine's files
     monkeypatch.delenv(FAULT_ENV)
-    again = run_stage("dedup", tmp_path / "rerun", sample_rows[:200], dedup={"engine": "ray"})
+    again = run_stage("dedup", tmp_path, sample_rows, dedup={"engine": "ray"}, ray={"max_retries": 1})
     assert again.exit_code == 0, again.output
+    assert outputs(tmp_path) == dedup_local
 
 
 @pytest.mark.parametrize("address, message", [
