@@ -285,7 +285,8 @@ def test_dvc_yaml_lists_every_dedup_key_split_reads_and_no_other(records):
     params = _split_stage_params()
     listed = {k.split(".", 1)[1] for k in params if isinstance(k, str) and k.startswith("dedup.")}
     assert "dedup" not in params
-    assert listed | {"threshold", "keep", "prefer_typical", "field", "exact", "near", "num_proc", "semantic"} == \
+    assert listed | {"threshold", "keep", "prefer_typical", "field", "exact", "near", "num_proc", "semantic",
+                     "engine", "ray"} == \
         set(DedupParams.model_fields)
     rows = records[:700]
     split = SplitParams(decontam_min_overlap=0.2)
@@ -293,7 +294,8 @@ def test_dvc_yaml_lists_every_dedup_key_split_reads_and_no_other(records):
     parts, res = split_records(rows, split, DP)
     base = (ids(parts), [d["id"] for d in res.dropped])
     ignored = {"threshold": 0.95, "keep": "lowest_id", "field": "prompt", "exact": False, "near": False,
-               "num_proc": 2, "prefer_typical": False, "semantic": DP.semantic.model_copy(update={"enabled": False, "threshold": 0.5})}
+               "num_proc": 2, "prefer_typical": False, "engine": "ray",
+               "ray": DP.ray.model_copy(update={"workers": 1}), "semantic": DP.semantic.model_copy(update={"enabled": False, "threshold": 0.5})}
     for key, value in ignored.items():
         parts, res = split_records(rows, split, DP.model_copy(update={key: value}))
         assert (ids(parts), [d["id"] for d in res.dropped]) == base, key
