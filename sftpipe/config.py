@@ -172,6 +172,13 @@ class EditsParams(Section):
     # a candidate pair of long rows (both with >= bins n-grams, so the signature estimate is sharp)
     # whose estimated n-gram Jaccard is below this skips the edit check: 8% typos keep ~0.45
     min_estimate: float = Field(0.2, ge=0.0, le=1.0)
+    # a band bucket of more than bucket_cap rows (rows of one prompt template meet in nearly every
+    # band) is not expanded into all its pairs: its rows, ordered by the next bands' keys, are each
+    # compared with their `window` next ones, so the checks grow ~linearly; null: all pairs
+    bucket_cap: int | None = Field(16, ge=2)
+    window: int = Field(4, ge=0)
+    # with the slot check on: rows whose digit runs differ (which it keeps apart) share no bucket
+    digit_key: bool = True
 
     @model_validator(mode="after")
     def _shape(self):

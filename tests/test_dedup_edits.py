@@ -8,6 +8,7 @@ import pytest
 from sftpipe import ledger
 from sftpipe.config import DedupParams, EditsParams, SemanticDedupParams
 from sftpipe.dedup import clusters as dedup
+from sftpipe.dedup import lsh
 from sftpipe.dedup.edits import char_ngram_hashes, edit_similarity, oph_signatures, slot_change
 from sftpipe.dedup.sketch import MAX_HASH, normalize, normalize_batch
 from sftpipe.sample import dupbench
@@ -139,3 +140,102 @@ def test_the_original_survives_its_longer_typo_copy():
     plain = dedup.dedup_records(recs, P.model_copy(update={"prefer_typical": False}))
     assert [d["id"] for d in plain.dropped] == ["a:1"]
     assert dedup.rare_tokens(recs, [5, 6]) == {5: 0, 6: 2}      # "teh", "wintter" occur nowhere else
+
+
+# ---------------------------------------------------------------------------
+# Templated data: the typo pass's work is bounded (dedup.edits.bucket_cap / window / digit_key)
+
+_NAMES = ["anna", "boris", "carla", "dmitri", "elena", "farid", "greta", "hiro", "ines", "jonas", "kira", "lukas"]
+_THINGS = ["garden party", "book club", "chess match", "piano recital", "science fair", "film night",
+           "charity run", "cooking class", "poetry reading", "board game evening", "quiz night", "art show"]
+_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_PLACES = ["the library", "the old town hall", "the community centre", "the park pavilion", "the school gym"]
+
+
+def template_rows(m: int, seed: int = 0) -> list[str]:
+    """m distinct rows of one prompt template (four slots), as a user's SFT data has them."""
+    rng = np.random.default_rng(seed)
+    seen: dict[str, None] = {}
+    while len(seen) < m:
+        n, t, d, p = (rng.choice(x) for x in (_NAMES, _THINGS, _DAYS, _PLACES))
+        seen[f"Please write a short invitation to {n} for the {t} on {d} at {p}. Keep it friendly and "
+             f"brief. Dear {n}, you are warmly invited to the {t} on {d} at {p}. Hope to see you there!"] = None
+    return list(seen)
+
+
+def _typo_pass_pairs(texts: list[str], edits: EditsParams) -> np.ndarray:
+    sk = dedup.sketch(texts, P)
+    lens = np.array([len(t) for t in sk.norm])
+    return lsh.candidate_pairs(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0),
+                               cap=edits.bucket_cap, window=edits.window)
+
+
+def test_the_typo_pass_checks_grow_linearly_inside_a_template():
+    """Rows of one template meet in nearly every band: all pairs of a bucket grow as its size squared,
+    the capped buckets (each row and its `window` neighbours) as its size, once the per-row pairs
+    have filled up to their bound (counted, not timed)."""
+    e, old = P.edits, P.edits.model_copy(update={"bucket_cap": None})
+    new = {m: len(_typo_pass_pairs(template_rows(m), e)) for m in (600, 1200, 2400)}
+    for m, k in new.items():
+        # the bound: per band, a bucket of s <= cap rows gives s(s-1)/2 <= s(cap-1)/2 pairs, a bigger one s*window
+        assert k <= e.bands * m * max((e.bucket_cap - 1) / 2, e.window)
+    assert new[2400] / new[1200] < 2 * 1.1 and new[1200] / new[600] < 2 * 1.2     # ~linear
+    all_pairs = {m: len(_typo_pass_pairs(template_rows(m), old)) for m in (300, 600)}
+    assert all_pairs[600] / all_pairs[300] > 2 * 1.6                              # ~quadratic
+    assert new[600] < all_pairs[600] / 2
+
+
+def test_small_buckets_keep_all_their_pairs():
+    """With no bucket over the cap the pairs are those of plain banding (small data: as before)."""
+    texts = template_rows(60, seed=3)
+    e = P.edits
+    sk = dedup.sketch(texts, P)
+    plain = lsh.candidate_pairs(sk.edit_sig, e.bands, e.rows)
+    assert len(plain) and np.array_equal(lsh.candidate_pairs(sk.edit_sig, e.bands, e.rows, cap=60, window=1), plain)
+    capped = {tuple(p) for p in lsh.candidate_pairs(sk.edit_sig, e.bands, e.rows, cap=4, window=2).tolist()}
+    assert capped < {tuple(p) for p in plain.tolist()}
+
+
+def test_band_ranges_partition_the_capped_pairs():
+    """The Ray engine's band tasks each take a range of bands: with capped buckets (whose order reads
+    the next bands, circularly) and the digit key, the union over any partition is the whole."""
+    texts = template_rows(300, seed=5)
+    e = P.edits
+    sk = dedup.sketch(texts, P)
+    kw = dict(cap=e.bucket_cap, window=e.window, extra=sk.digit_key)
+    whole = lsh.candidate_pairs(sk.edit_sig, e.bands, e.rows, **kw)
+    for cuts in ([0, e.bands], [0, 5, e.bands], [0, 1, 17, 30, e.bands]):
+        parts = [lsh.candidate_pairs(sk.edit_sig, e.bands, e.rows, band_range=(a, b), **kw)
+                 for a, b in zip(cuts, cuts[1:])]
+        assert len(whole) and np.array_equal(np.unique(np.concatenate(parts), axis=0), whole), cuts
+    assert len(parts[1]) < len(whole)          # a range alone is not the whole
+
+
+def test_a_typo_copy_inside_a_big_template_bucket_is_still_found():
+    """A typo copy among 800 rows of its template. With the defaults it also meets its original in a
+    bucket under the cap (the one holding that row's slot values); with a cap of 2 every bucket it
+    shares is over the cap (checked: without the windows the pair is lost), and the windows, ordered
+    by the next bands' keys, still put it next to its original."""
+    texts = template_rows(800, seed=1)
+    copy = texts[123].replace("invitation", "invitaton").replace("friendly", "firendly").replace("warmly", "warmyl")
+    texts.append(copy)
+    tight = P.model_copy(update={"edits": P.edits.model_copy(update={"bucket_cap": 2, "window": 2})})
+    assert [123, 800] not in _typo_pass_pairs(texts, tight.edits.model_copy(update={"window": 0})).tolist()
+    assert [123, 800] in _typo_pass_pairs(texts, tight.edits).tolist()
+    for params in (P, tight):
+        comp = dedup.find_duplicates(texts, params).component
+        assert comp[800] == comp[123] == 123
+        assert np.bincount(comp).max() == 2                       # no one-slot sibling merged
+
+
+def test_the_digit_key_drops_only_pairs_the_slot_check_rejects():
+    texts = [f"what is {a} + {b}? the answer is {a + b}." for a in range(10, 40) for b in range(10, 40)]
+    texts += ["what is 12 + 13? teh answer is 25.", "whta is 12 + 13? the answer is 25."]
+    e = P.edits.model_copy(update={"bucket_cap": None})
+    sk = dedup.sketch(texts, P)
+    with_key, sim = dedup.edit_candidates(sk, e, slot_check=True)
+    without, _ = dedup.edit_candidates(sk, e.model_copy(update={"digit_key": False}), slot_check=True)
+    reasons = dedup.slot_reasons(sk, without)
+    kept = {tuple(p) for p, r in zip(without.tolist(), reasons) if r != "number"}
+    assert {tuple(p) for p in with_key.tolist()} == kept and len(with_key) < len(without) / 10
+    assert dedup.find_duplicates(texts, P).component[-2:].tolist() == [63, 63]     # 12 + 13 and its copies

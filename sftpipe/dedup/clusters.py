@@ -111,7 +111,7 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
     so that at most one chunk's copy is alive besides the result."""
     sig = np.empty((num_perm, n), dtype=np.uint32)
     offsets = np.zeros(n + 1, dtype=np.int64)
-    flats, modes, edit_sigs = [], [], []
+    flats, modes, edit_sigs, digit_keys = [], [], [], []
     norm: list[str] | None = []
     r = f = 0
     for part in parts:
@@ -122,6 +122,7 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
         modes.append(part.char_mode)
         if part.edit_sig is not None:
             edit_sigs.append(part.edit_sig)
+            digit_keys.append(part.digit_key)
         if part.norm is None:
             norm = None
         elif norm is not None:
@@ -132,7 +133,7 @@ def _assemble(parts, n: int, num_perm: int) -> Sketches:
     return Sketches(sig=sig, flat=flat, offsets=offsets,
                     char_mode=np.concatenate(modes) if modes else np.zeros(0, dtype=bool),
                     edit_sig=np.concatenate(edit_sigs, axis=1) if edit_sigs else None,
-                    norm=norm)
+                    digit_key=np.concatenate(digit_keys) if digit_keys else None, norm=norm)
 
 
 def exact_groups(texts: list[str]) -> np.ndarray:
@@ -161,12 +162,19 @@ def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, veri
     return pairs, sim, ok, union_find(len(sk.sizes), pairs[ok])
 
 
-def edit_candidates(sk: Sketches, edits, pairs_fn=candidate_pairs) -> tuple[np.ndarray, np.ndarray]:
+def edit_candidates(sk: Sketches, edits, pairs_fn=candidate_pairs, slot_check: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of the character signature's bands whose normalized texts are within
-    ``edits.min_similarity`` (1 - Levenshtein / max length), with that similarity."""
+    ``edits.min_similarity`` (1 - Levenshtein / max length), with that similarity.
+
+    Band buckets of more than ``edits.bucket_cap`` rows give each member's ``edits.window``
+    neighbours only (:func:`sftpipe.dedup.lsh.candidate_pairs`); with ``slot_check`` and
+    ``edits.digit_key``, rows whose digit runs differ (which the slot check would keep apart)
+    never share a bucket."""
     from .edits import edit_similarity
     lens = np.fromiter(map(len, sk.norm), dtype=np.int64, count=len(sk.norm))
-    pairs = pairs_fn(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0))
+    extra = sk.digit_key if slot_check and edits.digit_key else None
+    pairs = pairs_fn(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0),
+                     cap=edits.bucket_cap, window=edits.window, extra=extra)
     la, lb = lens[pairs[:, 0]], lens[pairs[:, 1]]
     shorter = np.minimum(la, lb)
     close = shorter >= edits.min_similarity * np.maximum(la, lb)       # else the distance is too big
@@ -227,8 +235,9 @@ class LocalEngine:
     def sketch(self, texts: list[str], dedup_params: DedupParams) -> Sketches:
         return sketch(texts, dedup_params)
 
-    def candidate_pairs(self, sig: np.ndarray, bands: int, rows: int, valid=None) -> np.ndarray:
-        return candidate_pairs(sig, bands, rows, valid)
+    def candidate_pairs(self, sig: np.ndarray, bands: int, rows: int, valid=None, **bucketing) -> np.ndarray:
+        """:func:`~sftpipe.dedup.lsh.candidate_pairs`; ``bucketing``: its cap, window and extra."""
+        return candidate_pairs(sig, bands, rows, valid, **bucketing)
 
 
 def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: float | None = None,
@@ -256,7 +265,7 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
     pairs, sim, ok, _ = cluster_sketches(sk, bands, rows, t, dedup_params.verify, engine.candidate_pairs)
     kind = np.zeros(len(pairs), dtype=np.int8)
     if dedup_params.edits.enabled:
-        pe, se = edit_candidates(sk, dedup_params.edits, engine.candidate_pairs)
+        pe, se = edit_candidates(sk, dedup_params.edits, engine.candidate_pairs, dedup_params.slot_check)
         pairs, sim = np.concatenate([pairs, pe]), np.concatenate([sim, se])
         ok = np.concatenate([ok, np.ones(len(pe), dtype=bool)])
         kind = np.concatenate([kind, np.ones(len(pe), dtype=np.int8)])

@@ -120,6 +120,37 @@ def _densify(sig: np.ndarray, empty: np.ndarray, bins: int) -> np.ndarray:
     return np.where(empty, mixed, sig)
 
 
+def digit_keys(cps: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Per row of a code point batch, a 64-bit key of its sequence of ASCII digit runs (0: none).
+
+    Rows whose digit runs (``\\d+``, what :func:`slot_change` compares first) are equal get equal
+    keys: every ASCII digit lies inside one of those runs, so the ASCII runs follow from them. The
+    typo pass puts the key in its band keys when the slot check is on, since the check keeps every
+    pair whose numbers differ apart; a collision only leaves such a pair to the check.
+    """
+    lens = np.asarray(lens, dtype=np.int64)
+    out = np.zeros(len(lens), dtype=np.uint64)
+    cps = np.asarray(cps)
+    pos = np.flatnonzero((cps >= 48) & (cps <= 57))
+    if not len(pos):
+        return out
+    row = np.searchsorted(np.cumsum(lens), pos, side="right")
+    # a run starts where the previous digit is not the previous character of the same row
+    start = np.ones(len(pos), dtype=bool)
+    start[1:] = (pos[1:] != pos[:-1] + 1) | (row[1:] != row[:-1])
+    tok = (cps[pos].astype(np.uint64) - np.uint64(47)) + np.uint64(16) * start
+    first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    rank = np.arange(len(pos)) - np.repeat(first, np.diff(np.r_[first, len(pos)]))
+    with np.errstate(over="ignore"):
+        h = np.add.reduceat(tok * np.power(np.uint64(0x100000001B3), rank.astype(np.uint64)), first)
+        h ^= np.diff(np.r_[first, len(pos)]).astype(np.uint64)     # the number of digits
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    out[row[first]] = h | np.uint64(1)
+    return out
+
+
 def edit_similarity(a: list[str], b: list[str]) -> np.ndarray:
     """Normalized Levenshtein similarity ``1 - d / max(len)`` of each pair (a[k], b[k])."""
     if not a:

@@ -25,54 +25,107 @@ def _band_keys(band: np.ndarray) -> np.ndarray:
     return key
 
 
-def _pairs_of_runs(order: np.ndarray, same_next: np.ndarray) -> np.ndarray:
-    """All pairs (as sorted index codes lo*N+hi later) within runs of equal neighbours."""
+def _pairs_of_runs(order: np.ndarray, same_next: np.ndarray, cap: int | None = None,
+                   window: int = 0) -> np.ndarray:
+    """Pairs of members of runs of equal neighbours in a sorted order: all pairs of a run of at
+    most ``cap`` members (every run when ``cap`` is None), and for a longer run each member with
+    its ``window`` next members in the order only."""
     # run boundaries over the sorted order: a run continues while same_next is True
     brk = np.flatnonzero(~same_next) + 1
     run_start = np.concatenate([[0], brk])
     run_len = np.diff(np.concatenate([run_start, [len(order)]]))
+    small = run_len >= 2 if cap is None else (run_len >= 2) & (run_len <= cap)
     out = []
-    for L in sorted_unique(run_len[run_len >= 2]).tolist():
-        st = run_start[run_len == L]
+    for L in sorted_unique(run_len[small]).tolist():
+        st = run_start[small & (run_len == L)]
         members = order[st[:, None] + np.arange(L)]
         iu, ju = np.triu_indices(L, 1)
         out.append(np.stack([members[:, iu].ravel(), members[:, ju].ravel()], axis=1))
+    if cap is not None and window > 0 and (run_len > cap).any():
+        # position p of the order and p + d are in one run when no run starts in (p, p + d]
+        run_of = np.repeat(np.arange(len(run_len)), run_len)
+        big = run_len[run_of] > cap
+        for d in range(1, window + 1):
+            p = np.flatnonzero(big[:-d] & (run_of[:-d] == run_of[d:]))
+            out.append(np.stack([order[p], order[p + d]], axis=1))
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
 
 
-def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | None = None) -> np.ndarray:
+def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | None = None,
+                    cap: int | None = None, window: int = 0, extra: np.ndarray | None = None,
+                    band_range: tuple[int, int] | None = None) -> np.ndarray:
     """Pairs (i < j) of columns of ``sig`` that share at least one identical band.
 
     Band k is rows ``k*rows:(k+1)*rows`` of the signature, as in datasketch's
     MinHashLSH with ``params=(bands, rows)``, so the pairs are exactly those its
     buckets would give. ``valid``: column indices taking part (default all).
     Returned sorted, int64, shape (m, 2).
+
+    ``extra`` (uint64 per column of ``sig``): part of every band's key, so only columns
+    with equal ``extra`` pair up. ``cap``: a bucket (columns sharing a band) of more than
+    ``cap`` members is not expanded into all its pairs, which grow as its size squared
+    (rows of one prompt template meet in nearly every band); its members are ordered by
+    the keys of the next bands (k+1, k+2, circularly: another order in every band, as in
+    an LSH forest) and each is paired with its ``window`` next members only, so the pairs
+    grow at most as columns x bands x max(cap, 2 window) / 2. Buckets of at most ``cap``
+    members give all their pairs, as without ``cap``.
+
+    ``band_range`` (first, stop): only the pairs of bands first..stop-1 (the ordering of a capped
+    bucket still reads bands past ``stop``, circularly over all ``bands``), so the union over any
+    partition of the bands equals the pairs of all bands at once (the Ray engine's band tasks).
     """
     n = sig.shape[1]
     idx = np.arange(n) if valid is None else np.asarray(valid, dtype=np.int64)
     if len(idx) < 2:
         return np.zeros((0, 2), dtype=np.int64)
+    tail = None
+    if extra is not None:
+        # two more rows in every band: the 64-bit extra key as two 32-bit halves
+        extra = np.asarray(extra, dtype=np.uint64)[idx]
+        tail = np.stack([(extra & np.uint64(0xFFFFFFFF)).astype(np.uint32), (extra >> np.uint64(32)).astype(np.uint32)])
+    capped = cap is not None and len(idx) > cap
+    cache: dict[int, np.ndarray] = {}
+
+    def keys_of(k: int) -> np.ndarray:
+        if k not in cache:
+            cache[k] = _band_keys(_band(sig, k, rows, idx, tail))
+        return cache[k]
+
     codes = []
-    for k in range(bands):
-        band = sig[k * rows:(k + 1) * rows][:, idx]
-        keys = _band_keys(band)
-        order = np.argsort(keys, kind="stable")
+    first, stop = (0, bands) if band_range is None else band_range
+    for k in range(first, stop):
+        band = _band(sig, k, rows, idx, tail)
+        keys = keys_of(k)
+        if capped:
+            # by key, then by the next two bands' keys; ties by column (lexsort is stable)
+            after = (keys_of((k + 2) % bands), keys_of((k + 1) % bands))
+            order = np.lexsort(after + (keys,))
+        else:
+            order = np.argsort(keys, kind="stable")
         sk = keys[order]
         same = sk[1:] == sk[:-1]
         at = np.flatnonzero(same)
         if not (band[:, order[at]] == band[:, order[at + 1]]).all():
             # a 64-bit key collision between different slices: sort the slices themselves
-            order = np.lexsort(band[::-1])
+            order = np.lexsort((after if capped else ()) + tuple(band[::-1]))
             sb = band[:, order]
             same = (sb[:, 1:] == sb[:, :-1]).all(axis=0)
-        pr = idx[_pairs_of_runs(order, same)]
+        pr = idx[_pairs_of_runs(order, same, cap if capped else None, window)]
         if len(pr):
             pr.sort(axis=1)
             codes.append(pr[:, 0] * n + pr[:, 1])
+        if k >= 2:
+            cache.pop(k, None)     # bands 0 and 1 are needed again by the last two
     if not codes:
         return np.zeros((0, 2), dtype=np.int64)
     u = sorted_unique(np.concatenate(codes))
     return np.stack([u // n, u % n], axis=1)
+
+
+def _band(sig: np.ndarray, k: int, rows: int, idx: np.ndarray, tail) -> np.ndarray:
+    """Band k of the columns ``idx``, with the extra key's rows ``tail`` below it when given."""
+    band = sig[k * rows:(k + 1) * rows][:, idx]
+    return band if tail is None else np.concatenate([band, tail])
 
 
 def _gather_segments(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray):

@@ -182,10 +182,12 @@ def _sketch_task(texts: list[str], dedup_params: DedupParams, fault: str | None)
     return _sketch_chunk((texts, dedup_params))
 
 
-def _band_task(sig: np.ndarray, valid: np.ndarray, first: int, stop: int, rows: int, fault: str | None) -> np.ndarray:
-    """Pair codes (i * n + j, sorted, distinct) of the columns sharing one of bands ``first..stop-1`` of ``sig``."""
+def _band_task(sig: np.ndarray, valid: np.ndarray, bands: int, first: int, stop: int, rows: int, bucketing: dict,
+               fault: str | None) -> np.ndarray:
+    """Pair codes (i * n + j, sorted, distinct) of the columns sharing one of bands ``first..stop-1`` of ``sig``
+    (``bucketing``: candidate_pairs' cap, window and extra key, which read all ``bands``)."""
     die_if_asked(fault)
-    pairs = candidate_pairs(sig[first * rows:stop * rows], stop - first, rows, valid)
+    pairs = candidate_pairs(sig, bands, rows, valid, band_range=(first, stop), **bucketing)
     return pairs[:, 0] * sig.shape[1] + pairs[:, 1]
 
 
@@ -211,12 +213,13 @@ class RayEngine:
         with ray_errors("dedup", "computing signatures", self.max_retries):
             return _assemble(in_order(submit, range(len(chunks)), self.workers), len(texts), dedup_params.num_perm)
 
-    def candidate_pairs(self, sig: np.ndarray, bands: int, rows: int, valid=None) -> np.ndarray:
+    def candidate_pairs(self, sig: np.ndarray, bands: int, rows: int, valid=None, **bucketing) -> np.ndarray:
         n = sig.shape[1]
         valid = np.arange(n) if valid is None else np.asarray(valid, dtype=np.int64)
         if len(valid) < 2:
             return np.zeros((0, 2), dtype=np.int64)
         sig_ref, valid_ref = ray.put(np.ascontiguousarray(sig[:bands * rows])), ray.put(valid)
+        bucketing_ref = ray.put(bucketing)
         fault = fault_for("bands")
         # two tasks per worker (a task costs a few ms of overhead; bands cost about the same each)
         slots = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -224,7 +227,8 @@ class RayEngine:
 
         def submit(k: int):
             g = groups[k]
-            return self._band.remote(sig_ref, valid_ref, int(g[0]), int(g[-1]) + 1, rows, fault if k == 0 else None)
+            return self._band.remote(sig_ref, valid_ref, bands, int(g[0]), int(g[-1]) + 1, rows, bucketing_ref,
+                                     fault if k == 0 else None)
 
         with ray_errors("dedup", "finding candidate pairs", self.max_retries):
             codes = [c for c in in_order(submit, range(len(groups)), self.workers) if len(c)]

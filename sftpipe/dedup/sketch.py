@@ -503,6 +503,7 @@ class Sketches:
     char_mode: np.ndarray    # bool per row
     edit_sig: np.ndarray | None = None   # (bins, rows) character signature (sftpipe.dedup.edits)
     norm: list[str] | None = None        # normalized texts, for the edit and slot checks
+    digit_key: np.ndarray | None = None  # per row: key of its digit runs, with edit_sig (edits.digit_keys)
 
     @property
     def sizes(self) -> np.ndarray:
@@ -524,9 +525,10 @@ def sketch_batch(texts: list[str], norm, shingle: str, word_n: int, char_n: int,
     flat, offsets = unique_per_row(rows, span_hashes(b, s, e), len(texts))
     out = Sketches(signatures(flat, offsets, num_perm, seed), flat, offsets, char_mode)
     if edit_bins:
-        from .edits import char_ngram_hashes, oph_signatures
+        from .edits import char_ngram_hashes, digit_keys, oph_signatures
         rows, hashes = char_ngram_hashes(b.cps, b.lens, edit_ngram)
         out.edit_sig = oph_signatures(rows, hashes, len(texts), edit_bins)
+        out.digit_key = digit_keys(b.cps, b.lens)
     if edit_bins or keep_norm:
         out.norm = b.texts()
     return out
