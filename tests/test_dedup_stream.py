@@ -12,7 +12,6 @@ from sftpipe.collect.sources import collect
 from sftpipe.config import CollectParams, DedupParams, EditsParams, SampleParams, SemanticDedupParams, Source
 from sftpipe.dedup import stream
 from sftpipe.dedup.clusters import dedup_records
-from sftpipe.dedup.lsh import _pairs_of_runs
 from sftpipe.errors import UserError
 from sftpipe.io import read_jsonl, write_jsonl
 from sftpipe.ledger import write_filter_outputs
@@ -92,6 +91,8 @@ def test_byte_identical_to_the_in_memory_path(records, tmp_path, kw, chunk_rows)
 @pytest.mark.parametrize("kw", [
     {"exact": False}, {"near": False}, {"verify": False}, {"field": "prompt"}, {"field": "response"},
     {"edits": EditsParams(enabled=False)}, {"slot_check": False}, {"edits": EditsParams(bands=20, rows=5)},
+    {"edits": EditsParams(bucket_cap=None)}, {"edits": EditsParams(bucket_cap=2, window=1)},
+    {"edits": EditsParams(bucket_cap=3, window=0, digit_key=False)},
     {"edits": EditsParams(enabled=False), "slot_check": False}, {"threshold": 0.5, "num_perm": 64},
     {"near": False, "semantic": SemanticDedupParams(enabled=True)},     # the semantic pass needs near
 ], ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items())[:40])
@@ -101,12 +102,13 @@ def test_byte_identical_whatever_the_params(records, tmp_path, kw):
 
 
 def test_tiny_blocks_everywhere(records, tmp_path, monkeypatch):
-    """Pairs of a long run cut into many blocks, rows read back a few at a time, clusters split
+    """Candidate pairs checked a few at a time, rows read back a few at a time, clusters split
     across survivor blocks: the same bytes."""
     monkeypatch.setattr(stream, "PAIR_BLOCK", 5)
     monkeypatch.setattr(stream, "CHUNK_ROWS", 3)
     monkeypatch.setattr(stream, "CHECK_PAIRS", 2)
-    mem, got = both(tmp_path, records, DedupParams(semantic=OFF), chunk_rows=64)
+    mem, got = both(tmp_path, records, DedupParams(semantic=OFF, edits=EditsParams(bucket_cap=4, window=2)),
+                    chunk_rows=64)
     assert got == mem
 
 
@@ -186,19 +188,6 @@ def test_an_input_changed_between_passes_writes_nothing(records, tmp_path, monke
     with pytest.raises(UserError, match="changed while dedup was reading it"):
         stream.dedup_jsonl(inp, tmp_path / "out", tmp_path / "m.json", DedupParams(semantic=OFF))
     assert not list((tmp_path / "out").rglob("*")) and not (tmp_path / "m.json").exists()
-
-
-@pytest.mark.parametrize("max_pairs", [1, 4, 1000])
-def test_run_pairs_are_all_pairs_of_each_run_once(max_pairs):
-    rng = np.random.default_rng(0)
-    keys = np.concatenate([rng.integers(0, 40, 300), np.full(60, 99), np.full(2, 7)])   # one long run
-    order = np.argsort(keys, kind="stable")
-    same = keys[order][1:] == keys[order][:-1]
-    want = {tuple(x) for x in _pairs_of_runs(order, same).tolist()}
-    got = [(i, j) for a, b in stream._run_pairs(order, same, max_pairs) for i, j in zip(a.tolist(), b.tolist())]
-    assert len(got) == len(set(got)) and set(got) == want
-    assert all(np.flatnonzero(order == i)[0] < np.flatnonzero(order == j)[0] for i, j in got[:50])
-    assert all(len(a) <= max(max_pairs, 59) for a, _ in stream._run_pairs(order, same, max_pairs))
 
 
 def test_the_histogram_floor_never_exceeds_the_edit_distance(records):

@@ -7,25 +7,25 @@ records, their texts, their shingle sets or their MinHash signatures all at once
 
 1. **scan** (one pass, ``chunk_rows`` records at a time): per row it keeps the byte offset and
    length of its line, a 128-bit BLAKE2b hash of its dedup text (exact groups), a 64-bit hash of
-   its id (accounting), whether it has a word shingle and the length of its normalized text. The
-   chunk is sketched by :func:`clusters.sketch`; what the candidate searches need goes to files
-   in a temporary directory: the 64-bit LSH key of each band of the word MinHash signature (one
-   file per band), the low 8 bits of each bin of the character signature
-   (:mod:`sftpipe.dedup.edits`; 128 bytes a row) and the normalized texts (UTF-8).
+   its id (accounting), whether it has a word shingle, the length of its normalized text and the
+   key of its digit runs. The chunk is sketched by :func:`clusters.sketch`; what the candidate
+   searches need goes to files in a temporary directory: the 64-bit LSH key of each band of the
+   word MinHash signature (one file per band), each band of the character signature
+   (:mod:`sftpipe.dedup.edits`; one file per band), the low 8 bits of every bin of that signature
+   and a 64-bucket character histogram (192 bytes a row, the typo pass's prefilters) and the
+   normalized texts (UTF-8).
 2. **exact groups**: rows sorted by their text hash; the first row of each group represents it,
    as ``clusters.exact_groups`` does.
 3. **word pairs**: one band at a time, :func:`lsh.candidate_pairs` over the band keys of the
    representatives with shingles. Candidate rows are read again (seek to their offsets), sketched
    again, and each pair keeps the exact Jaccard (``verify``) or the MinHash estimate; a pair whose
    full band slices differ (a 64-bit key collision) is dropped, as ``candidate_pairs`` would.
-4. **typo pairs**: one band at a time, rows with equal 8-bit band slices form runs, and the pairs
-   of each run are enumerated a block at a time (their number grows with the square of a run).
-   A pair is examined in the first band where its 8-bit slices agree (so once), passes the length
-   check of ``clusters.edit_candidates``, and, for long rows, an estimate computed on the 8-bit
-   values (an upper bound of the true one, so it only rejects pairs the true one rejects). The
-   normalized texts of the remaining pairs are read back, their full signatures recomputed, and
-   the true band match, the true estimate and the edit similarity decide, with the functions
-   ``edit_candidates`` uses.
+4. **typo pairs**: :func:`lsh.candidate_pairs` itself (bucket cap, window, digit key) over the
+   character signature's band files, read one band at a time. The candidates are then checked a
+   block at a time with ``edit_candidates``' rules: the length check; for long rows the estimate,
+   first bounded from above on the 8-bit values, then computed on full signatures; the edit
+   similarity of the normalized texts, read back. A pair whose histograms already put a floor on
+   its edit distance that rules the similarity out is not read back (the bag distance: exact).
 5. **slot check** and **clusters**: ``clusters.slot_reasons`` on the accepted pairs' normalized
    texts, ``lsh.union_find`` over row numbers.
 6. **survivors**: cluster members are read back a block of clusters at a time and
@@ -37,9 +37,9 @@ records, their texts, their shingle sets or their MinHash signatures all at once
    after checking that every input row went to exactly one of them with its id.
 
 Exact groups compare 128-bit hashes instead of texts (a false match has probability ~n^2/2^129,
-1e-25 at 10M rows). Everything else is exact: keys and truncated values only propose, the full
-values decide. The semantic pass (TF-IDF and k-means over every row) is not streamed: with it
-on, use the in-memory path.
+1e-25 at 10M rows). Everything else is exact: truncated values and histograms only rule out
+pairs that the full check rules out. The semantic pass (TF-IDF and k-means over every row) is
+not streamed: with it on, use the in-memory path.
 """
 
 from __future__ import annotations
@@ -86,22 +86,20 @@ def streamable(dedup_params: DedupParams) -> bool:
 
 
 def _lines(fh):
-    """(byte offset, bytes, line number) of each line of a binary file, split as
-    ``io.iter_jsonl``'s text-mode reading splits it (``\\n``, ``\\r\\n`` and a lone ``\\r``
-    end a line), without the line end."""
-    pos = lineno = 0
+    """(byte offset, bytes) of each line of a binary file, split as ``io.iter_jsonl``'s
+    text-mode reading splits it (``\\n``, ``\\r\\n`` and a lone ``\\r`` end a line), without
+    the line end."""
+    pos = 0
     for raw in fh:
         start, pos = pos, pos + len(raw)
         body = raw[:-1] if raw.endswith(b"\n") else raw
         if b"\r" not in body:
-            lineno += 1
-            yield start, body, lineno
+            yield start, body
             continue
         if body.endswith(b"\r"):          # "\r\n", or a lone "\r" ending the file
             body = body[:-1]
         for piece in body.split(b"\r"):
-            lineno += 1
-            yield start, piece, lineno
+            yield start, piece
             start += len(piece) + 1
 
 
@@ -116,7 +114,7 @@ def _reader_error(path: Path) -> None:
 def _records(path: Path):
     """(byte offset, byte length, record) of each non-blank line, in order."""
     with open(path, "rb") as fh:
-        for off, body, _ in _lines(fh):
+        for off, body in _lines(fh):
             text = body.decode("utf-8")
             if not text.strip():
                 continue
@@ -202,22 +200,25 @@ class _Scan:
         return np.fromfile(self.tmp / f"word{k}.u64", dtype=np.uint64)
 
     def run(self, path: Path, chunk_rows: int) -> None:
-        parts: dict[str, list] = {k: [] for k in ("off", "len", "text", "id", "shingled", "norm_len", "norm_bytes")}
+        p = self.p
+        parts: dict[str, list] = {k: [] for k in ("off", "len", "text", "id", "shingled", "norm_len", "norm_bytes",
+                                                  "digit_key")}
         words = [open(self.tmp / f"word{k}.u64", "wb") for k in range(self.bands)] if self.near else []
         sig8 = open(self.tmp / "edit_sig8.u8", "wb") if self.edits else None
         hist = open(self.tmp / "hist.u8", "wb") if self.edits else None
+        ebands = [open(self.tmp / f"edit{k}.u32", "wb") for k in range(p.edits.bands)] if self.edits else []
         norm = open(self.tmp / "norm.utf8", "wb") if self.keep_norm else None
         try:
             buf: list = []
             for item in _records(path):
                 buf.append(item)
                 if len(buf) == chunk_rows:
-                    self._chunk(buf, parts, words, sig8, hist, norm)
+                    self._chunk(buf, parts, words, ebands, sig8, hist, norm)
                     buf = []
             if buf:
-                self._chunk(buf, parts, words, sig8, hist, norm)
+                self._chunk(buf, parts, words, ebands, sig8, hist, norm)
         finally:
-            for fh in words + [sig8, hist, norm]:
+            for fh in words + ebands + [sig8, hist, norm]:
                 if fh is not None:
                     fh.close()
 
@@ -229,9 +230,10 @@ class _Scan:
         self.id_hash = np.frombuffer(b"".join(parts.pop("id")), dtype=np.uint64)
         self.shingled, self.norm_len = cat("shingled", bool), cat("norm_len", np.int64)
         self.norm_bytes = cat("norm_bytes", np.int64)
+        self.digit_key = cat("digit_key", np.uint64)
         self.n = len(self.offsets)
 
-    def _chunk(self, buf, parts, words, sig8, hist, norm) -> None:
+    def _chunk(self, buf, parts, words, ebands, sig8, hist, norm) -> None:
         p = self.p
         parts["off"].append(np.array([b[0] for b in buf], dtype=np.int64))
         parts["len"].append(np.array([b[1] for b in buf], dtype=np.int64))
@@ -253,6 +255,10 @@ class _Scan:
             parts["norm_len"].append(np.fromiter(map(len, sk.norm), dtype=np.int64, count=len(sk.norm)))
             parts["norm_bytes"].append(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)))
         if sig8 is not None:
+            r = p.edits.rows
+            for k, fh in enumerate(ebands):
+                np.ascontiguousarray(sk.edit_sig[k * r:(k + 1) * r].T).tofile(fh)
+            parts["digit_key"].append(sk.digit_key)
             np.ascontiguousarray((sk.edit_sig & np.uint32(0xFF)).astype(np.uint8).T).tofile(sig8)
             for s in range(0, len(sk.norm), 4096):
                 _char_histograms(sk.norm[s:s + 4096]).tofile(hist)
@@ -326,37 +332,19 @@ def _word_pairs(scan: _Scan, reader: _Reader, valid: np.ndarray, stats: dict):
     return pairs[true], sim[true]
 
 
-def _run_pairs(order: np.ndarray, same: np.ndarray, max_pairs: int):
-    """Blocks (i, j) of all pairs of positions in ``order`` inside runs of equal neighbours
-    (``same[k]``: sorted items k and k+1 are equal), i before j in the run; at most about
-    ``max_pairs`` per block, however long a run is."""
-    if not len(order):
-        return
-    start = np.concatenate([[0], np.flatnonzero(~same) + 1])
-    length = np.diff(np.concatenate([start, [len(order)]]))
-    multi = length >= 2
-    start, length = start[multi], length[multi]
-    for L in sorted_unique(length).tolist():
-        st = start[length == L]
-        per_run = L * (L - 1) // 2
-        if per_run <= max_pairs:
-            iu, ju = np.triu_indices(L, 1)
-            step = max(1, max_pairs // per_run)
-            for s in range(0, len(st), step):
-                m = order[st[s:s + step, None] + np.arange(L)]
-                yield m[:, iu].ravel(), m[:, ju].ravel()
-            continue
-        for s0 in st.tolist():
-            m = order[s0:s0 + L]
-            a = 0
-            while a < L - 1:
-                cnt = L - 1 - np.arange(a, L - 1)             # partners after each first item
-                take = max(1, int(np.searchsorted(np.cumsum(cnt), max_pairs, side="right")))
-                cnt = cnt[:take]
-                first = np.repeat(np.arange(a, a + take), cnt)
-                within = np.arange(len(first)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-                yield m[first], m[first + 1 + within]
-                a += take
+class _BandFiles:
+    """The scan's character signatures as ``lsh.candidate_pairs`` reads a signature matrix
+    (``shape[1]`` and ``sig[k*rows:(k+1)*rows]``, band k), one band file loaded per read."""
+
+    def __init__(self, tmp: Path, n: int, bands: int, rows: int):
+        self.tmp, self.n, self.rows = tmp, n, rows
+        self.shape = (bands * rows, n)
+
+    def __getitem__(self, band: slice) -> np.ndarray:
+        k, rest = divmod(band.start, self.rows)
+        if rest or band.stop - band.start != self.rows or band.step not in (None, 1):
+            raise IndexError(f"not a band of {self.rows} rows: {band}")
+        return np.fromfile(self.tmp / f"edit{k}.u32", dtype=np.uint32).reshape(self.n, self.rows).T
 
 
 def _edit_sigs(norm: list[str], ed) -> np.ndarray:
@@ -371,17 +359,18 @@ def _edit_sigs(norm: list[str], ed) -> np.ndarray:
 
 
 def _check_edit_pairs(texts: _Texts, pi: np.ndarray, qi: np.ndarray, long: np.ndarray, ed):
-    """The pairs (pi, qi) that ``clusters.edit_candidates`` would return, and their edit similarity:
-    a band of their full character signatures agrees, long rows' estimate reaches ``min_estimate``,
-    the edit similarity of their normalized texts reaches ``min_similarity``."""
+    """Of candidate pairs (pi, qi), those ``clusters.edit_candidates`` keeps, and their edit
+    similarity: long rows' estimate reaches ``min_estimate`` (full signatures, recomputed from the
+    normalized texts), the edit similarity of the normalized texts reaches ``min_similarity``."""
     rows = sorted_unique(np.concatenate([pi, qi]))
     norm = texts.get(rows)
-    sig = _edit_sigs(norm, ed)
     loc = _local(rows, np.stack([pi, qi], axis=1))
-    br = ed.bands * ed.rows
-    keep = (sig[:br, loc[:, 0]] == sig[:br, loc[:, 1]]).reshape(ed.bands, ed.rows, -1).all(axis=1).any(axis=0)
-    lg = np.flatnonzero(long & keep)
-    keep[lg] = estimated_jaccard(loc[lg], sig) >= ed.min_estimate
+    keep = np.ones(len(loc), dtype=bool)
+    lg = np.flatnonzero(long)
+    if len(lg):
+        need = sorted_unique(loc[lg].ravel())
+        sig = _edit_sigs([norm[i] for i in need.tolist()], ed)
+        keep[lg] = estimated_jaccard(np.searchsorted(need, loc[lg]), sig) >= ed.min_estimate
     loc = loc[keep]
     sim = edit_similarity([norm[i] for i in loc[:, 0].tolist()], [norm[j] for j in loc[:, 1].tolist()])
     ok = sim >= ed.min_similarity
@@ -390,61 +379,45 @@ def _check_edit_pairs(texts: _Texts, pi: np.ndarray, qi: np.ndarray, long: np.nd
 
 def _edit_pairs(scan: _Scan, texts: _Texts, valid: np.ndarray, stats: dict):
     """Typo-level pairs among ``valid`` rows, as ``clusters.edit_candidates`` gives them:
-    (pairs sorted, edit similarity)."""
-    ed = scan.p.edits
-    n, bins, r = scan.n, ed.bins, ed.rows
+    (pairs sorted, edit similarity). The candidates are ``lsh.candidate_pairs``' own (bucket cap,
+    window, digit key and all), over the signature files; they are then checked a block at a time."""
+    p = scan.p
+    ed = p.edits
+    n, bins = scan.n, ed.bins
+    extra = scan.digit_key if p.slot_check and ed.digit_key else None
+    cand = candidate_pairs(_BandFiles(scan.tmp, n, ed.bands, ed.rows), ed.bands, ed.rows, valid,
+                           cap=ed.bucket_cap, window=ed.window, extra=extra)
+    stats["edit_candidates"] = len(cand)
     sig8 = np.fromfile(scan.tmp / "edit_sig8.u8", dtype=np.uint8).reshape(n, bins)
     hist = np.fromfile(scan.tmp / "hist.u8", dtype=np.uint8).reshape(n, 1 << HIST_BITS)
-    words = sig8.view(np.uint32) if r == 4 and bins % 4 == 0 else None     # one word per band slice
     # a pair whose distance floor puts its similarity (1 - distance / longer length) clearly
     # under min_similarity fails the edit check: it is not read back
     slack = 1.0 - ed.min_similarity
     lens = scan.norm_len
     out_p, out_s = [], []
-    examined = checked = 0
-    for k in range(ed.bands):
-        keys = _band_keys(sig8[valid, k * r:(k + 1) * r].T)
-        order = np.argsort(keys, kind="stable")
-        sk = keys[order]
-        del keys
-        for a, b in _run_pairs(order, sk[1:] == sk[:-1], PAIR_BLOCK):
-            pi, qi = valid[a], valid[b]
-            examined += len(pi)
-            la, lb = lens[pi], lens[qi]
-            shorter, longer = np.minimum(la, lb), np.maximum(la, lb)
-            close = shorter >= ed.min_similarity * longer
-            pi, qi, shorter, longer = pi[close], qi[close], shorter[close], longer[close]
-            if k:           # examined already in an earlier band where the 8-bit slices agree
-                if words is not None:
-                    keep = ~(words[pi, :k] == words[qi, :k]).any(axis=1)
-                else:
-                    keep = ~(sig8[pi, :k * r] == sig8[qi, :k * r]).reshape(len(pi), k, r).all(axis=2).any(axis=1)
-            else:
-                keep = np.ones(len(pi), dtype=bool)
-            long = shorter >= bins + ed.ngram - 1
-            lg = np.flatnonzero(long & keep)
-            eq = np.count_nonzero(sig8[pi[lg]] == sig8[qi[lg]], axis=1)
-            keep[lg] = eq / bins >= ed.min_estimate      # >= the true estimate
-            ix = np.flatnonzero(keep)
-            keep[ix] = _levenshtein_floor(hist[pi[ix]], hist[qi[ix]]) <= slack * longer[ix] + 1e-6
-            pi, qi, long = pi[keep], qi[keep], long[keep]
-            checked += len(pi)
-            for c in range(0, len(pi), CHECK_PAIRS):
-                pairs, sim = _check_edit_pairs(texts, pi[c:c + CHECK_PAIRS], qi[c:c + CHECK_PAIRS],
-                                               long[c:c + CHECK_PAIRS], ed)
-                out_p.append(pairs)
-                out_s.append(sim)
-    del sig8, hist, words
-    stats.update(edit_pairs_examined=examined, edit_pairs_checked=checked)
+    checked = 0
+    for s in range(0, len(cand), PAIR_BLOCK):
+        pi, qi = cand[s:s + PAIR_BLOCK, 0], cand[s:s + PAIR_BLOCK, 1]
+        la, lb = lens[pi], lens[qi]
+        shorter, longer = np.minimum(la, lb), np.maximum(la, lb)
+        keep = shorter >= ed.min_similarity * longer
+        long = shorter >= bins + ed.ngram - 1
+        lg = np.flatnonzero(long & keep)
+        # on the low 8 bits of each bin: at least as many agree as on the full values
+        keep[lg] = np.count_nonzero(sig8[pi[lg]] == sig8[qi[lg]], axis=1) / bins >= ed.min_estimate
+        ix = np.flatnonzero(keep)
+        keep[ix] = _levenshtein_floor(hist[pi[ix]], hist[qi[ix]]) <= slack * longer[ix] + 1e-6
+        pi, qi, long = pi[keep], qi[keep], long[keep]
+        checked += len(pi)
+        for c in range(0, len(pi), CHECK_PAIRS):
+            pairs, sim = _check_edit_pairs(texts, pi[c:c + CHECK_PAIRS], qi[c:c + CHECK_PAIRS],
+                                           long[c:c + CHECK_PAIRS], ed)
+            out_p.append(pairs)
+            out_s.append(sim)
+    stats["edit_pairs_checked"] = checked
     if not out_p:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
-    pairs, sim = np.concatenate(out_p), np.concatenate(out_s)
-    code = pairs[:, 0] * n + pairs[:, 1]
-    order = np.argsort(code, kind="stable")
-    code, pairs, sim = code[order], pairs[order], sim[order]
-    first = np.ones(len(code), dtype=bool)
-    first[1:] = code[1:] != code[:-1]
-    return pairs[first], sim[first]
+    return np.concatenate(out_p), np.concatenate(out_s)
 
 
 # ---------------------------------------------------------------------------
