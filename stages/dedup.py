@@ -19,7 +19,7 @@ def cli(params, inp, out, metrics, plot, picture):
 
     if params.dedup.engine == "local" and streamable(params.dedup):
         # without the paraphrase pass the stage streams: the same bytes in bounded memory
-        # (sftpipe/dedup/stream.py: 1.5 GB instead of 16.5 GB at 1M rows)
+        # (sftpipe/dedup/stream.py: 0.7 GB instead of 16.5 GB at 1M rows)
         log.info("streaming %s (the paraphrase pass is off)", inp)
         m, details = dedup_jsonl(inp, out, metrics, params.dedup)
         _plots(details["cluster_size_hist"], plot, picture)
