@@ -101,12 +101,11 @@ def test_requests_run_concurrently(tmp_path):
     with FakeOpenAI(reply=judge_reply, latency=0.25) as srv:
         judge_rows(rows(1), params(srv.url, tmp_path / "warm"))     # imports and first connection: not timed
         srv.reset()
-        t0 = time.perf_counter()
         out = judge_rows(rows(8), params(srv.url, tmp_path, concurrency=8))
-        elapsed = time.perf_counter() - t0
     assert_scored(out, 8)
-    assert elapsed < 4 * 0.25, elapsed         # one at a time would take 8 x 0.25 s
-    assert srv.max_inflight > 1
+    # counted by the server, not timed (a wall-clock bound failed in CI on a busy machine): with each
+    # reply taking 0.25 s, requests sent concurrently overlap there; one at a time never would
+    assert srv.max_inflight >= 4, srv.max_inflight
 
 
 def test_concurrency_one_is_sequential(tmp_path):
