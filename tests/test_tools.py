@@ -225,6 +225,17 @@ def test_chatml_renders_with_generation_markers(tiny_tokenizer):
     assert "147340<" not in assistant.replace("= 147340.", "")       # the tool output is not assistant text
 
 
+def test_built_in_tokenizer_has_one_token_per_markup_tag_and_decoding_keeps_it(tiny_tokenizer):
+    from sftpipe.model.templates import MARKUP_TOKENS
+    text = '<think>\nx\n</think>\n<tools>\nadd\n</tools>\n<tool_call>{"name": "add"}</tool_call>'
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    pieces = [tiny_tokenizer.decode([i]) for i in ids]
+    for tag in MARKUP_TOKENS:
+        assert pieces.count(tag) == 1, tag             # one token, not byte-level pieces
+    assert tiny_tokenizer.decode(ids, skip_special_tokens=True) == text   # generation decodes like this
+    assert parse_reply(tiny_tokenizer.decode(ids, skip_special_tokens=True))["names"] == ["add"]
+
+
 def test_template_that_drops_tools_is_refused(tiny_tokenizer):
     t = copy.deepcopy(tiny_tokenizer)
     t.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + (m['content'] or '') + '\n' }}{% endfor %}"

@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 from ..config import BaseParams
-from .templates import CHATML, CHATML_TOKENS
+from .templates import CHATML, CHATML_TOKENS, MARKUP_TOKENS
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 CJK_CHAR = "[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
 
 
 def train_tokenizer(corpus: list[str], vocab_size: int):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -35,6 +35,7 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
                                   special_tokens=[EOS, PAD, *CHATML_TOKENS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus, trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
                                    additional_special_tokens=CHATML_TOKENS)
     fast.chat_template = CHATML

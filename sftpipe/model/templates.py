@@ -107,6 +107,12 @@ ZH = _plain("\\n\\n", "### 指令：\\n", "### 工具结果：\\n", "### 回答�
 TEMPLATES = {"chatml": CHATML, "alpaca": ALPACA, "vicuna": VICUNA, "zh": ZH}
 END_OF_TURN = {"chatml": "<|im_end|>"}
 CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
+# The tool and reasoning markup the built-in templates write, one token each in the built-in base
+# model's vocabulary (as hub chat models have them, e.g. Qwen2.5's <tool_call>): ordinary added tokens,
+# not special ones, so decoding with skip_special_tokens keeps them and parse_reply can read them.
+# Split into byte-level pieces, "<tool_call>" was 5 tokens whose "_call" the tiny model kept writing
+# inside function names ("get_call>"); as one token, SFT writes the call's frame.
+MARKUP_TOKENS = ["<tool_call>", "</tool_call>", "<tools>", "</tools>", "<think>", "</think>"]
 
 
 def apply_template(tokenizer, name: str) -> str:
