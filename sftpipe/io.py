@@ -38,26 +38,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def no_new_dirs_on_error(*paths: str | os.PathLike) -> Iterator[None]:
-    """The folders the block makes for ``paths`` (their missing parents) are removed again, when
-    empty, if it raises: a stage that streams into :func:`atomic_path` files and then fails
-    leaves no trace, not even its output folder, as one that writes only at the end."""
-    missing = set()
-    for p in paths:
-        d = Path(p).absolute().parent
-        while not d.exists():
-            missing.add(d)
-            d = d.parent
-    try:
-        yield
-    except BaseException:
-        for d in sorted(missing, key=lambda x: len(x.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
-
-
 # Line breaks to str.splitlines() and many JSONL readers, which JSON leaves raw in strings when
 # ensure_ascii is off (the other ones, below U+0020, it escapes anyway)
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})

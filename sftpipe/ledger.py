@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AccountingError
-from .io import atomic_path, dumps, no_new_dirs_on_error, write_json, write_jsonl
+from .io import atomic_path, dumps, write_json, write_jsonl
 
 
 @dataclass
@@ -74,6 +76,27 @@ class IdTally:
         h = hashlib.blake2b(dumps(rid).encode("utf-8", "surrogatepass"), digest_size=8).digest()
         self.n += 1
         self.total = (self.total + int.from_bytes(h, "little")) & _MASK
+
+
+@contextlib.contextmanager
+def no_new_dirs_on_error(*paths: str | os.PathLike) -> Iterator[None]:
+    """The folders the block makes for ``paths`` (their missing parents) are removed again, when
+    empty, if it raises: a stage that streams into ``io.atomic_path`` files and then fails
+    leaves no trace, not even its output folder, as one that writes only at the end. (Here
+    rather than in sftpipe/io.py, which most stages declare as a DVC dependency.)"""
+    missing = set()
+    for p in paths:
+        d = Path(p).absolute().parent
+        while not d.exists():
+            missing.add(d)
+            d = d.parent
+    try:
+        yield
+    except BaseException:
+        for d in sorted(missing, key=lambda x: len(x.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 class FilterWriter:

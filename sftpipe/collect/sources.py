@@ -18,7 +18,8 @@ import yaml
 
 from ..config import CollectParams
 from ..errors import RowError, UserError, where
-from ..io import atomic_path, dumps, no_new_dirs_on_error, write_json
+from ..io import atomic_path, dumps, write_json
+from ..ledger import no_new_dirs_on_error
 from .formats import to_record
 from .readers import RawRow, is_hub_id, read_source
 
