@@ -129,8 +129,8 @@ def main(argv=None) -> int:
 
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    print(f"collect and clean params: params.yaml defaults; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    print(f"collect and clean params: params.yaml defaults; OMP_NUM_THREADS={threads}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     results = []
     for n in sorted(args.rows):
         src = data / f"source-{n}-seed{args.seed}.jsonl"

@@ -170,9 +170,9 @@ def iter_collect(params: CollectParams, progress=None, stats: CollectStats | Non
         if q is None:
             raise UserError("collect: no records in any source")
         first = where(q["path"], q["line"], None if q["line"] else q["record"], q["field"])
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items()))
         raise UserError(f"collect: no valid records in any source; all {sum(stats.reasons.values())} row(s) "
-                        f"quarantined ({', '.join(f'{k}={v}' for k, v in stats.metrics()['quarantined_by_reason'].items())}); "
-                        f"first: {first}: {q['message']}")
+                        f"quarantined ({reasons}); first: {first}: {q['message']}")
 
 
 def collect_to(params: CollectParams, data_path, quarantine_path, metrics_path, progress=None) -> dict:
