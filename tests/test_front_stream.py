@@ -76,6 +76,21 @@ def test_collect_to_writes_the_bytes_of_collect_and_quarantines_the_same_rows(ra
     assert dup[0]["message"] == f"duplicate id 'extra:x:1' (first seen at {raw / 'extra.jsonl'}:1)"
 
 
+def test_seen_ids_give_the_first_place_as_the_old_location_string():
+    from sftpipe.collect.readers import RawRow
+    from sftpipe.errors import where
+
+    seen = sources._SeenIds()
+    rows = {"a": RawRow(None, "x/a.jsonl", 12, 3), "b": RawRow(None, "y.parquet", None, 7),
+            "c": RawRow(None, "hf://o/n:train", None, 2**39 + 5), "d": RawRow(None, "x/a.jsonl", 2**40 - 1, 9)}
+    for rid, row in rows.items():
+        assert seen.first(rid) is None
+        seen.add(rid, row)
+    for rid, row in rows.items():
+        assert seen.first(rid) == where(row.path, row.line, None if row.line else row.recno)
+    assert seen.first("e") is None
+
+
 def test_collect_yields_a_row_before_it_opens_the_next_source(raw, monkeypatch):
     opened = []
     real = sources.read_source
