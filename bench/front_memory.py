@@ -7,8 +7,8 @@ text defect (sftpipe.sample.defects.clean_defect: mojibake, invisible or control
 HTML, whitespace, PII) in the answer of 5% of rows, and 0.05% rows whose answer is only markup,
 which clean drops. Files are cached under ``--data-dir`` by N and seed.
 
-Each measurement runs in a fresh child process (``--child``), which reports its own peak RSS
-(``VmHWM``) and wall time, files included:
+Each measurement runs in a freshly spawned process, which reports its own peak RSS (``VmHWM``)
+and wall time, files included:
 
 * ``collect-stream``: sources.collect_to (what the stage runs); ``collect-memory``: the old stage,
   sources.collect + io.write_jsonl twice + io.write_json;
@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
+import multiprocessing
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,13 +102,21 @@ def child(mode: str, inp: Path, out: Path) -> dict:
     return {"mode": mode, "rows": m["rows_in"], "secs": time.perf_counter() - t, "peak_mb": _hwm_mb(), "metrics": m}
 
 
-def run_child(mode: str, inp: Path, out: Path, timeout: float) -> dict:
+def run_child(mode: str, inp: Path, out: Path) -> dict:
+    """:func:`child` in a freshly spawned process (its own peak RSS), which reports back."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, __file__, "--child", mode, "--input", str(inp), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode:
-        raise RuntimeError(f"{mode} child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(child, mode, inp, out).result()
+
+
+def source_file(data: Path, n: int, seed: int) -> Path:
+    """The cached source file of ``n`` rows, generated first if it is not there."""
+    src = data / f"source-{n}-seed{seed}.jsonl"
+    if not src.exists():
+        t = time.perf_counter()
+        write_source(src, n, seed)
+        print(f"generated {n} rows ({src.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
+    return src
 
 
 def main(argv=None) -> int:
@@ -117,33 +125,22 @@ def main(argv=None) -> int:
     ap.add_argument("--paths", nargs="+", choices=("memory", "stream"), default=["memory", "stream"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default="/tmp/frontmem")
-    ap.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per child")
     ap.add_argument("--keep", action="store_true", help="keep the generated files and outputs")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--input", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, Path(args.input), Path(args.out))))
-        return 0
 
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    print(f"collect and clean params: params.yaml defaults; OMP_NUM_THREADS={threads}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    print(f"collect and clean params: params.yaml defaults; OMP_NUM_THREADS={threads}; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     results = []
     for n in sorted(args.rows):
-        src = data / f"source-{n}-seed{args.seed}.jsonl"
-        if not src.exists():
-            t = time.perf_counter()
-            write_source(src, n, args.seed)
-            print(f"generated {n} rows ({src.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s",
-                  flush=True)
+        src = source_file(data, n, args.seed)
         for stage in ("collect", "clean"):
             # clean reads what collect wrote (the same bytes either way when both paths ran)
             inp = src if stage == "collect" else data / f"run-collect-{args.paths[-1]}-{n}" / "data.jsonl"
             for path in args.paths:
-                r = run_child(f"{stage}-{path}", inp, data / f"run-{stage}-{path}-{n}", args.timeout)
+                r = run_child(f"{stage}-{path}", inp, data / f"run-{stage}-{path}-{n}")
                 results.append(r)
                 m = r["metrics"]
                 print(f"{r['mode']:15s} {n:>9d} rows  {r['secs']:7.0f} s  {r['rows'] / r['secs']:7.0f} rows/s  "
@@ -159,11 +156,10 @@ def main(argv=None) -> int:
     for r in results:
         print(f"{r['mode']:15s} {r['rows']:>10d} {r['secs']:8.0f} {r['rows'] / r['secs']:8.0f} {r['peak_mb']:12.0f}")
     print("\nOMP_NUM_THREADS=1 PYTHONPATH=. python bench/front_memory.py --rows " + " ".join(map(str, args.rows)))
-    if not args.keep:
-        for x in data.glob("run-*"):
-            shutil.rmtree(x, ignore_errors=True)
+    for x in [] if args.keep else data.glob("run-*"):
+        shutil.rmtree(x, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
