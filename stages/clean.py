@@ -10,13 +10,10 @@ from stages._common import log, stage
 @click.option("--out", default="data/clean", show_default=True)
 @click.option("--metrics", default="metrics/clean.json", show_default=True)
 def cli(params, inp, out, metrics):
-    from sftpipe.clean import clean_records
-    from sftpipe.io import read_jsonl
-    from sftpipe.ledger import write_filter_outputs
+    from sftpipe.clean.stream import clean_jsonl
 
-    records = read_jsonl(inp)
-    result = clean_records(records, params.clean)
-    m = write_filter_outputs("clean", records, result, out, metrics)
+    # a chunk of rows at a time, the bytes clean_records + write_filter_outputs would write
+    m, _ = clean_jsonl(inp, out, metrics, params.clean)
     log.info("%d rows in, %d kept (%d changed: %s), dropped %s", m["rows_in"], m["kept"], m["rows_changed"],
              ", ".join(f"{k} {v}" for k, v in m["rows_changed_by_rule"].items()) or "none",
              m["dropped_by_reason"])

@@ -12,17 +12,13 @@ from stages._common import log, progress, stage
 @click.option("--out", default="data/collected", show_default=True)
 @click.option("--metrics", default="metrics/collect.json", show_default=True)
 def cli(params, out, metrics):
-    from sftpipe.collect.sources import check_declared_sources, collect
-    from sftpipe.io import write_json, write_jsonl
+    from sftpipe.collect.sources import check_declared_sources, collect_to
 
     if _tracked_by_dvc():
         check_declared_sources(params.collect, "dvc.yaml")
     with progress(None, "collect") as bar:
-        res = collect(params.collect, bar)
-    write_jsonl(Path(out) / "data.jsonl", res.records)
-    write_jsonl(Path(out) / "quarantine.jsonl", res.quarantine)
-    m = res.metrics()
-    write_json(metrics, m)
+        # rows go to the files as they are read (both renamed into place at the end), not held
+        m = collect_to(params.collect, Path(out) / "data.jsonl", Path(out) / "quarantine.jsonl", metrics, bar)
     log.info("%d rows in, %d kept, %d quarantined %s", m["rows_in"], m["kept"], m["quarantined"],
              m["quarantined_by_reason"] or "")
 

@@ -131,67 +131,88 @@ def _relang(rec: dict, new_msgs: list[dict]) -> str | None:
 
 def clean_records(records: list[dict], clean_params: CleanParams) -> FilterResult:
     """Clean every message of every row; see the module docstring for the rules and the drops."""
-    kept: list[dict] = []
-    dropped: list[dict] = []
-    rows_by_rule: Counter = Counter()
-    edits_by_rule: Counter = Counter()
-    examples: dict[str, list] = defaultdict(list)
-    want = clean_params.examples
-    rows_changed = system_removed = 0
-    for rec in records:
-        fired: Counter = Counter()
-        new_msgs = []
-        changed = False
-        for i, m in enumerate(rec["messages"]):
-            trace = [] if want else None
-            new, c = _clean(m["content"], clean_params, trace)
-            fired += c
-            new_m = {**m, "content": new}
-            if new != m["content"]:
-                changed = True
-            if m.get("reasoning_content"):
-                r, c = _clean(m["reasoning_content"], clean_params, trace)
+    cleaner = Cleaner(clean_params)
+    kept, dropped = cleaner.feed(records)
+    return FilterResult(kept=kept, dropped=dropped, extra_metrics=cleaner.extra_metrics(), details=cleaner.details())
+
+
+class Cleaner:
+    """:func:`clean_records` a chunk of rows at a time: :meth:`feed` the rows in input order, in
+    chunks of any size; :meth:`extra_metrics` and :meth:`details` are then those of
+    ``clean_records`` over all of them (counts summed, the first ``clean.examples`` examples of
+    each rule in row order). Nothing else depends on more than one row."""
+
+    def __init__(self, clean_params: CleanParams):
+        self.params = clean_params
+        self.rows_by_rule: Counter = Counter()
+        self.edits_by_rule: Counter = Counter()
+        self.examples: dict[str, list] = defaultdict(list)
+        self.rows_changed = self.system_removed = 0
+
+    def feed(self, records) -> tuple[list[dict], list[dict]]:
+        """(kept rows, ledger rows) of these records."""
+        clean_params, examples, want = self.params, self.examples, self.params.examples
+        kept: list[dict] = []
+        dropped: list[dict] = []
+        for rec in records:
+            fired: Counter = Counter()
+            new_msgs = []
+            changed = False
+            for i, m in enumerate(rec["messages"]):
+                trace = [] if want else None
+                new, c = _clean(m["content"], clean_params, trace)
                 fired += c
-                if r != m["reasoning_content"]:
+                new_m = {**m, "content": new}
+                if new != m["content"]:
                     changed = True
-                    if r.strip():
-                        new_m["reasoning_content"] = r
-                    else:
-                        del new_m["reasoning_content"]
-            new_msgs.append(new_m)
-            for rule, before, after in trace or ():
-                if len(examples[rule]) < want:
-                    b, a = snippets(before, after)
-                    ex = {"id": rec["id"], "message": i, "after": a}
-                    if not rule.startswith("pii_"):   # the masked value stays out of the data card
-                        ex["before"] = b
-                    examples[rule].append(ex)
-        for rule in fired:
-            rows_by_rule[rule] += 1
-        edits_by_rule.update(fired)
-        if changed:
-            rows_changed += 1
-        empty = [{"index": i, "role": m["role"]} for i, m in enumerate(new_msgs)
-                 if m["role"] in ("user", "assistant") and not m["content"].strip() and not m.get("tool_calls")]
-        if empty:
-            dropped.append(drop(rec, STAGE, "empty_after_clean", empty_turns=empty,
-                                rules=dict(sorted(fired.items()))))
-            continue
-        if not changed:
-            kept.append(rec)
-            continue
-        if new_msgs[0]["role"] == "system" and not new_msgs[0]["content"] and rec["messages"][0]["content"]:
-            new_msgs = new_msgs[1:]
-            system_removed += 1
-        meta = {**rec.get("meta", {}), "clean": sorted(fired)}
-        lang = _relang(rec, new_msgs)
-        if lang:
-            meta["lang"] = lang
-        kept.append({**rec, "messages": new_msgs, "meta": meta})
-    order = rules(clean_params)
-    extra = {"rows_changed": rows_changed,
-             "rows_changed_by_rule": {r: rows_by_rule[r] for r in order if rows_by_rule[r]},
-             "edits_by_rule": {r: edits_by_rule[r] for r in order if edits_by_rule[r]},
-             "system_messages_removed": system_removed}
-    details = {"rules": order, "examples": {r: examples[r] for r in order if examples.get(r)}}
-    return FilterResult(kept=kept, dropped=dropped, extra_metrics=extra, details=details)
+                if m.get("reasoning_content"):
+                    r, c = _clean(m["reasoning_content"], clean_params, trace)
+                    fired += c
+                    if r != m["reasoning_content"]:
+                        changed = True
+                        if r.strip():
+                            new_m["reasoning_content"] = r
+                        else:
+                            del new_m["reasoning_content"]
+                new_msgs.append(new_m)
+                for rule, before, after in trace or ():
+                    if len(examples[rule]) < want:
+                        b, a = snippets(before, after)
+                        ex = {"id": rec["id"], "message": i, "after": a}
+                        if not rule.startswith("pii_"):   # the masked value stays out of the data card
+                            ex["before"] = b
+                        examples[rule].append(ex)
+            for rule in fired:
+                self.rows_by_rule[rule] += 1
+            self.edits_by_rule.update(fired)
+            if changed:
+                self.rows_changed += 1
+            empty = [{"index": i, "role": m["role"]} for i, m in enumerate(new_msgs)
+                     if m["role"] in ("user", "assistant") and not m["content"].strip() and not m.get("tool_calls")]
+            if empty:
+                dropped.append(drop(rec, STAGE, "empty_after_clean", empty_turns=empty,
+                                    rules=dict(sorted(fired.items()))))
+                continue
+            if not changed:
+                kept.append(rec)
+                continue
+            if new_msgs[0]["role"] == "system" and not new_msgs[0]["content"] and rec["messages"][0]["content"]:
+                new_msgs = new_msgs[1:]
+                self.system_removed += 1
+            meta = {**rec.get("meta", {}), "clean": sorted(fired)}
+            lang = _relang(rec, new_msgs)
+            if lang:
+                meta["lang"] = lang
+            kept.append({**rec, "messages": new_msgs, "meta": meta})
+        return kept, dropped
+
+    def extra_metrics(self) -> dict:
+        order = rules(self.params)
+        return {"rows_changed": self.rows_changed,
+                "rows_changed_by_rule": {r: self.rows_by_rule[r] for r in order if self.rows_by_rule[r]},
+                "edits_by_rule": {r: self.edits_by_rule[r] for r in order if self.edits_by_rule[r]},
+                "system_messages_removed": self.system_removed}
+
+    def details(self) -> dict:
+        order = rules(self.params)
+        return {"rules": order, "examples": {r: self.examples[r] for r in order if self.examples.get(r)}}

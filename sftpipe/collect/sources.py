@@ -18,6 +18,8 @@ import yaml
 
 from ..config import CollectParams
 from ..errors import RowError, UserError, where
+from ..io import atomic_path, dumps, write_json
+from ..ledger import no_new_dirs_on_error
 from .formats import to_record
 from .readers import RawRow, is_hub_id, read_source
 
@@ -33,10 +35,54 @@ class CollectResult:
     per_source: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
-        reasons = Counter(q["reason"] for q in self.quarantine)
-        return {"rows_in": len(self.records) + len(self.quarantine), "kept": len(self.records),
-                "quarantined": len(self.quarantine), "quarantined_by_reason": dict(sorted(reasons.items())),
-                "per_source": self.per_source}
+        return _metrics(len(self.records), Counter(q["reason"] for q in self.quarantine), self.per_source)
+
+
+@dataclass
+class CollectStats:
+    """What :func:`iter_collect` counts as it goes: enough for the metrics file and the
+    "no valid records" error, without the rows."""
+    kept: int = 0
+    reasons: Counter = field(default_factory=Counter)      # quarantine reason -> rows
+    per_source: dict = field(default_factory=dict)
+    first_quarantined: dict | None = None
+
+    def metrics(self) -> dict:
+        return _metrics(self.kept, self.reasons, self.per_source)
+
+
+def _metrics(kept: int, reasons: Counter, per_source: dict) -> dict:
+    quarantined = sum(reasons.values())
+    return {"rows_in": kept + quarantined, "kept": kept, "quarantined": quarantined,
+            "quarantined_by_reason": dict(sorted(reasons.items())), "per_source": per_source}
+
+
+class _SeenIds:
+    """Every id collected so far and where it was first seen, for the duplicate_id message.
+
+    The place is packed into one int (the path's number, whether it is a line or a record
+    number, and that number) rather than kept as a string: at 10M rows the ids are most of it.
+    """
+    _BITS = 40
+
+    def __init__(self):
+        self._ids: dict = {}
+        self._path_no: dict[str, int] = {}
+        self._paths: list[str] = []
+
+    def first(self, rid) -> str | None:
+        code = self._ids.get(rid)
+        if code is None:
+            return None
+        n, is_line = code & ((1 << self._BITS) - 1), code >> self._BITS & 1
+        return where(self._paths[code >> (self._BITS + 1)], n if is_line else None, None if is_line else n)
+
+    def add(self, rid, row: RawRow) -> None:
+        k = self._path_no.setdefault(row.path, len(self._paths))
+        if k == len(self._paths):
+            self._paths.append(row.path)
+        is_line = 1 if row.line else 0
+        self._ids[rid] = (k << (self._BITS + 1)) | (is_line << self._BITS) | (row.line if is_line else row.recno)
 
 
 def _quarantine_row(err: RowError, source: str, row: RawRow) -> dict:
@@ -66,7 +112,19 @@ def _safe(text: str | None) -> str | None:
 def collect(params: CollectParams, progress=None) -> CollectResult:
     """Read all sources; raise UserError on fatal problems, or on any row problem under on_error=fail."""
     res = CollectResult()
-    seen: dict[str, str] = {}
+    stats = CollectStats(per_source=res.per_source)
+    for ok, row in iter_collect(params, progress, stats):
+        (res.records if ok else res.quarantine).append(row)
+    return res
+
+
+def iter_collect(params: CollectParams, progress=None, stats: CollectStats | None = None):
+    """(True, record) for each record and (False, quarantine row) for each bad row, in source
+    order, as the sources are read: what :func:`collect` gathers, one row at a time. ``stats``
+    counts them as they go. The errors are :func:`collect`'s; "no valid records" is raised after
+    the last row."""
+    stats = CollectStats() if stats is None else stats
+    seen = _SeenIds()
     for i, src in enumerate(params.sources):
         name = src.source_name
         n_ok = n_bad = 0
@@ -84,33 +142,61 @@ def collect(params: CollectParams, progress=None) -> CollectResult:
             if err is None:
                 try:
                     rec = to_record(row, name, src.format, src.label_field, params.max_chars, params.default_system)
-                    if rec["id"] in seen:
-                        raise RowError("duplicate_id", f"duplicate id {rec['id']!r} (first seen at {seen[rec['id']]})",
-                                       "id")
-                    seen[rec["id"]] = where(row.path, row.line, None if row.line else row.recno)
-                    res.records.append(rec)
+                    first = seen.first(rec["id"])
+                    if first is not None:
+                        raise RowError("duplicate_id", f"duplicate id {rec['id']!r} (first seen at {first})", "id")
+                    seen.add(rec["id"], row)
                     n_ok += 1
+                    stats.kept += 1
                     if progress is not None:
                         progress.update(1)
+                    yield True, rec
                     continue
                 except RowError as e:
                     err = e
             loc = where(row.path, row.line, None if row.line else row.recno, err.field)
             if params.on_error == "fail":
                 raise UserError(_safe(f"{loc}: {err} (collect.on_error=fail; set it to quarantine to skip bad rows)"))
-            res.quarantine.append(_quarantine_row(err, name, row))
+            q = _quarantine_row(err, name, row)
+            stats.reasons[q["reason"]] += 1
+            if stats.first_quarantined is None:
+                stats.first_quarantined = q
             n_bad += 1
-        res.per_source[name] = {"kept": n_ok, "quarantined": n_bad}
-    if not res.records:
+            yield False, q
+        stats.per_source[name] = {"kept": n_ok, "quarantined": n_bad}
+    if not stats.kept:
         # Nothing is written when this is raised, so say here what the quarantine would hold.
-        if not res.quarantine:
+        q = stats.first_quarantined
+        if q is None:
             raise UserError("collect: no records in any source")
-        q = res.quarantine[0]
         first = where(q["path"], q["line"], None if q["line"] else q["record"], q["field"])
-        raise UserError(f"collect: no valid records in any source; all {len(res.quarantine)} row(s) quarantined "
-                        f"({', '.join(f'{k}={v}' for k, v in res.metrics()['quarantined_by_reason'].items())}); "
-                        f"first: {first}: {q['message']}")
-    return res
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items()))
+        raise UserError(f"collect: no valid records in any source; all {sum(stats.reasons.values())} row(s) "
+                        f"quarantined ({reasons}); first: {first}: {q['message']}")
+
+
+def collect_to(params: CollectParams, data_path, quarantine_path, metrics_path, progress=None) -> dict:
+    """The collect stage's files, written as the rows are read: ``data_path`` and
+    ``quarantine_path`` (JSONL) and the metrics (returned too), with the bytes
+    :func:`collect` + ``io.write_jsonl`` + ``io.write_json`` give, without holding the records.
+
+    Both JSONL files are written to temporary siblings and renamed into place only once every
+    source has been read, so an error leaves neither. What is held is the ids seen (for
+    duplicate_id) and what the reader holds: :mod:`sftpipe.collect.readers` reads each local
+    file whole (its bytes, or text for ``.json``/``.csv``; a parquet file as a list of rows) before it
+    yields the file's rows, so memory follows the largest source file, not the records.
+    """
+    stats = CollectStats()
+    with no_new_dirs_on_error(data_path, quarantine_path), \
+            atomic_path(data_path) as td, atomic_path(quarantine_path) as tq, \
+            open(td, "w", encoding="utf-8", newline="\n") as fd, open(tq, "w", encoding="utf-8", newline="\n") as fq:
+        for ok, row in iter_collect(params, progress, stats):
+            fh = fd if ok else fq
+            fh.write(dumps(row))
+            fh.write("\n")
+    m = stats.metrics()
+    write_json(metrics_path, m)
+    return m
 
 
 def check_declared_sources(params: CollectParams, dvc_file: str | Path = "dvc.yaml", stage: str = "collect") -> None:
