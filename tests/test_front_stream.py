@@ -282,3 +282,25 @@ def run_stage(d: Path, stage: str, sections: dict, *args):
     pfile = d / "params.yaml"
     pfile.write_text(yaml.safe_dump(data))
     return CliRunner().invoke(main, [stage, "--params", str(pfile), *map(str, args)])
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz"])
+def test_jsonl_sources_are_read_as_they_come_not_whole(tmp_path, name):
+    """The first row comes back before the file is read to its end: lines appended after it was
+    yielded are read too (a reader that held the whole file's bytes would not see them)."""
+    import gzip
+
+    from sftpipe.collect.readers import read_source
+
+    line = lambda i: (json.dumps({"instruction": f"q{i}", "output": "a"}) + "\n").encode()  # noqa: E731
+    p = tmp_path / name
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(p, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + line(0) + b"\n")          # a BOM and a blank line are read as before
+    rows = read_source(str(p))
+    first = next(rows)
+    assert first.data["instruction"] == "q0" and first.line == 1
+    with opener(p, "ab") as f:                              # gzip: a second member, read on
+        f.write(line(1))
+    rest = list(rows)
+    assert [(r.data["instruction"], r.line) for r in rest] == [("q1", 3)]

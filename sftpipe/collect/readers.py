@@ -29,6 +29,7 @@ import io
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,9 +186,7 @@ def read_bytes(p: Path) -> bytes:
             return gzip.decompress(raw)
         return _zstd_decompress(raw)
     except Exception as e:  # gzip: OSError/EOFError/zlib.error; zstandard: ZstdError
-        msg = " ".join(str(e).split()) or type(e).__name__
-        what = "gzip" if kind == ".gz" else "zstd"
-        raise UserError(f"{p}: cannot decompress {what} ({msg}); the file is corrupt or truncated") from None
+        raise _corrupt(p, kind, e) from None
 
 
 def _zstd_decompress(raw: bytes) -> bytes:
@@ -205,12 +204,57 @@ def _zstd_decompress(raw: bytes) -> bytes:
     return b"".join(out)
 
 
+def _corrupt(p: Path, kind: str, e: BaseException) -> UserError:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    what = "gzip" if kind == ".gz" else "zstd"
+    return UserError(f"{p}: cannot decompress {what} ({msg}); the file is corrupt or truncated")
+
+
+def _stream_lines(p: Path) -> Iterator[bytes]:
+    """The file's lines without their b"\\n", read as they come (a plain or ``.gz`` file is never
+    held whole; ``.zst`` is decompressed whole, as :func:`read_bytes` does). A gzip stream that
+    breaks part way is the same one-line UserError as :func:`read_bytes` gives."""
+    kind = file_type(p)[1]
+    if kind == ".zst":
+        yield from read_bytes(p).split(b"\n")
+        return
+    opener = gzip.open if kind == ".gz" else open
+    try:
+        with opener(p, "rb") as f:
+            for line in f:
+                yield line[:-1] if line.endswith(b"\n") else line
+    except (OSError, EOFError, zlib.error) as e:
+        if kind is None:
+            raise
+        raise _corrupt(p, kind, e) from None
+
+
+def _jsonl_lines(p: Path) -> Iterator[bytes]:
+    """The lines of a .jsonl file, streamed, the leading BOM removed; a file whose first non-blank
+    line opens a JSON array is read whole for :func:`_refuse_json_array` (the only case that needs
+    the whole text)."""
+    lines = _stream_lines(p)
+    head: list[bytes] = []
+    for line in lines:
+        if not head and line.startswith(BOM):
+            line = line[len(BOM):]
+        head.append(line)
+        if line.strip():
+            break
+    if head and head[-1].lstrip().startswith(b"["):
+        raw = read_bytes(p)
+        if raw.startswith(BOM):
+            raw = raw[len(BOM):]
+        whole = raw.split(b"\n")
+        _refuse_json_array(p, raw, whole)
+        yield from whole
+        return
+    yield from head
+    yield from lines
+
+
 def _read_jsonl(p: Path) -> Iterator[RawRow]:
-    raw = read_bytes(p)
-    if raw.startswith(BOM):
-        raw = raw[len(BOM):]
-    lines = raw.split(b"\n")
-    _refuse_json_array(p, raw, lines)
+    lines = _jsonl_lines(p)
     dec = _StrictJSON()
     recno = 0
     for lineno, line in enumerate(lines, 1):
