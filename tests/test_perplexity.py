@@ -62,7 +62,9 @@ def test_scores_follow_what_the_model_has_learned(lookup_model_dir):
                for i, r in enumerate(rows)]
     p = PerplexityParams(template="chat", batch_size=8)
     learned, wrong = score_rows(model, tok, rows, p), score_rows(model, tok, swapped, p)
-    assert max(learned) < 1.1 and min(wrong) > 2  # neighbouring replies share words ("The capital of ...")
+    # neighbouring replies share words ("The capital of ..."), so a wrong reply is not far above 1 either:
+    # 1.64 at the least with the tokenizer's tag tokens (the model's random start moved with its vocab)
+    assert max(learned) < 1.1 and min(wrong) > 1.5
 
 
 def direct_nll(model, ids, scored):

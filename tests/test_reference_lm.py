@@ -10,6 +10,7 @@ import pytest
 
 from sftpipe.config import BaseParams, PerplexityParams, load_params, parse_params
 from sftpipe.model.loading import load_model, load_tokenizer
+from sftpipe.model.templates import MARKUP_TOKENS
 from sftpipe.perplexity import fit_reference, fit_steps, perplexity_filter, reference_choice, score_rows
 from sftpipe.sample.defects import garbage
 
@@ -135,7 +136,7 @@ def test_fitted_reference_is_a_model_directory_with_a_summary(fitted):
     rows, _, d, summary = fitted
     assert (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file()
     assert summary["rows"] == len(rows) and summary["steps"] == fit_steps(summary["tokens"], TINY_PPL, TINY_BASE)
-    assert 2.9 < summary["epochs"] < 3.1 and summary["steps"] < TINY_BASE.steps and summary["vocab_size"] <= 300
+    assert 2.9 < summary["epochs"] < 3.1 and summary["steps"] < TINY_BASE.steps and summary["vocab_size"] <= 300 + len(MARKUP_TOKENS)
 
 
 def test_the_same_seed_fits_the_same_reference(fitted, tmp_path):
