@@ -174,7 +174,7 @@ class _NllActor:
         self.fault = fault
 
     def nll(self, pad: int, batch: list[tuple[list[int], list[bool]]]) -> list[float | None]:
-        from .dedup.ray_engine import die_if_asked
+        from .ray_session import die_if_asked
 
         die_if_asked(self.fault)
         return _batch_nll(self.model, pad, batch)
@@ -186,14 +186,14 @@ class RayModelPool:
     where :func:`score_rows` / :func:`ifd_rows` take the model: the driver still encodes the rows and cuts
     the length-sorted batches, the actors score them (an idle actor takes the next batch), and the
     results come back in input order. An actor whose process dies is restarted and its batch retried,
-    up to ``ray.max_retries`` times. Needs a Ray connection (``sftpipe.dedup.ray_engine.ray_session``);
+    up to ``ray.max_retries`` times. Needs a Ray connection (``sftpipe.ray_session.ray_session``);
     ``close()`` (or the ``with`` block's end) stops the actors."""
 
     def __init__(self, model_params, ppl_params: PerplexityParams, ray_params):
         import ray
         from ray.util import ActorPool
 
-        from .dedup.ray_engine import fault_for
+        from .ray_session import fault_for
         from .errors import UserError
 
         rp = ppl_params.ray
@@ -216,7 +216,7 @@ class RayModelPool:
 
     def map(self, pad: int, batches) -> Iterator[list[float | None]]:
         """Each batch's mean NLLs, in batch order."""
-        from .dedup.ray_engine import ray_errors
+        from .ray_session import ray_errors
 
         with ray_errors("perplexity", "scoring a batch", self.max_retries):
             yield from self.pool.map(lambda actor, batch: actor.nll.remote(pad, batch), list(batches))
