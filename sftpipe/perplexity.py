@@ -193,17 +193,11 @@ class RayModelPool:
         import ray
         from ray.util import ActorPool
 
-        from .ray_session import fault_for
-        from .errors import UserError
+        from .ray_session import check_pool_fits, fault_for
 
         rp = ppl_params.ray
         self.max_retries = ray_params.max_retries
-        have = ray.cluster_resources()
-        for name, each in (("CPU", rp.num_cpus_per_actor), ("GPU", rp.num_gpus_per_actor)):
-            if each * rp.actors > have.get(name, 0) + 1e-9:
-                raise UserError(f"perplexity.ray: {rp.actors} actors x {each:g} {name}s need {each * rp.actors:g}, "
-                                f"the Ray cluster has {have.get(name, 0):g} (lower perplexity.ray.actors or the "
-                                f"per-actor {name}s)")
+        check_pool_fits("perplexity.ray", rp)
         path = Path(model_params.name_or_path)
         if path.exists():   # a local directory: the workers may run elsewhere than this process's cwd
             model_params = model_params.model_copy(update={"name_or_path": str(path.resolve())})

@@ -154,3 +154,15 @@ def in_order(submit: Callable, items: Iterable, limit: int | None) -> Iterator:
         for ref in pending:
             with contextlib.suppress(Exception):
                 ray.cancel(ref)
+
+
+def check_pool_fits(section: str, pool) -> None:
+    """One line (:class:`UserError`) when ``pool.actors`` actors of ``pool.num_cpus_per_actor`` CPUs and
+    ``pool.num_gpus_per_actor`` GPUs ask more than the connected cluster has (``section``: the params
+    section of ``pool``, e.g. ``perplexity.ray``); Ray would otherwise wait for them forever."""
+    have = ray.cluster_resources()
+    for name, each in (("CPU", pool.num_cpus_per_actor), ("GPU", pool.num_gpus_per_actor)):
+        if each * pool.actors > have.get(name, 0) + 1e-9:
+            raise UserError(f"{section}: {pool.actors} actors x {each:g} {name}s need {each * pool.actors:g}, "
+                            f"the Ray cluster has {have.get(name, 0):g} (lower {section}.actors or the "
+                            f"per-actor {name}s)")
