@@ -209,7 +209,7 @@ Engine = Literal["local", "ray"]     # where a heavy data stage computes: this p
 
 
 class RayParams(Section):
-    """The Ray cluster the stages with ``engine: ray`` use (sftpipe.dedup.ray_engine)."""
+    """The Ray cluster the stages with ``engine: ray`` use (sftpipe.ray_session): dedup, perplexity, select."""
     address: str | None = None      # None: a local Ray started (and stopped) by the stage; "auto", "host:6379"
     #   (the GCS of a cluster this machine belongs to) or "ray://host:10001" (Ray Client, needs ray[client])
     num_cpus: int | None = Field(None, ge=1)   # the local Ray's CPUs (None: every core); address None only
@@ -233,16 +233,21 @@ class RayParams(Section):
         return self
 
 
-class DedupRayParams(Section):
-    """dedup with ``engine: ray``: signature tasks over the same chunks as locally, LSH bands in groups."""
-    workers: int | None = Field(None, ge=1)     # tasks in flight at once, 1 CPU each (None: as many as Ray schedules)
-
-
-class PerplexityRayParams(Section):
-    """perplexity with ``engine: ray``: a pool of actors, one copy of the reference model in each."""
+class ActorPoolParams(Section):
+    """A pool of Ray actors, one copy of a model in each (a stage's model work with ``engine: ray``)."""
     actors: int = Field(2, ge=1)
     num_cpus_per_actor: int = Field(1, ge=1)    # also the actor's torch threads
     num_gpus_per_actor: float = Field(0.0, ge=0.0)   # 0: CPU actors; 1: a GPU each; 0.5: two actors share one
+
+
+class DedupRayParams(ActorPoolParams):
+    """dedup with ``engine: ray``: signature tasks over the same chunks as locally, LSH bands in groups;
+    the paraphrase pass's model embeddings (``semantic.method: base_model``) on a pool of ``actors``."""
+    workers: int | None = Field(None, ge=1)     # tasks in flight at once, 1 CPU each (None: as many as Ray schedules)
+
+
+class PerplexityRayParams(ActorPoolParams):
+    """perplexity with ``engine: ray``: a pool of actors, one copy of the reference model in each."""
 
 
 class DedupParams(Section):
@@ -545,6 +550,10 @@ class SelectParams(Section):
     max: dict[str, float] = {}                  # rows with a score above -> above_score (e.g. ifd: 1.0)
     threshold: float = Field(0.9, gt=0.0, le=1.0)   # diverse: cosine to every admitted row must stay below
     embedding: SelectEmbeddingParams = SelectEmbeddingParams()
+    # local | ray: the model embeddings (embedding.method base_model) on select.ray's actor pool, the same
+    # batches as locally, so the same floats; tfidf is fitted in this process either way
+    engine: Engine = "local"
+    ray: ActorPoolParams = ActorPoolParams()
     weights: dict[str, float] = {}              # share of the budget per label or source name
     balance: Literal["none", "label", "source", "lang"] = "none"   # even quotas per category
     # quotas per category in proportion to its share of the pool: the method ranks within each category

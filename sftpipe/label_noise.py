@@ -31,9 +31,8 @@ def tfidf_features(texts: list[str]):
     return vec.fit_transform(texts)
 
 
-def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
-    """Mean-pooled last hidden states of a local encoder or decoder (no hub access needed)."""
-    import torch
+def load_embedder(model_path: str):
+    """(tokenizer, model) of a local encoder or decoder, in eval mode, for :func:`embed_batch`."""
     from transformers import AutoModel, AutoTokenizer
 
     try:
@@ -43,15 +42,32 @@ def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
         raise UserError(f"label_noise.embedding_model: cannot load {model_path}: {str(e).splitlines()[0]}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    out = []
+    return tok, model
+
+
+def embed_batch(tok, model, texts: list[str]) -> np.ndarray:
+    """Mean-pooled, L2-normalized last hidden states of one batch (padded to its longest text): the unit
+    of work wherever it runs (here, or a Ray actor), so a batch embeds to the same floats."""
+    import torch
+
     with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
-            hidden = model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out.append(torch.nn.functional.normalize(emb, dim=-1).float().numpy())
-    return np.concatenate(out)
+        enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return torch.nn.functional.normalize(emb, dim=-1).float().numpy()
+
+
+def embedding_batches(n: int, batch_size: int) -> list[range]:
+    """The batches :func:`embedding_features` cuts ``n`` texts into: consecutive, in input order (no sorting)."""
+    return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
+    """Mean-pooled last hidden states of a local encoder or decoder (no hub access needed)."""
+    tok, model = load_embedder(model_path)
+    return np.concatenate([embed_batch(tok, model, [texts[i] for i in b]) for b in embedding_batches(len(texts),
+                                                                                                   batch_size)])
 
 
 def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: float) -> np.ndarray:

@@ -174,7 +174,7 @@ class _NllActor:
         self.fault = fault
 
     def nll(self, pad: int, batch: list[tuple[list[int], list[bool]]]) -> list[float | None]:
-        from .dedup.ray_engine import die_if_asked
+        from .ray_session import die_if_asked
 
         die_if_asked(self.fault)
         return _batch_nll(self.model, pad, batch)
@@ -186,24 +186,18 @@ class RayModelPool:
     where :func:`score_rows` / :func:`ifd_rows` take the model: the driver still encodes the rows and cuts
     the length-sorted batches, the actors score them (an idle actor takes the next batch), and the
     results come back in input order. An actor whose process dies is restarted and its batch retried,
-    up to ``ray.max_retries`` times. Needs a Ray connection (``sftpipe.dedup.ray_engine.ray_session``);
+    up to ``ray.max_retries`` times. Needs a Ray connection (``sftpipe.ray_session.ray_session``);
     ``close()`` (or the ``with`` block's end) stops the actors."""
 
     def __init__(self, model_params, ppl_params: PerplexityParams, ray_params):
         import ray
         from ray.util import ActorPool
 
-        from .dedup.ray_engine import fault_for
-        from .errors import UserError
+        from .ray_session import check_pool_fits, fault_for
 
         rp = ppl_params.ray
         self.max_retries = ray_params.max_retries
-        have = ray.cluster_resources()
-        for name, each in (("CPU", rp.num_cpus_per_actor), ("GPU", rp.num_gpus_per_actor)):
-            if each * rp.actors > have.get(name, 0) + 1e-9:
-                raise UserError(f"perplexity.ray: {rp.actors} actors x {each:g} {name}s need {each * rp.actors:g}, "
-                                f"the Ray cluster has {have.get(name, 0):g} (lower perplexity.ray.actors or the "
-                                f"per-actor {name}s)")
+        check_pool_fits("perplexity.ray", rp)
         path = Path(model_params.name_or_path)
         if path.exists():   # a local directory: the workers may run elsewhere than this process's cwd
             model_params = model_params.model_copy(update={"name_or_path": str(path.resolve())})
@@ -216,7 +210,7 @@ class RayModelPool:
 
     def map(self, pad: int, batches) -> Iterator[list[float | None]]:
         """Each batch's mean NLLs, in batch order."""
-        from .dedup.ray_engine import ray_errors
+        from .ray_session import ray_errors
 
         with ray_errors("perplexity", "scoring a batch", self.max_retries):
             yield from self.pool.map(lambda actor, batch: actor.nll.remote(pad, batch), list(batches))

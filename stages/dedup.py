@@ -27,7 +27,8 @@ def cli(params, inp, out, metrics, plot, picture):
         return
     records = read_jsonl(inp)
     if params.dedup.engine == "ray":
-        from sftpipe.dedup.ray_engine import RayEngine, ray_session
+        from sftpipe.dedup.ray_engine import RayEngine
+        from sftpipe.ray_session import ray_session
 
         with ray_session(params.ray, "dedup", log=log.info):
             result = dedup_records(records, params.dedup, engine=RayEngine(params.dedup.ray, params.ray))

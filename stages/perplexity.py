@@ -49,7 +49,7 @@ def cli(params, inp, out, metrics, plot, picture):
         tokenizer = load_tokenizer(model_params)
         with contextlib.ExitStack() as engine:
             if ppl_params.engine == "ray":   # the model goes to the actors only; the rows are encoded here
-                from sftpipe.dedup.ray_engine import ray_session
+                from sftpipe.ray_session import ray_session
                 from sftpipe.perplexity import RayModelPool
 
                 engine.enter_context(ray_session(params.ray, "perplexity", log=log.info))

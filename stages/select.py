@@ -68,7 +68,15 @@ def cli(params, inp, out, metrics, plot, picture):
     sp = params.select
     records = read_jsonl(inp)
     extra = _extra_scores(params, records)
-    X = embed_rows(records, sp) if sp.method != "all" and records else None
+    X = None
+    if sp.method != "all" and records:
+        if sp.engine == "ray" and sp.embedding.method == "base_model":   # tfidf is fitted here either way
+            from sftpipe.ray_session import ray_session
+
+            with ray_session(params.ray, "select", log=log.info):
+                X = embed_rows(records, sp, params.ray.max_retries)
+        else:
+            X = embed_rows(records, sp)
     result = choose(records, sp, extra, X)
     ids = {r["id"]: i for i, r in enumerate(records)}
     chosen = np.array([ids[r["id"]] for r in result.kept], dtype=np.int64)

@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -59,3 +60,29 @@ def lookup_model_dir(tmp_path_factory, tiny_tokenizer):
     model.save_pretrained(d, safe_serialization=True)
     tiny_tokenizer.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for the whole test module (the stages find it connected and use it as it is)."""
+    import ray
+
+    from sftpipe.config import RayParams
+    from sftpipe.ray_session import ray_session
+
+    with ray_session(RayParams(num_cpus=2), "tests"):
+        yield
+    assert not ray.is_initialized()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch at ``n`` threads inside the block, as before after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""engine: ray for dedup and perplexity, on a local Ray (what CI runs): the same output bytes as the local
+"""engine: ray for dedup and perplexity, on a local Ray (what CI runs, conftest's ``local_ray``): the same output bytes as the local
 engine whatever the number of workers or actors, a killed worker retried, one-line errors otherwise.
 
 One local Ray (2 CPUs) serves the whole module: the stages find it connected and use it as it is."""
@@ -21,19 +21,12 @@ import ray
 from sftpipe.config import (CleanParams, CollectParams, DedupRayParams, ModelParams, PerplexityParams,
                             PerplexityRayParams, RayParams, SampleParams, Source, parse_params)
 from sftpipe.dedup import clusters, lsh
-from sftpipe.dedup.ray_engine import FAULT_ENV, RayEngine, ray_session
+from sftpipe.dedup.ray_engine import FAULT_ENV, RayEngine
 from sftpipe.errors import UserError
 from sftpipe.io import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("out/kept.jsonl", "out/dropped.jsonl", "out/details.json", "metrics.json", "plot.csv", "plot.png")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    with ray_session(RayParams(num_cpus=2), "tests"):
-        yield
-    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")
@@ -184,17 +177,24 @@ def test_dedup_worker_dying_past_its_retries_is_one_line_and_writes_nothing(loca
 def test_an_unreachable_ray_address_is_one_line(sample_rows, tmp_path, address, message):
     """In a fresh process (this one is connected to the module's Ray): the CLI as dvc runs it."""
     write_jsonl(tmp_path / "in.jsonl", sample_rows[:50])
-    p = params_file(tmp_path, dedup={"engine": "ray"}, ray={"address": address})
+    line = fresh_process_error("dedup", tmp_path, dedup={"engine": "ray"}, ray={"address": address})
+    assert line.startswith(message), line
+
+
+def fresh_process_error(stage: str, d: Path, **sections) -> str:
+    """The one line ``python -m stages.<stage>`` prints on ``d/in.jsonl`` with ``sections`` merged into the
+    params, in a fresh process (exit status 2, nothing written)."""
+    p = params_file(d, **sections)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(FAULT_ENV, None)
-    r = subprocess.run([sys.executable, "-m", "stages.dedup", "--params", str(p), "--inp", str(tmp_path / "in.jsonl"),
-                        "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json"),
-                        "--plot", str(tmp_path / "p.csv"), "--picture", str(tmp_path / "p.png")],
+    r = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--params", str(p), "--inp", str(d / "in.jsonl"),
+                        "--out", str(d / "out"), "--metrics", str(d / "m.json"),
+                        "--plot", str(d / "p.csv"), "--picture", str(d / "p.png")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    (line,) = [x for x in r.stderr.splitlines() if not x.startswith("[dedup]")]
-    assert line.startswith(message), line
-    assert not (tmp_path / "out").exists()
+    (line,) = [x for x in r.stderr.splitlines() if not x.startswith(f"[{stage}]")]
+    assert not (d / "out").exists()
+    return line
 
 
 # --------------------------------------------------------------------------- perplexity

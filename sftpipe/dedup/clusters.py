@@ -361,14 +361,19 @@ def _survivors(records: list[dict], component: np.ndarray, keep: str, prefer_typ
     return survivor
 
 
-def _semantic(records: list[dict], dedup_params: DedupParams):
-    """(pairs, cosine, evidence) of the semantic pass over ``records``, or empty ones when it is off."""
+def _semantic(records: list[dict], dedup_params: DedupParams, engine=None):
+    """(pairs, cosine, evidence) of the semantic pass over ``records``, or empty ones when it is off.
+    With ``dedup.engine: ray`` and a Ray ``engine``, model embeddings run on ``dedup.ray``'s actors."""
     sem = dedup_params.semantic
     if not (dedup_params.near and sem.enabled) or len(records) < 2:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0), []
     from .semantic import SemanticParams, semantic_pairs
     knobs = {k: v for k, v in sem.model_dump().items() if k != "enabled"}
-    return semantic_pairs(records, SemanticParams(**knobs, seed=dedup_params.seed), return_evidence=True)
+    on_ray = {}
+    if dedup_params.engine == "ray" and engine is not None and hasattr(engine, "max_retries"):
+        on_ray = {"engine": "ray", "actors": dedup_params.ray, "max_retries": engine.max_retries,
+                  "section": "dedup.ray"}
+    return semantic_pairs(records, SemanticParams(**knobs, seed=dedup_params.seed), return_evidence=True, **on_ray)
 
 
 def _matches(res: DupResult, sem_pairs: np.ndarray, sem_cos: np.ndarray, sem_ev: list) -> dict:
@@ -405,7 +410,7 @@ def dedup_records(records: list[dict], dedup_params: DedupParams, engine=None) -
     texts = [text_of(r, dedup_params.field) for r in records]
     res = find_duplicates(texts, dedup_params, engine=engine)
     n = len(records)
-    sem_pairs, sem_cos, sem_ev = _semantic(records, dedup_params)
+    sem_pairs, sem_cos, sem_ev = _semantic(records, dedup_params, engine)
     comp = res.component
     if len(sem_pairs):
         comp = union_find(n, np.concatenate([np.stack([np.arange(n), comp], axis=1), sem_pairs]))

@@ -217,7 +217,8 @@ def _tfidf_one(texts: list[str]):
     return TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), dtype=np.float32).fit_transform(texts)
 
 
-def _model_embed(texts: list[str], model: str | None, batch_size: int) -> np.ndarray:
+def _model_embed(texts: list[str], model: str | None, batch_size: int, engine: str = "local", actors=None,
+                 max_retries: int = 3, section: str = "semantic.ray") -> np.ndarray:
     from ..label_noise import embedding_features
 
     if not model:
@@ -226,9 +227,64 @@ def _model_embed(texts: list[str], model: str | None, batch_size: int) -> np.nda
         raise UserError(f"semantic.model: {model} is not a local directory (method 'base_model' loads a causal "
                         f"LM from disk, e.g. models/base)")
     try:
+        if engine == "ray":
+            return _ray_model_embed(texts, str(Path(model).resolve()), batch_size, actors, max_retries, section)
         return embedding_features(texts, str(model), batch_size=batch_size)
     except UserError as e:                   # its message names label_noise's param
+        if not str(e).startswith("label_noise."):
+            raise
         raise UserError(f"semantic.model: {str(e).split(': ', 1)[-1]}") from None
+
+
+class _EmbedActor:
+    """A Ray actor holding one copy of the embedding model: embeds the batches the driver sends."""
+
+    def __init__(self, model: str, threads: int, fault: str | None):
+        import torch
+
+        from ..label_noise import load_embedder
+
+        torch.set_num_threads(threads)
+        self.tok, self.model = load_embedder(model)
+        self.fault = fault
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from ..label_noise import embed_batch
+        from ..ray_session import die_if_asked
+
+        die_if_asked(self.fault)
+        return embed_batch(self.tok, self.model, texts)
+
+
+def _ray_model_embed(texts: list[str], model: str, batch_size: int, actors, max_retries: int,
+                     section: str) -> np.ndarray:
+    """:func:`~sftpipe.label_noise.embedding_features` on a pool of Ray actors (``actors``: an
+    :class:`~sftpipe.config.ActorPoolParams`, the params section ``section``), each loading ``model`` once:
+    the driver cuts the very batches the local path cuts (consecutive, in order), an idle actor takes the
+    next one, and the rows come back in input order, so the floats are the local ones whatever the number
+    of actors. An actor whose process dies is restarted and its batch retried, up to ``max_retries``
+    times. Uses the connected Ray (the stage's ``ray_session``), else starts a local one for the call."""
+    from ..config import ActorPoolParams, RayParams
+    from ..label_noise import embedding_batches
+    from ..ray_session import check_pool_fits, fault_for, ray, ray_errors, ray_session
+
+    actors = actors if actors is not None else ActorPoolParams()
+    stage = section.split(".")[0]
+    batches = [[texts[i] for i in b] for b in embedding_batches(len(texts), batch_size)]
+    with ray_session(RayParams(max_retries=max_retries), stage):
+        from ray.util import ActorPool
+
+        check_pool_fits(section, actors)
+        cls = ray.remote(_EmbedActor).options(num_cpus=actors.num_cpus_per_actor, num_gpus=actors.num_gpus_per_actor,
+                                              max_restarts=max_retries, max_task_retries=max_retries)
+        fault = fault_for("embed")
+        pool = [cls.remote(model, actors.num_cpus_per_actor, fault) for _ in range(min(actors.actors, len(batches)))]
+        try:
+            with ray_errors(stage, "embedding a batch", max_retries):
+                return np.concatenate(list(ActorPool(pool).map(lambda a, b: a.embed.remote(b), batches)))
+        finally:
+            for a in pool:
+                ray.kill(a, no_restart=True)
 
 
 def _st_embed(texts: list[str], model: str | None, batch_size: int) -> np.ndarray:
@@ -247,7 +303,8 @@ def _st_embed(texts: list[str], model: str | None, batch_size: int) -> np.ndarra
 
 
 def embed(texts: list[str], method: str = "tfidf", model: str | None = None, seed: int = 0, *,
-          dims: int = SemanticParams.dims, batch_size: int = SemanticParams.batch_size) -> np.ndarray:
+          dims: int = SemanticParams.dims, batch_size: int = SemanticParams.batch_size, engine: str = "local",
+          actors=None, max_retries: int = 3, section: str = "semantic.ray") -> np.ndarray:
     """One L2-normalized float32 row per text; a text without features gets a zero row.
     Equal texts are embedded once, so their rows are bit-identical.
 
@@ -256,6 +313,11 @@ def embed(texts: list[str], method: str = "tfidf", model: str | None = None, see
       safetensors, no remote code, eval mode, batched, no gradients);
     * ``sentence_transformers``: ``SentenceTransformer(model).encode`` (path or hub id; the package is
       optional and not a dependency).
+
+    ``engine="ray"``: ``base_model`` embeds on a pool of Ray actors (``actors``: an
+    :class:`~sftpipe.config.ActorPoolParams`, ``section`` its params section for messages, ``max_retries``
+    restarts of a dead actor), the local batches, so bit-identical rows; ``tfidf`` (one global fit) and
+    ``sentence_transformers`` run here either way.
     """
     if method not in METHODS:
         raise UserError(f"semantic.method: unknown method {method!r} (one of {', '.join(METHODS)})")
@@ -267,7 +329,7 @@ def embed(texts: list[str], method: str = "tfidf", model: str | None = None, see
     if method == "tfidf":
         X = _tfidf_embed(uniq, dims, seed)
     elif method == "base_model":
-        X = _model_embed(uniq, model, batch_size)
+        X = _model_embed(uniq, model, batch_size, engine, actors, max_retries, section)
     else:
         X = _st_embed(uniq, model, batch_size)
     X = np.asarray(X, dtype=np.float32)
@@ -383,12 +445,13 @@ def _content(requests: list[str], rows: np.ndarray, params: SemanticParams, k: i
     return {i: (toks[i], toks[i] - template[int(labels[i])]) for i in rows.tolist()}
 
 
-def semantic_pairs(records: list[dict], params=None, return_evidence: bool = False):
+def semantic_pairs(records: list[dict], params=None, return_evidence: bool = False, **engine):
     """Semantic duplicate pairs of ``records``: ``(pairs, cosine)``.
 
     ``pairs`` is int64 (m, 2), i < j, sorted; ``cosine`` the embedding cosine of each pair
     (float64). With ``return_evidence`` a third item lists, per pair, a dict saying why it
-    passed (see :func:`evidence`). Deterministic given ``params.seed``.
+    passed (see :func:`evidence`). Deterministic given ``params.seed``. ``engine``: :func:`embed`'s
+    ``engine``, ``actors``, ``max_retries`` and ``section`` (where the model embeddings run; the same pairs).
     """
     params = _params(params)
     n = len(records)
@@ -399,7 +462,7 @@ def semantic_pairs(records: list[dict], params=None, return_evidence: bool = Fal
         texts = {"response": answers, "prompt": requests,
                  "all": [q + "\n" + a for q, a in zip(requests, answers)]}[params.field]
         X = embed([_spaced(t) for t in texts], params.method, params.model, params.seed, dims=params.dims,
-                  batch_size=params.batch_size)
+                  batch_size=params.batch_size, **engine)
         keys = _keys(requests, answers, params)
         k = n_clusters_for(n, params)
         cand, ccos = _candidates(X, kmeans_labels(X, k, params.seed), keys, params.threshold)

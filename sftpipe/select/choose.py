@@ -37,15 +37,20 @@ def texts_for(records: list[dict], field: str) -> list[str]:
     return [prompt_text(r) + "\n" + response_text(r) for r in records]
 
 
-def embed_rows(records: list[dict], params: SelectParams) -> np.ndarray:
-    """L2-normalized embeddings of the rows (dedup's embedders: tfidf offline, or a model)."""
+def embed_rows(records: list[dict], params: SelectParams, max_retries: int = 3) -> np.ndarray:
+    """L2-normalized embeddings of the rows (dedup's embedders: tfidf offline, or a model). With
+    ``select.engine: ray`` a model embeds on ``select.ray``'s actor pool (the same floats; ``max_retries``:
+    ``ray.max_retries``), in the stage's Ray session."""
     from ..dedup.semantic import embed
 
     e = params.embedding
     try:
         return embed(texts_for(records, e.field), e.method, e.model, params.seed, dims=e.dims,
-                     batch_size=e.batch_size)
+                     batch_size=e.batch_size, engine=params.engine, actors=params.ray, max_retries=max_retries,
+                     section="select.ray")
     except UserError as err:        # dedup's messages name semantic.*
+        if not str(err).startswith("semantic."):
+            raise
         raise UserError("select.embedding: " + str(err).split(": ", 1)[-1]) from None
 
 
