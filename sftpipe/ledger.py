@@ -99,6 +99,16 @@ def no_new_dirs_on_error(*paths: str | os.PathLike) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def jsonl_outputs(*paths: str | os.PathLike) -> Iterator[list]:
+    """One text handle per path, for JSONL rows written as they come: each writes to a temporary
+    sibling that is renamed into place only if the block ends without an error; on an error no
+    file is published and no folder the block made is left (:func:`no_new_dirs_on_error`)."""
+    with no_new_dirs_on_error(*paths), contextlib.ExitStack() as stack:
+        yield [stack.enter_context(open(stack.enter_context(atomic_path(p)), "w", encoding="utf-8", newline="\n"))
+               for p in paths]
+
+
 class FilterWriter:
     """kept.jsonl and dropped.jsonl written row by row, as a streaming stage produces them.
 
@@ -117,10 +127,7 @@ class FilterWriter:
     @contextlib.contextmanager
     def files(self, out_dir: str | Path):
         out_dir = Path(out_dir)
-        with no_new_dirs_on_error(out_dir / "kept.jsonl"), \
-                atomic_path(out_dir / "kept.jsonl") as tk, atomic_path(out_dir / "dropped.jsonl") as td, \
-                open(tk, "w", encoding="utf-8", newline="\n") as self._fk, \
-                open(td, "w", encoding="utf-8", newline="\n") as self._fd:
+        with jsonl_outputs(out_dir / "kept.jsonl", out_dir / "dropped.jsonl") as (self._fk, self._fd):
             yield self
             self.check()
 

@@ -11,7 +11,7 @@ makes the first attempt of one ``step`` task kill its worker process with ``os._
 creating the marker so that the retry succeeds; ``<step>:always`` kills every attempt. Steps:
 ``sketch`` (dedup: the first chunk's task), ``bands`` (dedup: the first band group's task),
 ``score`` (perplexity: the first batch an actor of :class:`sftpipe.perplexity.RayModelPool` gets),
-``embed`` (the first batch an actor of :class:`sftpipe.dedup.semantic.RayEmbedPool` gets).
+``embed`` (the first batch an embedding actor of :mod:`sftpipe.dedup.semantic` gets).
 """
 
 from __future__ import annotations

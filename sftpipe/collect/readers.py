@@ -242,6 +242,7 @@ def _jsonl_lines(p: Path) -> Iterator[bytes]:
         if line.strip():
             break
     if head and head[-1].lstrip().startswith(b"["):
+        lines.close()                    # its open file, before the whole file is read again
         raw = read_bytes(p)
         if raw.startswith(BOM):
             raw = raw[len(BOM):]

@@ -18,8 +18,8 @@ import yaml
 
 from ..config import CollectParams
 from ..errors import RowError, UserError, where
-from ..io import atomic_path, dumps, write_json
-from ..ledger import no_new_dirs_on_error
+from ..io import dumps, write_json
+from ..ledger import jsonl_outputs
 from .formats import to_record
 from .readers import RawRow, is_hub_id, read_source
 
@@ -182,14 +182,13 @@ def collect_to(params: CollectParams, data_path, quarantine_path, metrics_path, 
 
     Both JSONL files are written to temporary siblings and renamed into place only once every
     source has been read, so an error leaves neither. What is held is the ids seen (for
-    duplicate_id) and what the reader holds: :mod:`sftpipe.collect.readers` reads each local
-    file whole (its bytes, or text for ``.json``/``.csv``; a parquet file as a list of rows) before it
-    yields the file's rows, so memory follows the largest source file, not the records.
+    duplicate_id) and what the reader holds: :mod:`sftpipe.collect.readers` reads ``.jsonl`` and
+    ``.jsonl.gz`` line by line, but other local files whole (bytes, or text for ``.json``/``.csv``;
+    a parquet file as a list of rows) before it yields their rows, so memory follows the largest such
+    source file, not the records.
     """
     stats = CollectStats()
-    with no_new_dirs_on_error(data_path, quarantine_path), \
-            atomic_path(data_path) as td, atomic_path(quarantine_path) as tq, \
-            open(td, "w", encoding="utf-8", newline="\n") as fd, open(tq, "w", encoding="utf-8", newline="\n") as fq:
+    with jsonl_outputs(data_path, quarantine_path) as (fd, fq):
         for ok, row in iter_collect(params, progress, stats):
             fh = fd if ok else fq
             fh.write(dumps(row))
