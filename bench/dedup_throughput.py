@@ -91,6 +91,8 @@ def setup(p: DedupParams) -> float:
     sketch._pre_table(p.normalize.nfkc, p.normalize.lowercase)
     sketch._fold_table(p.normalize.punctuation, p.normalize.digits)
     dedup.lsh_params(p)
+    from sftpipe.dedup import edits
+    edits._content_classes()
     dedup.find_duplicates(["warm up", "热身"], p.model_copy(update={"num_proc": 1}))
     return time.perf_counter() - t
 

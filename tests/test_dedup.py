@@ -403,3 +403,18 @@ def test_rows_without_meta_get_the_cluster_fields():
     res = dedup.dedup_records(recs, DedupParams(field="prompt", keep="lowest_id"))
     assert [r["meta"] for r in res.kept] == [{"dedup_cluster": "m:1", "dedup_cluster_size": 2}]
     assert [d["id"] for d in res.dropped] == ["m:2"]
+
+
+def test_sketches_do_not_depend_on_the_batch_size(monkeypatch):
+    """A chunk is sketched a few hundred texts at a time (cache-sized vector passes); any batch size
+    gives the same signatures, shingle sets, character signatures, digit keys and normalized texts."""
+    data = bd.generate(300, seed=4, dup_share=0.3, max_rate=0.08)
+    texts = data.texts + ["", "   ", "今天天气好吗", "a"]
+    p = DedupParams()
+    ref = dedup.sketch(texts, p)
+    for rows in (1, 7, 64):
+        monkeypatch.setattr(dedup, "_BATCH_ROWS", rows)
+        sk = dedup.sketch(texts, p)
+        for f in ("sig", "flat", "offsets", "char_mode", "edit_sig", "digit_key"):
+            assert np.array_equal(getattr(sk, f), getattr(ref, f)), (rows, f)
+        assert sk.norm == ref.norm

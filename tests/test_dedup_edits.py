@@ -239,3 +239,41 @@ def test_the_digit_key_drops_only_pairs_the_slot_check_rejects():
     kept = {tuple(p) for p, r in zip(without.tolist(), reasons) if r != "number"}
     assert {tuple(p) for p in with_key.tolist()} == kept and len(with_key) < len(without) / 10
     assert dedup.find_duplicates(texts, P).component[-2:].tolist() == [63, 63]     # 12 + 13 and its copies
+
+
+def test_capped_buckets_are_ordered_as_a_full_lexsort_would():
+    """candidate_pairs sorts by key, then reorders only the buckets over the cap by the next two
+    bands' keys: the pairs are those of one lexsort of (key, next key, key after) for every column."""
+    texts = template_rows(400, seed=7)
+    e = P.edits
+    sk = dedup.sketch(texts, P)
+    n = sk.edit_sig.shape[1]
+    keys = [lsh._band_keys(sk.edit_sig[k * e.rows:(k + 1) * e.rows]) for k in range(e.bands)]
+    for cap, window in ((4, 2), (16, 4)):
+        expect = set()
+        for k in range(e.bands):
+            order = np.lexsort((keys[(k + 2) % e.bands], keys[(k + 1) % e.bands], keys[k]))
+            same = keys[k][order][1:] == keys[k][order][:-1]
+            for i, j in lsh._pairs_of_runs(order, same, cap, window).tolist():
+                expect.add((min(i, j), max(i, j)))
+        got = lsh.candidate_pairs(sk.edit_sig, e.bands, e.rows, cap=cap, window=window)
+        assert len(got) and {tuple(p) for p in got.tolist()} == expect and got.max() < n
+
+
+def test_slot_check_with_precomputed_stats_gives_the_same_reasons():
+    """slot_reasons hands slot_change each text's letter count and digit flag, computed for all texts
+    at once (text_stats); the reasons equal slot_change's own on pairs with digits, CJK and edits."""
+    from sftpipe.dedup.edits import _DIGITS, _content, text_stats
+    texts = template_rows(150, seed=2) + [f"what is {a} + 7? it is {a + 7}." for a in range(20)]
+    texts += ["小明有3个苹果，小红有5个。", "小明有3个苹果，小红有6个。", "小明有3个苹果,小红有5个", "x_y ٣ Ⅻ", "",
+              "the quick brown fox jumps over the lazy dog", "the quikc brown fox jumps over teh lazy dog"]
+    sk = dedup.sketch(texts, P)
+    n = len(texts)
+    pairs = np.array([(i, j) for i in range(n) for j in range(i + 1, n) if (i * 7 + j) % 5 == 0 or i >= n - 7])
+    expect = [slot_change(sk.norm[i], sk.norm[j]) for i, j in pairs.tolist()]
+    got = dedup.slot_reasons(sk, pairs)
+    assert got == expect and {"number", "substitution", None} <= set(got)
+    content, digit = text_stats(sk.norm)
+    assert content.tolist() == [_content(t) for t in sk.norm]
+    assert digit.tolist() == [bool(_DIGITS.search(t)) for t in sk.norm]
+    assert dedup.slot_reasons(sk, np.zeros((0, 2), dtype=np.int64)) == []

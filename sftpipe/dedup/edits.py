@@ -224,7 +224,26 @@ def change_blocks(a: str, b: str, gap: int = 1) -> tuple[list[tuple[str, str]], 
     return [("".join(a[i1:i2].split()), "".join(b[j1:j2].split())) for i1, i2, j1, j2 in blocks], repeated
 
 
-def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08) -> str | None:
+@lru_cache(maxsize=1)
+def _content_classes() -> np.ndarray:
+    """Per code point: bit 0 ``str.isalnum()`` (what :func:`_content` counts: ``\\w`` but ``_``),
+    bit 1 category Nd (what ``\\d`` matches)."""
+    from .sketch import _every_char, _tables
+    alnum = np.fromiter(map(str.isalnum, _every_char()), dtype=bool, count=len(_tables().digit))
+    return alnum.view(np.uint8) | (_tables().digit.view(np.uint8) << np.uint8(1))
+
+
+def text_stats(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per text, at once: :func:`_content` (letters and digits) and whether it has a ``\\d``
+    digit. What :func:`slot_change` would otherwise find with two regex scans of each text."""
+    from .sketch import _encode, _row_sums
+    cps, lens = _encode(texts)
+    cls = _content_classes()[cps]
+    return _row_sums(cls & np.uint8(1), lens), _row_sums(cls >> np.uint8(1), lens) > 0
+
+
+def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08,
+                stats: tuple | None = None) -> str | None:
     """Why two normalized texts are different examples, or None if they may be copies.
 
     From :func:`change_blocks`:
@@ -238,10 +257,13 @@ def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08) -
       response: ``小娟``/``小红`` in both), which random typos do not do;
     * ``"insertion"``: whole tokens inserted or deleted add up to more than ``max_indel`` of
       the shorter text's letters (single characters aside).
+
+    ``stats``: (content of a, content of b, a has a digit, b has a digit) from :func:`text_stats`,
+    which saves two regex scans of each whole text; the answer is the same.
     """
     if a == b:
         return None                        # equal once normalized: case, spacing, punctuation, width
-    if _DIGITS.findall(a) != _DIGITS.findall(b):
+    if (stats is None or stats[2] or stats[3]) and _DIGITS.findall(a) != _DIGITS.findall(b):
         return "number"
     from rapidfuzz.distance import OSA
     seen = set()
@@ -294,7 +316,7 @@ def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08) -
         seen.add((sa, sb))
     if not (cjk_changed or indel):
         return None
-    short = min(_content(a), _content(b))
+    short = min(_content(a), _content(b)) if stats is None else min(stats[0], stats[1])
     if cjk_changed > max_cjk * short:
         return "substitution"
     if indel > max_indel * short:

@@ -15,13 +15,16 @@ from .sketch import sorted_unique
 
 
 
-def _band_keys(band: np.ndarray) -> np.ndarray:
-    """A 64-bit key per column of a (rows, n) uint32 band: equal slices, equal keys."""
+def _band_keys(band: np.ndarray, tail: np.ndarray | None = None) -> np.ndarray:
+    """A 64-bit key per column of a (rows, n) uint32 band, with the rows of ``tail`` (uint32,
+    (t, n)) after its own when given: equal slices, equal keys."""
     key = np.full(band.shape[1], 0x243F6A8885A308D3, dtype=np.uint64)
-    for row in band:
-        key ^= row.astype(np.uint64)
-        key *= np.uint64(0x9FB21C651E98DF25)
-        key ^= key >> np.uint64(29)
+    tmp = np.empty_like(key)
+    for row in (band if tail is None else [*band, *tail]):
+        np.bitwise_xor(key, row, out=key)
+        np.multiply(key, np.uint64(0x9FB21C651E98DF25), out=key)
+        np.right_shift(key, np.uint64(29), out=tmp)
+        np.bitwise_xor(key, tmp, out=key)
     return key
 
 
@@ -51,6 +54,22 @@ def _pairs_of_runs(order: np.ndarray, same_next: np.ndarray, cap: int | None = N
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
 
 
+def _order_big_runs(order: np.ndarray, same_next: np.ndarray, cap: int, after: tuple) -> None:
+    """Reorder, in place, the members of each run of more than ``cap`` equal keys in ``order``
+    (sorted by key) by the next two bands' keys, ties by column: the order
+    ``np.lexsort(after + (keys,))`` gives, at the cost of sorting the big runs' members only."""
+    brk = np.flatnonzero(~same_next) + 1
+    start = np.concatenate([[0], brk])
+    length = np.diff(np.concatenate([start, [len(order)]]))
+    big = np.flatnonzero(length > cap)
+    if not len(big):
+        return
+    run = np.repeat(np.arange(len(big)), length[big])
+    pos = np.repeat(start[big], length[big]) + (np.arange(len(run)) - np.repeat(np.cumsum(length[big]) - length[big], length[big]))
+    col = order[pos]
+    order[pos] = col[np.lexsort((col,) + tuple(a[col] for a in after) + (run,))]
+
+
 def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | None = None,
                     cap: int | None = None, window: int = 0, extra: np.ndarray | None = None,
                     band_range: tuple[int, int] | None = None) -> np.ndarray:
@@ -76,6 +95,7 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | 
     """
     n = sig.shape[1]
     idx = np.arange(n) if valid is None else np.asarray(valid, dtype=np.int64)
+    cols = None if len(idx) == n and np.array_equal(idx, np.arange(n)) else idx   # None: every column
     if len(idx) < 2:
         return np.zeros((0, 2), dtype=np.int64)
     tail = None
@@ -88,25 +108,26 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | 
 
     def keys_of(k: int) -> np.ndarray:
         if k not in cache:
-            cache[k] = _band_keys(_band(sig, k, rows, idx, tail))
+            cache[k] = _band_keys(_band(sig, k, rows, cols), tail)
         return cache[k]
 
     codes = []
     first, stop = (0, bands) if band_range is None else band_range
     for k in range(first, stop):
-        band = _band(sig, k, rows, idx, tail)
+        band = _band(sig, k, rows, cols)
         keys = keys_of(k)
-        if capped:
-            # by key, then by the next two bands' keys; ties by column (lexsort is stable)
-            after = (keys_of((k + 2) % bands), keys_of((k + 1) % bands))
-            order = np.lexsort(after + (keys,))
-        else:
-            order = np.argsort(keys, kind="stable")
+        # the order inside a run of equal keys matters only in a run over the cap (the window
+        # pairs); every other run gives all its pairs, so a quicksort by key does
+        order = np.argsort(keys)
         sk = keys[order]
         same = sk[1:] == sk[:-1]
+        if capped:
+            after = (keys_of((k + 2) % bands), keys_of((k + 1) % bands))
+            _order_big_runs(order, same, cap, after)
         at = np.flatnonzero(same)
-        if not (band[:, order[at]] == band[:, order[at + 1]]).all():
+        if not all((b[:, order[at]] == b[:, order[at + 1]]).all() for b in (band, tail) if b is not None):
             # a 64-bit key collision between different slices: sort the slices themselves
+            band = band if tail is None else np.concatenate([band, tail])
             order = np.lexsort((after if capped else ()) + tuple(band[::-1]))
             sb = band[:, order]
             same = (sb[:, 1:] == sb[:, :-1]).all(axis=0)
@@ -122,10 +143,10 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | 
     return np.stack([u // n, u % n], axis=1)
 
 
-def _band(sig: np.ndarray, k: int, rows: int, idx: np.ndarray, tail) -> np.ndarray:
-    """Band k of the columns ``idx``, with the extra key's rows ``tail`` below it when given."""
-    band = sig[k * rows:(k + 1) * rows][:, idx]
-    return band if tail is None else np.concatenate([band, tail])
+def _band(sig: np.ndarray, k: int, rows: int, cols: np.ndarray | None) -> np.ndarray:
+    """Band k of the columns ``cols`` (None: all, a view where ``sig`` is an array)."""
+    band = sig[k * rows:(k + 1) * rows]
+    return band if cols is None else band[:, cols]
 
 
 def _gather_segments(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray):

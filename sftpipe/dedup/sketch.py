@@ -279,13 +279,6 @@ def _starts(lens: np.ndarray) -> np.ndarray:
     return out
 
 
-def _row_counts(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Number of True values of ``mask`` inside each row."""
-    c = np.zeros(len(mask) + 1, dtype=np.int64)
-    np.cumsum(mask, out=c[1:])
-    return np.diff(c[starts])
-
-
 @dataclass
 class Batch:
     """A batch of normalized texts as one code point array."""
@@ -308,12 +301,21 @@ def _encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return cps, lens
 
 
-def _prenormalize_batch(texts: list[str], nfkc: bool, lowercase: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Code points of ``_prenormalize`` of each text: by table where exact, else in Python."""
+@lru_cache(maxsize=4)
+def _pre_fold_table(nfkc: bool, lowercase: bool, punct: bool, digits: bool) -> np.ndarray:
+    """``_fold_table`` after ``_pre_table``, as one table: one lookup per code point, not two."""
+    return _fold_table(punct, digits)[_pre_table(nfkc, lowercase)[0]]
+
+
+def _prenormalize_batch(texts: list[str], nfkc: bool, lowercase: bool,
+                        fold: tuple[bool, bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Code points of ``_prenormalize`` of each text: by table where exact, else in Python;
+    with ``fold`` (punctuation, digits), ``_fold_table`` applied to the result as well."""
     cps, lens = _encode(texts)
     if not (nfkc or lowercase) or not len(cps):
-        return cps, lens
-    table, ok = _pre_table(nfkc, lowercase)
+        return (cps if fold is None else _fold_table(*fold)[cps]), lens
+    ok = _pre_table(nfkc, lowercase)[1]
+    table = _pre_table(nfkc, lowercase)[0] if fold is None else _pre_fold_table(nfkc, lowercase, *fold)
     n = len(lens)
     starts = _starts(lens)
     bad_pos = np.flatnonzero(~ok[cps])
@@ -326,7 +328,8 @@ def _prenormalize_batch(texts: list[str], nfkc: bool, lowercase: bool) -> tuple[
     for i in bad_rows:
         fixed = _prenormalize(texts[i], nfkc, lowercase)
         segments.append(cps[starts[prev]:starts[i]])
-        segments.append(np.frombuffer(fixed.encode("utf-32-le", "surrogatepass"), dtype="<u4"))
+        fixed_cps = np.frombuffer(fixed.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        segments.append(fixed_cps if fold is None else _fold_table(*fold)[fixed_cps])
         lens[i] = len(fixed)
         prev = i + 1
     segments.append(cps[starts[prev]:starts[n]])
@@ -357,9 +360,9 @@ def _collapse(cps: np.ndarray, lens: np.ndarray, space: np.ndarray) -> tuple[np.
 
 def normalize_batch(texts: list[str], rules) -> Batch:
     """:func:`normalize` for many texts at once; agrees with it text by text."""
-    cps, lens = _prenormalize_batch(texts, rules.nfkc, rules.lowercase)
-    if rules.punctuation or rules.digits:
-        cps = _fold_table(rules.punctuation, rules.digits)[cps]
+    folds = rules.punctuation or rules.digits
+    cps, lens = _prenormalize_batch(texts, rules.nfkc, rules.lowercase,
+                                    (rules.punctuation, rules.digits) if folds else None)
     if rules.whitespace and len(cps):
         cps, lens = _collapse(cps, lens, _tables().space[cps])
     return Batch(cps, lens)
@@ -369,11 +372,28 @@ def char_mode_rows(b: Batch, shingle: str) -> np.ndarray:
     """Per row: shingle by characters? (``auto``: cjk_ratio of the normalized text >= 0.3)."""
     if shingle != "auto":
         return np.full(len(b.lens), shingle == "char")
-    t = _tables()
-    starts = b.starts
-    letters = _row_counts(t.letter[b.cps], starts)
-    cjk = _row_counts(t.cjk[b.cps], starts)
+    cls = _letter_classes()[b.cps]
+    letters = _row_sums(cls & np.uint8(1), b.lens)
+    cjk = _row_sums(cls >> np.uint8(1), b.lens)
     return (letters > 0) & (cjk >= CJK_CHAR_MODE * letters)
+
+
+@lru_cache(maxsize=1)
+def _letter_classes() -> np.ndarray:
+    """Per code point: bit 0 a letter (``_Tables.letter``), bit 1 CJK (``_Tables.cjk``): one
+    lookup where two boolean tables took two."""
+    t = _tables()
+    return t.letter.view(np.uint8) | (t.cjk.view(np.uint8) << np.uint8(1))
+
+
+def _row_sums(values: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` (small unsigned ints) inside each row, 0 for an empty row: one
+    ``reduceat`` pass, no cumulative array the length of the batch."""
+    out = np.zeros(len(lens), dtype=np.int64)
+    rows = np.flatnonzero(lens > 0)
+    if len(rows):
+        out[rows] = np.add.reduceat(values, _starts(lens)[rows], dtype=np.int64)
+    return out
 
 
 def shingle_spans(b: Batch, char_mode: np.ndarray, word_n: int, char_n: int):
