@@ -26,6 +26,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
@@ -74,21 +75,22 @@ def lsh_params(dedup_params: DedupParams, threshold: float | None = None) -> tup
     return _optimal_bands_rows(float(threshold), dedup_params.num_perm)
 
 
-def _sketch_chunk(args) -> Sketches:
-    """Sketches of one chunk, computed ``_BATCH_ROWS`` texts at a time: the vector passes over a
-    few hundred texts' code points stay in the CPU cache (512 rows: 2.7 s per 100k mixed rows on
+def _sketch_batches(args):
+    """Sketches of one chunk, ``_BATCH_ROWS`` texts at a time (an iterator): the vector passes over
+    a few hundred texts' code points stay in the CPU cache (512 rows: 2.7 s per 100k mixed rows on
     one core, 4,096: 3.2 s; ``bench/dedup_throughput.py``). Rows do not depend on the batching."""
     texts, dedup_params = args
     ed = dedup_params.edits
+    for i in range(0, max(len(texts), 1), _BATCH_ROWS):
+        yield sketch_batch(texts[i:i + _BATCH_ROWS], dedup_params.normalize, dedup_params.shingle,
+                           dedup_params.word_ngram, dedup_params.char_ngram, dedup_params.num_perm,
+                           dedup_params.seed, ed.ngram if ed.enabled else 0, ed.bins if ed.enabled else 0,
+                           dedup_params.slot_check)
 
-    def one(batch: list[str]) -> Sketches:
-        return sketch_batch(batch, dedup_params.normalize, dedup_params.shingle, dedup_params.word_ngram,
-                            dedup_params.char_ngram, dedup_params.num_perm, dedup_params.seed,
-                            ed.ngram if ed.enabled else 0, ed.bins if ed.enabled else 0, dedup_params.slot_check)
-    if len(texts) <= _BATCH_ROWS:
-        return one(texts)
-    return _assemble(map(one, (texts[i:i + _BATCH_ROWS] for i in range(0, len(texts), _BATCH_ROWS))),
-                     len(texts), dedup_params.num_perm)
+
+def _sketch_chunk(args) -> Sketches:
+    """Sketches of one chunk (a worker's task)."""
+    return _assemble(_sketch_batches(args), len(args[0]), args[1].num_perm)
 
 
 def _pool_context():
@@ -113,7 +115,7 @@ def sketch(texts: list[str], dedup_params: DedupParams, num_proc: int | None = N
     if num_proc > 1 and len(chunks) > 1:
         with _pool_context().Pool(min(num_proc, len(chunks))) as pool:
             return _assemble(pool.imap(_sketch_chunk, tasks, chunksize=1), len(texts), dedup_params.num_perm)
-    return _assemble(map(_sketch_chunk, tasks), len(texts), dedup_params.num_perm)
+    return _assemble(chain.from_iterable(map(_sketch_batches, tasks)), len(texts), dedup_params.num_perm)
 
 
 def _assemble(parts, n: int, num_perm: int) -> Sketches:

@@ -42,6 +42,8 @@ import re
 from functools import lru_cache
 
 import numpy as np
+from rapidfuzz.distance import OSA, Levenshtein
+from rapidfuzz.process import cpdist
 
 from .sketch import MAX_HASH, _F32, _fmix
 
@@ -155,8 +157,6 @@ def edit_similarity(a: list[str], b: list[str]) -> np.ndarray:
     """Normalized Levenshtein similarity ``1 - d / max(len)`` of each pair (a[k], b[k])."""
     if not a:
         return np.zeros(0)
-    from rapidfuzz.distance import Levenshtein
-    from rapidfuzz.process import cpdist
     return np.asarray(cpdist(a, b, scorer=Levenshtein.normalized_similarity, workers=1), dtype=np.float64)
 
 
@@ -197,7 +197,6 @@ def change_blocks(a: str, b: str, gap: int = 1) -> tuple[list[tuple[str, str]], 
     block, grown on each side to whole words, so a word split or joined by a typo (``ca t``,
     ``thecat``) or two swapped characters compare as one string with their original.
     """
-    from rapidfuzz.distance import Levenshtein
     spans: list[list[int]] = []
     subs: set[tuple[str, str]] = set()
     repeated = False
@@ -265,7 +264,6 @@ def slot_change(a: str, b: str, max_indel: float = 0.1, max_cjk: float = 0.08,
         return None                        # equal once normalized: case, spacing, punctuation, width
     if (stats is None or stats[2] or stats[3]) and _DIGITS.findall(a) != _DIGITS.findall(b):
         return "number"
-    from rapidfuzz.distance import OSA
     seen = set()
     indel = cjk_changed = 0
     blocks, cjk_subs = change_blocks(a, b)
