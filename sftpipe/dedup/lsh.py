@@ -45,13 +45,22 @@ def _pairs_of_runs(order: np.ndarray, same_next: np.ndarray, cap: int | None = N
         iu, ju = np.triu_indices(L, 1)
         out.append(np.stack([members[:, iu].ravel(), members[:, ju].ravel()], axis=1))
     if cap is not None and window > 0 and (run_len > cap).any():
-        # position p of the order and p + d are in one run when no run starts in (p, p + d]
-        run_of = np.repeat(np.arange(len(run_len)), run_len)
-        big = run_len[run_of] > cap
+        # the positions of the runs over the cap, and which of those runs each is in: position p
+        # and p + d pair up when they are in one run
+        run, pos = _run_members(run_start, run_len, np.flatnonzero(run_len > cap))
         for d in range(1, window + 1):
-            p = np.flatnonzero(big[:-d] & (run_of[:-d] == run_of[d:]))
+            p = pos[:-d][run[:-d] == run[d:]]
             out.append(np.stack([order[p], order[p + d]], axis=1))
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def _run_members(start: np.ndarray, length: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the runs ``which`` (indices into ``start``/``length``): each member's run (0, 1, ... in
+    the order of ``which``) and its position, in increasing order."""
+    lw = length[which]
+    run = np.repeat(np.arange(len(which)), lw)
+    pos = np.repeat(start[which] - (np.cumsum(lw) - lw), lw) + np.arange(len(run))
+    return run, pos
 
 
 def _order_big_runs(order: np.ndarray, same_next: np.ndarray, cap: int, after: tuple) -> None:
@@ -64,8 +73,7 @@ def _order_big_runs(order: np.ndarray, same_next: np.ndarray, cap: int, after: t
     big = np.flatnonzero(length > cap)
     if not len(big):
         return
-    run = np.repeat(np.arange(len(big)), length[big])
-    pos = np.repeat(start[big], length[big]) + (np.arange(len(run)) - np.repeat(np.cumsum(length[big]) - length[big], length[big]))
+    run, pos = _run_members(start, length, big)
     col = order[pos]
     order[pos] = col[np.lexsort((col,) + tuple(a[col] for a in after) + (run,))]
 
