@@ -284,6 +284,11 @@ class Batch:
     """A batch of normalized texts as one code point array."""
     cps: np.ndarray      # uint32, all texts concatenated
     lens: np.ndarray     # int64 code points per text
+    collapsed: bool = False   # whitespace runs already collapsed: " " is the only space left
+
+    def space(self) -> np.ndarray:
+        """Per code point: whitespace (``str.isspace``)."""
+        return self.cps == _SPACE if self.collapsed else _tables().space[self.cps]
 
     @property
     def starts(self) -> np.ndarray:
@@ -301,39 +306,55 @@ def _encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return cps, lens
 
 
-@lru_cache(maxsize=4)
-def _pre_fold_table(nfkc: bool, lowercase: bool, punct: bool, digits: bool) -> np.ndarray:
-    """``_fold_table`` after ``_pre_table``, as one table: one lookup per code point, not two."""
-    return _fold_table(punct, digits)[_pre_table(nfkc, lowercase)[0]]
+_BAD = np.uint32(1 << 31)          # _packed_table: the table is not exact for this character
+_SPACE_BIT = np.uint32(1 << 30)    # _packed_table: it maps to whitespace
+_CP_BITS = np.uint32((1 << 21) - 1)
+
+
+@lru_cache(maxsize=8)
+def _packed_table(nfkc: bool, lowercase: bool, fold: tuple[bool, bool] | None) -> np.ndarray:
+    """Per code point, one uint32: what ``_pre_table`` (then ``_fold_table`` with ``fold``) maps it
+    to in bits 0-20, ``_SPACE_BIT`` when that is whitespace, ``_BAD`` when the table is not exact
+    for it. One lookup per code point where three tables took three."""
+    table, ok = _pre_table(nfkc, lowercase)
+    if fold is not None:
+        table = _fold_table(*fold)[table]
+    space = np.where(_tables().space[table], _SPACE_BIT, np.uint32(0))
+    return (table | space | np.where(ok, np.uint32(0), _BAD)).astype(np.uint32)
 
 
 def _prenormalize_batch(texts: list[str], nfkc: bool, lowercase: bool,
-                        fold: tuple[bool, bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Code points of ``_prenormalize`` of each text: by table where exact, else in Python;
-    with ``fold`` (punctuation, digits), ``_fold_table`` applied to the result as well."""
+                        fold: tuple[bool, bool] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Code points of ``_prenormalize`` of each text (by table where exact, else in Python), with
+    ``fold`` (punctuation, digits) ``_fold_table`` applied as well; and which of them are whitespace."""
     cps, lens = _encode(texts)
-    if not (nfkc or lowercase) or not len(cps):
-        return (cps if fold is None else _fold_table(*fold)[cps]), lens
-    ok = _pre_table(nfkc, lowercase)[1]
-    table = _pre_table(nfkc, lowercase)[0] if fold is None else _pre_fold_table(nfkc, lowercase, *fold)
+    if not len(cps):
+        return cps, lens, np.zeros(0, dtype=bool)
+    v = _packed_table(nfkc, lowercase, fold)[cps]
+    bad_pos = np.flatnonzero(v >= _BAD)
+    space = (v & _SPACE_BIT).astype(bool)
+    cps = v & _CP_BITS
+    if not len(bad_pos):
+        return cps, lens, space
     n = len(lens)
     starts = _starts(lens)
-    bad_pos = np.flatnonzero(~ok[cps])
-    cps = table[cps]
-    if not len(bad_pos):
-        return cps, lens
     bad_rows = sorted_unique(np.searchsorted(starts, bad_pos, side="right") - 1).tolist()
-    segments, prev = [], 0
+    segments, spaces, prev = [], [], 0
     lens = lens.copy()
     for i in bad_rows:
         fixed = _prenormalize(texts[i], nfkc, lowercase)
         segments.append(cps[starts[prev]:starts[i]])
-        fixed_cps = np.frombuffer(fixed.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-        segments.append(fixed_cps if fold is None else _fold_table(*fold)[fixed_cps])
+        spaces.append(space[starts[prev]:starts[i]])
+        fixed_cps = np.frombuffer(fixed.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint32)
+        if fold is not None:
+            fixed_cps = _fold_table(*fold)[fixed_cps]
+        segments.append(fixed_cps)
+        spaces.append(_tables().space[fixed_cps])
         lens[i] = len(fixed)
         prev = i + 1
     segments.append(cps[starts[prev]:starts[n]])
-    return np.concatenate(segments).astype(np.uint32, copy=False), lens
+    spaces.append(space[starts[prev]:starts[n]])
+    return np.concatenate(segments).astype(np.uint32, copy=False), lens, np.concatenate(spaces)
 
 
 def _collapse(cps: np.ndarray, lens: np.ndarray, space: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -361,10 +382,11 @@ def _collapse(cps: np.ndarray, lens: np.ndarray, space: np.ndarray) -> tuple[np.
 def normalize_batch(texts: list[str], rules) -> Batch:
     """:func:`normalize` for many texts at once; agrees with it text by text."""
     folds = rules.punctuation or rules.digits
-    cps, lens = _prenormalize_batch(texts, rules.nfkc, rules.lowercase,
-                                    (rules.punctuation, rules.digits) if folds else None)
+    cps, lens, space = _prenormalize_batch(texts, rules.nfkc, rules.lowercase,
+                                           (rules.punctuation, rules.digits) if folds else None)
     if rules.whitespace and len(cps):
-        cps, lens = _collapse(cps, lens, _tables().space[cps])
+        cps, lens = _collapse(cps, lens, space)
+        return Batch(cps, lens, collapsed=True)
     return Batch(cps, lens)
 
 
@@ -400,7 +422,7 @@ def shingle_spans(b: Batch, char_mode: np.ndarray, word_n: int, char_n: int):
     """(row, start, end) of every shingle of every row, as in :func:`shingles`."""
     n = len(b.lens)
     starts = b.starts
-    solid = ~_tables().space[b.cps]
+    solid = ~b.space()
     # word tokens: maximal runs of non-space characters within a row
     first = np.zeros(len(solid), dtype=bool)
     first[1:] = ~solid[:-1]
