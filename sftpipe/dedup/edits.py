@@ -66,12 +66,18 @@ def oph_signatures(rows: np.ndarray, hashes: np.ndarray, n: int, bins: int) -> n
     if len(hashes):
         idx = rows.astype(np.int64) * bins + (hashes >> shift).astype(np.int64)
         np.minimum.at(flat, idx, hashes)
-    sig = flat.reshape(n, bins)
+    sig = np.ascontiguousarray(flat.reshape(n, bins).T)     # (bins, n): a bin's values are contiguous
     empty = sig == MAX_HASH
-    partial = empty.any(axis=1) & ~empty.all(axis=1)
-    if partial.any():
-        sig[partial] = _densify(sig[partial], empty[partial], bins)
-    return np.ascontiguousarray(sig.T)
+    n_empty = empty.sum(axis=0)
+    partial = np.flatnonzero((n_empty > 0) & (n_empty < bins))
+    if len(partial):
+        if len(partial) == n:
+            _densify(sig, empty)
+        else:
+            part = sig[:, partial]
+            _densify(part, empty[:, partial])
+            sig[:, partial] = part
+    return sig
 
 
 def char_ngram_hashes(cps: np.ndarray, lens: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,16 +116,20 @@ def char_ngram_hashes(cps: np.ndarray, lens: np.ndarray, n: int) -> tuple[np.nda
     return np.repeat(np.arange(len(lens)), lens), h
 
 
-def _densify(sig: np.ndarray, empty: np.ndarray, bins: int) -> np.ndarray:
-    """Fill each empty bin from the next non-empty bin to its right (circularly), the value
-    mixed with the distance so that borrowed values differ from the lender's own."""
-    pos = np.where(empty, np.int16(2 * bins), np.arange(bins, dtype=np.int16))   # int16: a quarter of the traffic
-    ahead = np.minimum.accumulate(np.concatenate([pos, pos + np.int16(bins)], axis=1)[:, ::-1], axis=1)
-    nxt = ahead[:, :bins - 1:-1]                       # next non-empty bin at or after each bin, < 2*bins
-    dist = (nxt - np.arange(bins, dtype=np.int16)).astype(np.uint32)
-    src = np.take_along_axis(sig, (nxt % np.int16(bins)).astype(np.intp), axis=1)
-    mixed = _fmix(src ^ (dist * _MIX), _F32, inplace=True)
-    return np.where(empty, mixed, sig)
+def _densify(sig: np.ndarray, empty: np.ndarray) -> None:
+    """Fill, in place, each empty bin from the next non-empty bin below it (circularly), the
+    value mixed with the distance so that borrowed values differ from the lender's own.
+    ``sig``: (bins, m), every column with at least one non-empty bin. The running minimum goes
+    down axis 0 (one bin's columns per vector step); only the empty bins are gathered and mixed."""
+    bins, m = sig.shape
+    here = np.arange(bins, dtype=np.int16)[:, None]
+    pos = np.where(empty, np.int16(2 * bins), here)                  # int16: a quarter of the traffic
+    ahead = np.minimum.accumulate(np.concatenate([pos, pos + np.int16(bins)])[::-1], axis=0)
+    at = np.flatnonzero(empty)
+    nxt = ahead[:bins - 1:-1].ravel()[at].astype(np.int64)   # next non-empty bin at or after, < 2*bins
+    row, col = np.divmod(at, m)
+    src = sig[nxt % bins, col]
+    sig[row, col] = _fmix(src ^ ((nxt - row).astype(np.uint32) * _MIX), _F32, inplace=True)
 
 
 def digit_keys(cps: np.ndarray, lens: np.ndarray) -> np.ndarray:
