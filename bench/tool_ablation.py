@@ -117,7 +117,8 @@ def main() -> None:
             m, _ = E.score_model("sft", model, tok, test, params.evaluate.max_new_tokens, params.evaluate.batch_size,
                                  tp.max_length)
             res["rougeL"], res["exact_match"] = m["rougeL"], m["exact_match"]
-            res["general_loss"] = round(E.text_loss(model, tok, general, params.evaluate.batch_size, tp.max_length)[0], 4)
+            nll, _ = E.text_loss(model, tok, general, params.evaluate.batch_size, tp.max_length)
+            res["general_loss"] = round(nll, 4)
         results.append(res)
         print(f"seed {seed}: " + json.dumps(res), flush=True)
 
@@ -126,7 +127,8 @@ def main() -> None:
 
     cols = [("test", "tool_call_accuracy"), ("test", "tool_valid_json_rate"), ("test", "tool_args_exact_match"),
             ("frozen", "tool_call_accuracy"), ("frozen", "tool_valid_json_rate")]
-    head = [f"{s} {k}" for s, k in cols] + (["ROUGE-L", "exact match", "general loss"] if args.full else []) + ["train s"]
+    head = [f"{s} {k}" for s, k in cols] + (["ROUGE-L", "exact match", "general loss"] if args.full else [])
+    head.append("train s")
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     vals = [cell([r[s].get(k, 0.0) for r in results]) for s, k in cols]
     if args.full:
