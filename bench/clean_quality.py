@@ -9,7 +9,8 @@ and the share whose last response came out exactly as the truth's expected text 
 For the defect-free rows: the share changed at all (target <= 0.01), and without the rows NFC alone
 changed. Then the other defect kinds (what clean does to duplicates and garbage), and a table of
 what the mojibake rule (ftfy, our config) repairs per way of breaking UTF-8, over the sample's
-non-ASCII responses.
+non-ASCII responses; then the same for the opt-in GBK rule (``clean.mojibake_gbk``), the defect-free
+messages it changes (must be none) and the sample's garbage rows it would decode.
 """
 
 from __future__ import annotations
@@ -69,6 +70,47 @@ def ftfy_table(texts: list[str]) -> None:
             changed += fixed != t and fixed != broken
         if n:
             print(f"| {name} | {n} | {exact / n:.3f} | {changed / n:.3f} | {(n - exact - changed) / n:.3f} |")
+
+
+def gbk_table(texts: list[str], rows: list[dict], truth: dict) -> None:
+    """The opt-in ``clean.mojibake_gbk`` rule (after ftfy's): repaired exactly per way of reading UTF-8
+    as GBK, defect-free texts it changes, and what it does to the sample's garbage mojibake."""
+    from sftpipe.clean import clean_text
+    on = CleanParams(mojibake_gbk=True)
+    rule_only = CleanParams(**{**{k: False for k in ("mojibake", "newlines", "html", "control_chars",
+                                                     "zero_width", "whitespace")}, "unicode": "none", "pii": [],
+                               "mojibake_gbk": True})
+    breakers = {
+        "UTF-8 read as GBK (texts that decode without error)": lambda t: t.encode("utf-8").decode("gbk"),
+        "... then read once more as Latin-1": lambda t: t.encode("utf-8").decode("gbk").encode("utf-8").decode(
+            "latin-1"),
+        "UTF-8 read as GBK, bad bytes -> U+FFFD": lambda t: t.encode("utf-8").decode("gbk", errors="replace"),
+    }
+    print("\n`clean.mojibake_gbk: true` (all default rules on as well), the same texts:\n\n"
+          "| how the text was broken | texts | repaired exactly | changed, not repaired | unchanged |\n|---|---|---|---|---|")
+    for name, brk in breakers.items():
+        n = exact = changed = 0
+        for t in texts:
+            try:
+                broken = brk(t)
+            except (UnicodeDecodeError, UnicodeEncodeError):
+                continue
+            if broken == t:
+                continue
+            n += 1
+            fixed = clean_text(broken, on)[0]
+            want = clean_text(t, on)[0]
+            exact += fixed == want
+            changed += fixed != want and fixed != clean_text(broken, CleanParams())[0]
+        print(f"| {name} | {n} | {exact / n:.3f} | {changed / n:.3f} | {(n - exact - changed) / n:.3f} |")
+    msgs = [m["content"] for r in rows if truth[r["id"]]["defect"] is None for m in r["messages"]
+            if m.get("content") and not m["content"].isascii()]
+    hit = sum(clean_text(m, rule_only)[0] != m for m in msgs)
+    print(f"\ndefect-free non-ASCII messages the GBK rule changes: {hit}/{len(msgs)} (must be 0)")
+    garb = [r for r in rows if truth[r["id"]].get("garbage_type") == "mojibake"]
+    dec = sum(clean_text(r["messages"][-1]["content"], rule_only)[0] != r["messages"][-1]["content"] for r in garb)
+    print(f"garbage mojibake rows (GBK of another row's text) it decodes: {dec}/{len(garb)}: why it is off "
+          f"for the sample, whose garbage must stay garbage")
 
 
 def main() -> None:
@@ -151,6 +193,7 @@ def main() -> None:
              if not by_id[i]["messages"][-1]["content"].isascii()]
     print(f"\nthe mojibake rule (ftfy, sftpipe.clean.text.FTFY_CONFIG) on {len(texts)} non-ASCII defect-free responses")
     ftfy_table(texts)
+    gbk_table(texts, rows, truth)
 
 
 if __name__ == "__main__":

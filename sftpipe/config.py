@@ -134,6 +134,7 @@ PiiKind = Literal["email", "phone", "ip", "cn_id", "bank_card"]
 class CleanParams(Section):
     """Text repair and PII masking between collect and dedup (see sftpipe.clean)."""
     mojibake: bool = True           # ftfy: UTF-8 read as Latin-1/Windows-1252 (not GBK) decoded back
+    mojibake_gbk: bool = False      # UTF-8 read as GBK decoded back (sftpipe.clean.text.fix_gbk_mojibake)
     newlines: bool = True           # \r\n, \r, U+2028/U+2029 -> \n
     html: bool = True               # tags of known HTML elements stripped, &entities; unescaped (not in code)
     control_chars: bool = True      # Cc except \n \t (C1 included), ANSI escape sequences

@@ -118,6 +118,37 @@ def test_mojibake_rule_leaves_good_text_alone_and_does_not_fix_gbk():
     assert clean(gbk, mojibake=True) == gbk      # documented: UTF-8 read as GBK is beyond ftfy
 
 
+def _read_as_gbk(text: str) -> str:
+    return text.encode("utf-8").decode("gbk")
+
+
+def test_gbk_mojibake_is_decoded_back_when_asked():
+    """UTF-8 read as GBK (``clean.mojibake_gbk``, off by default): a whole text, runs between ASCII
+    that stays ASCII, a Latin-1 layer read over it (ftfy takes that off first), short answers."""
+    texts = ["你好，世界！今天天气很好", "北京上海 2 今天天气很好", "负面", "正面", "北京 上海 广州"]
+    for t in texts:
+        broken = _read_as_gbk(t)
+        assert broken != t and clean(broken) == broken                       # off by default
+        assert clean(broken, mojibake_gbk=True) == t, t
+        layered = broken.encode("utf-8").decode("latin-1")
+        assert clean(layered, mojibake=True, mojibake_gbk=True) == t, t
+    mixed = "Answer: " + _read_as_gbk("北京上海") + " (capital)"
+    assert clean(mixed, mojibake_gbk=True) == "Answer: 北京上海 (capital)"
+    assert clean_text(_read_as_gbk(texts[0]), only(mojibake_gbk=True))[1] == Counter({"mojibake_gbk": 1})
+
+
+def test_gbk_rule_leaves_chinese_text_and_lossy_runs_alone():
+    good = [ZH, "你好", "负面", "“引号”与‘单引号’", "ｆｕｌｌｗｉｄｔｈ", "10 °C, 5 €", "São Tomé",
+            "这是一个正常的中文句子，没有任何问题。", "Dear Noah,\n\n我们星期二见。"]
+    for g in good:
+        assert clean(g, mojibake_gbk=True) == g, g
+    # bytes lost when the text was read (U+FFFD): that run stays as it is, the others are repaired
+    lossy = ZH.encode("utf-8").decode("gbk", errors="replace")
+    assert "\ufffd" in lossy and clean(lossy, mojibake_gbk=True) == lossy
+    both = _read_as_gbk("今天天气很好") + " / " + lossy
+    assert clean(both, mojibake_gbk=True) == "今天天气很好 / " + lossy
+
+
 def test_garbage_mojibake_of_the_sample_stays_garbage_after_clean():
     """The sample's *garbage* mojibake must not come back as fluent text: the old variant (UTF-8
     read as Latin-1) is repaired by ftfy, the current ones are not."""

@@ -4,6 +4,8 @@ Rules run in a fixed order, each switched by its ``clean.*`` param:
 
 1. ``mojibake``      ftfy decodes UTF-8 that was read as Latin-1/Windows-1252 back. First, because
                      such text is full of C1 controls and NBSPs the later rules would delete.
+   ``mojibake_gbk``  UTF-8 that was read as GBK, decoded back by Python's codecs (off by default:
+                     see params.yaml). After ftfy, which undoes a Latin-1 layer read over it.
 2. ``newlines``      CRLF, CR, U+2028, U+2029 -> LF.
 3. ``html``          known tags stripped, references unescaped, outside code (may yield NBSP,
                      zero-width or control characters, which the next rules handle).
@@ -39,7 +41,8 @@ _DIGIT_OR_AT = re.compile(r"[0-9@]")
 
 def rules(params: CleanParams) -> list[str]:
     """The names of the rules ``params`` switches on, in the order they run."""
-    on = [name for name, flag in (("mojibake", params.mojibake), ("newlines", params.newlines),
+    on = [name for name, flag in (("mojibake", params.mojibake), ("mojibake_gbk", params.mojibake_gbk),
+                                  ("newlines", params.newlines),
                                   ("html", params.html), ("control_chars", params.control_chars),
                                   ("zero_width", params.zero_width), ("unicode", params.unicode != "none"),
                                   ("whitespace", params.whitespace)) if flag]
@@ -49,6 +52,8 @@ def rules(params: CleanParams) -> list[str]:
 def _run(rule: str, text: str, params: CleanParams) -> tuple[str, int]:
     if rule == "mojibake":
         return T.fix_mojibake(text)
+    if rule == "mojibake_gbk":
+        return T.fix_gbk_mojibake(text)
     if rule == "newlines":
         return T.fix_newlines(text)
     if rule == "html":

@@ -124,6 +124,54 @@ def fix_mojibake(text: str) -> tuple[str, int]:
     return new, int(new != text)
 
 
+# UTF-8 read as GBK (ftfy knows no Chinese codecs): "浣犲ソ" is 你好. Python's own codecs undo it: the
+# garbled text encoded as GBK gives back the UTF-8 bytes, which must then decode as UTF-8 without an
+# error. Text that really is Chinese almost never passes that (its GBK bytes are not UTF-8), and a
+# repair must also read as Chinese: every non-ASCII character of the result a CJK ideograph, CJK or
+# full-width punctuation, or general punctuation, and the run of at least _GBK_MIN_RUN characters (a
+# garbled CJK character is 1.5 GBK characters, so short runs carry too little evidence). Tried on the
+# whole text first, then on each run of non-ASCII characters (the text may mix it with correct text
+# or characters GBK cannot encode). Bytes lost when the text was read (U+FFFD in it) cannot be
+# restored: such a run is left alone.
+_GBK_MIN_RUN = 3
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+_CHINESE_OK = re.compile(r"[\x00-\x7f\u2000-\u206f\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]*")
+
+
+def _from_gbk(run: str) -> str | None:
+    """``run`` decoded back when it is UTF-8 that was read as GBK and comes out as Chinese, else None."""
+    try:
+        back = run.encode("gbk").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+    if back == run or not _CHINESE_OK.fullmatch(back) or back.isascii():
+        return None
+    return back
+
+
+def fix_gbk_mojibake(text: str) -> tuple[str, int]:
+    """UTF-8 that was decoded as GBK, decoded back (runs of at least ``_GBK_MIN_RUN`` non-ASCII
+    characters; see above). Returns (text, runs repaired)."""
+    if text.isascii():
+        return text, 0
+    fixed = 0
+
+    def one(m: re.Match) -> str:
+        nonlocal fixed
+        run = m.group(0)
+        back = _from_gbk(run) if len(run) >= _GBK_MIN_RUN else None
+        if back is None:
+            return run
+        fixed += 1
+        return back
+    if sum(map(len, _NON_ASCII_RUN.findall(text))) >= _GBK_MIN_RUN:
+        whole = _from_gbk(text)
+        if whole is not None:
+            return whole, 1
+    new = _NON_ASCII_RUN.sub(one, text)
+    return new, fixed
+
+
 # ------------------------------------------------------------------------------------------- newlines
 
 _BREAKS = re.compile("\r\n|\r|\u2028|\u2029")
