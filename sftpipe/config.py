@@ -309,7 +309,7 @@ class PerplexityParams(Section):
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(512, ge=8)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on GPU, fp32 on CPU
-    group_by: str = "lang"                     # "none", or keys joined by "+": lang, source, label
+    group_by: str = "lang+label"               # "none", or keys joined by "+": lang, source, label
     lower_quantile: float | None = Field(None, ge=0.0, lt=1.0)
     upper_quantile: float | None = Field(None, gt=0.0, le=1.0)
     min_ppl: float | None = Field(None, gt=0.0)

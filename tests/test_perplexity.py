@@ -358,7 +358,7 @@ def test_mad_needs_ten_scores_and_a_spread():
 
 def test_filter_ledger_evidence_and_bounds_for_each_side():
     rows = [rec(i, "p", "r") for i in range(4)]
-    res = perplexity_filter(rows, [1.5, 5.0, 50.0, None], PerplexityParams(mad_k=None, min_ppl=2.0, max_ppl=20.0))
+    res = perplexity_filter(rows, [1.5, 5.0, 50.0, None], PerplexityParams(mad_k=None, min_ppl=2.0, max_ppl=20.0, group_by="lang"))
     ev = {"lower": 2.0, "upper": 20.0, "group": "en"}
     assert [{k: v for k, v in d.items() if k != "record"} for d in res.dropped] == [
         {"id": "s:0", "stage": "perplexity", "reason": "perplexity_low",
