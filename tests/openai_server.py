@@ -129,6 +129,22 @@ class FakeOpenAI:
         with self.lock:
             return Counter(body_key(b) for b in self.requests)
 
+    def wait_idle(self, quiet: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until no request is being handled and none arrived for ``quiet`` seconds: after a client
+        is killed, a request it had already sent may still be read and recorded by a handler thread,
+        which a ``reset()`` right after the kill would count as the next run's."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self.lock:
+                n, busy = len(self.requests), self.inflight
+            if n != last or busy:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.02)
+        raise TimeoutError("FakeOpenAI: still busy")
+
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()

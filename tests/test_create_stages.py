@@ -243,6 +243,7 @@ def test_generate_stage_killed_mid_run_resumes_without_asking_twice(workdir):
         done = kill_once_cached("from stages.generate import cli; cli()", args, cache, 4)
         assert 4 <= len(done) < len(prompts)
         assert not (workdir / "out" / "candidates.jsonl").exists()
+        srv.wait_idle()
         srv.reset()
         run("generate", *args, cwd=workdir)
         assert srv.count == len(prompts) - len(done)        # nothing twice

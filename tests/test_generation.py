@@ -189,6 +189,7 @@ def test_a_killed_run_keeps_what_it_got_and_the_rerun_asks_only_for_the_rest(tmp
         for f in cache.rglob("*.json"):                    # complete entries, each with its k replies
             entry = json.loads(f.read_text())
             assert entry["key"] == f.stem and len(entry["content"]) == 2
+        srv.wait_idle()
         srv.reset()
         out = generate(records, gp, ModelParams())
         asked = {request_hash(build_request(rec(0, b["messages"][-1]["content"]), gp)) for b in srv.requests}

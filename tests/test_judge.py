@@ -354,6 +354,7 @@ def test_a_killed_run_keeps_its_replies_and_the_rerun_asks_only_for_the_rest(tmp
         assert 4 <= len(done) < 16
         for f in cache.rglob("*.json"):                    # every entry complete (written atomically)
             assert json.loads(f.read_text())["key"] == f.stem
+        srv.wait_idle()
         srv.reset()
         out = judge_rows(recs, p)
     assert_scored(out, 16)
