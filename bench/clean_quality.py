@@ -52,10 +52,13 @@ def _breakers():
     }
 
 
-def ftfy_table(texts: list[str]) -> None:
+def repair_table(texts: list[str], breakers: dict, fix, want=lambda t: t, untouched=lambda b: b) -> None:
+    """Per way of breaking a text (``breakers``: name -> function, which may raise): the texts it
+    changes, and the share ``fix`` gives back as ``want(text)``, changes otherwise, or leaves as
+    ``untouched(broken)`` would."""
     print("\n| how the text was broken | texts | repaired exactly | changed, not repaired | unchanged |\n"
           "|---|---|---|---|---|")
-    for name, brk in _breakers().items():
+    for name, brk in breakers.items():
         n = exact = changed = 0
         for t in texts:
             try:
@@ -65,11 +68,15 @@ def ftfy_table(texts: list[str]) -> None:
             if broken == t:
                 continue
             n += 1
-            fixed, _ = fix_mojibake(broken)
-            exact += fixed == t
-            changed += fixed != t and fixed != broken
+            fixed, target = fix(broken), want(t)
+            exact += fixed == target
+            changed += fixed != target and fixed != untouched(broken)
         if n:
             print(f"| {name} | {n} | {exact / n:.3f} | {changed / n:.3f} | {(n - exact - changed) / n:.3f} |")
+
+
+def ftfy_table(texts: list[str]) -> None:
+    repair_table(texts, _breakers(), lambda b: fix_mojibake(b)[0])
 
 
 def gbk_table(texts: list[str], rows: list[dict], truth: dict) -> None:
@@ -86,23 +93,9 @@ def gbk_table(texts: list[str], rows: list[dict], truth: dict) -> None:
             "latin-1"),
         "UTF-8 read as GBK, bad bytes -> U+FFFD": lambda t: t.encode("utf-8").decode("gbk", errors="replace"),
     }
-    print("\n`clean.mojibake_gbk: true` (all default rules on as well), the same texts:\n\n"
-          "| how the text was broken | texts | repaired exactly | changed, not repaired | unchanged |\n|---|---|---|---|---|")
-    for name, brk in breakers.items():
-        n = exact = changed = 0
-        for t in texts:
-            try:
-                broken = brk(t)
-            except (UnicodeDecodeError, UnicodeEncodeError):
-                continue
-            if broken == t:
-                continue
-            n += 1
-            fixed = clean_text(broken, on)[0]
-            want = clean_text(t, on)[0]
-            exact += fixed == want
-            changed += fixed != want and fixed != clean_text(broken, CleanParams())[0]
-        print(f"| {name} | {n} | {exact / n:.3f} | {changed / n:.3f} | {(n - exact - changed) / n:.3f} |")
+    print("\n`clean.mojibake_gbk: true` (all default rules on as well), the same texts:")
+    repair_table(texts, breakers, lambda b: clean_text(b, on)[0], want=lambda t: clean_text(t, on)[0],
+                 untouched=lambda b: clean_text(b, CleanParams())[0])
     msgs = [m["content"] for r in rows if truth[r["id"]]["defect"] is None for m in r["messages"]
             if m.get("content") and not m["content"].isascii()]
     hit = sum(clean_text(m, rule_only)[0] != m for m in msgs)
