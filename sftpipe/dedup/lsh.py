@@ -33,10 +33,7 @@ def _pairs_of_runs(order: np.ndarray, same_next: np.ndarray, cap: int | None = N
     """Pairs of members of runs of equal neighbours in a sorted order: all pairs of a run of at
     most ``cap`` members (every run when ``cap`` is None), and for a longer run each member with
     its ``window`` next members in the order only."""
-    # run boundaries over the sorted order: a run continues while same_next is True
-    brk = np.flatnonzero(~same_next) + 1
-    run_start = np.concatenate([[0], brk])
-    run_len = np.diff(np.concatenate([run_start, [len(order)]]))
+    run_start, run_len = _runs(same_next, len(order))
     small = run_len >= 2 if cap is None else (run_len >= 2) & (run_len <= cap)
     out = []
     for L in sorted_unique(run_len[small]).tolist():
@@ -54,6 +51,13 @@ def _pairs_of_runs(order: np.ndarray, same_next: np.ndarray, cap: int | None = N
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
 
 
+def _runs(same_next: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each run of equal neighbours over a sorted order of ``size`` positions
+    (a run continues while ``same_next`` is True)."""
+    start = np.concatenate([[0], np.flatnonzero(~same_next) + 1])
+    return start, np.diff(np.concatenate([start, [size]]))
+
+
 def _run_members(start: np.ndarray, length: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For the runs ``which`` (indices into ``start``/``length``): each member's run (0, 1, ... in
     the order of ``which``) and its position, in increasing order."""
@@ -67,9 +71,7 @@ def _order_big_runs(order: np.ndarray, same_next: np.ndarray, cap: int, after: t
     """Reorder, in place, the members of each run of more than ``cap`` equal keys in ``order``
     (sorted by key) by the next two bands' keys, ties by column: the order
     ``np.lexsort(after + (keys,))`` gives, at the cost of sorting the big runs' members only."""
-    brk = np.flatnonzero(~same_next) + 1
-    start = np.concatenate([[0], brk])
-    length = np.diff(np.concatenate([start, [len(order)]]))
+    start, length = _runs(same_next, len(order))
     big = np.flatnonzero(length > cap)
     if not len(big):
         return
