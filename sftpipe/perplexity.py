@@ -80,19 +80,36 @@ _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scali
                          "lm_head_multiplier")
 
 
-def _scored_logits(model, ids, att, keep):
-    """fp32 logits of the next token at the positions where ``keep`` (batch, width - 1) is True, row-major.
+# fp32 logits held at once when scoring (elements): 2**26 = 256 MiB. A 152k-word vocabulary then takes
+# ~440 positions a chunk; the whole scored batch at once would take rows x reply tokens x vocab x 4 bytes
+# (52 GiB at batch 128 on an H100, and out of memory at 512).
+LOGITS_CHUNK_ELEMENTS = 2**26
+
+
+def _scored_nll(model, ids, att, keep, targets):
+    """Negative log-likelihood (fp32) of ``targets`` at the positions where ``keep`` (batch, width - 1) is
+    True, row-major.
 
     The LM head (vocab x hidden, a large share of a small model's FLOPs) and the softmax run only on
-    scored positions: prompt and padding positions need no logits. Models whose forward post-processes
-    the logits (soft-capping, scaling) go through their own forward instead. No KV cache: scoring reads
-    each row once, and the config's ``use_cache=True`` would copy every layer's keys and values for nothing.
+    scored positions: prompt and padding positions need no logits, and the scored ones go through the
+    head in chunks of at most ``LOGITS_CHUNK_ELEMENTS`` logits, so memory does not grow with the batch
+    times the vocabulary (each position's loss is computed alone, so chunking changes no number). Models
+    whose forward post-processes the logits (soft-capping, scaling) go through their own forward instead.
+    No KV cache: scoring reads each row once, and the config's ``use_cache=True`` would copy every layer's
+    keys and values for nothing.
     """
+    import torch
+    from torch.nn.functional import cross_entropy
+
     cfg = model.config.get_text_config()
     if any(getattr(cfg, a, None) is not None for a in _LOGIT_POSTPROCESSING):
-        return model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1][keep].float()
-    hidden = model.base_model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1]
-    return model.get_output_embeddings()(hidden[keep]).float()
+        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1][keep].float()
+        return cross_entropy(logits, targets, reduction="none")
+    hidden = model.base_model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state[:, :-1][keep]
+    head = model.get_output_embeddings()
+    step = max(1, LOGITS_CHUNK_ELEMENTS // head.weight.shape[0])
+    return torch.cat([cross_entropy(head(hidden[i:i + step]).float(), targets[i:i + step], reduction="none")
+                      for i in range(0, hidden.shape[0], step)])
 
 
 def _batches(order: list[int], lengths: list[int], batch_size: int, max_pad: float = 0.1) -> list[list[int]]:
@@ -128,8 +145,7 @@ def _batch_nll(model, pad: int, batch: list[tuple[list[int], list[bool]]]) -> li
                                   [[t if s else IGNORE for t, s in zip(*batch[k])] for k in idx])
         shift_t = tgt[:, 1:].to(dev)
         keep = shift_t != IGNORE
-        logits = _scored_logits(model, ids.to(dev), att.to(dev), keep)
-        nll = torch.nn.functional.cross_entropy(logits, shift_t[keep], reduction="none")
+        nll = _scored_nll(model, ids.to(dev), att.to(dev), keep, shift_t[keep])
         row_of = torch.arange(len(idx), device=dev)[:, None].expand_as(keep)[keep]
         n = keep.sum(1)
         total = torch.zeros(len(idx), device=dev, dtype=nll.dtype).index_add_(0, row_of, nll)

@@ -51,6 +51,27 @@ def test_batched_scores_equal_the_models_own_loss_row_by_row(lm, template, mode)
     assert len(set(np.round(batched, 3))) == len(ROWS)
 
 
+def test_the_lm_head_runs_in_chunks_with_the_same_scores(lm, monkeypatch):
+    """A 152k-word vocabulary at batch 512 put 43 GiB of fp32 logits on an H100 at once (out of memory):
+    the head now runs over at most LOGITS_CHUNK_ELEMENTS logits at a time. Forced down to 3 positions a
+    chunk, every score must be what one chunk gives, and the head must really have run chunk by chunk."""
+    import sftpipe.perplexity as P
+
+    model, tok = lm
+    p = PerplexityParams(batch_size=4, max_length=128)
+    whole = score_rows(model, tok, ROWS, p)
+    head = model.get_output_embeddings()
+    widths = []
+    hook = head.register_forward_hook(lambda mod, inp, out: widths.append(out.shape[0]))
+    try:
+        monkeypatch.setattr(P, "LOGITS_CHUNK_ELEMENTS", 3 * head.weight.shape[0])
+        chunked = score_rows(model, tok, ROWS, p)
+    finally:
+        hook.remove()
+    assert chunked == pytest.approx(whole, rel=1e-6)
+    assert max(widths) == 3 and len(widths) > 20
+
+
 def test_scores_follow_what_the_model_has_learned(lookup_model_dir):
     """On the lookup model a learned reply scores near 1; the same reply under another prompt does not."""
     from lookup_model import lookup_rows

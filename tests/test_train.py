@@ -177,3 +177,40 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, tiny
     assert again["resumed_from_step"] == steps[0] > 0 and again["global_step"] == done["global_step"]
     resumed = second.model.state_dict()
     assert [k for k in uninterrupted if not torch.equal(uninterrupted[k], resumed[k])] == []
+
+
+def test_adapter_inputs_stay_in_the_autocast_dtype_with_the_same_loss_and_gradients(tiny_model_dir):
+    """Under bf16 autocast, skipping peft's fp32 cast of each adapted layer's input (two copies a layer on
+    a GPU) gives bit-identical loss and adapter gradients: the adapter matmul ran in bf16 either way. The
+    switch is set only inside the context, only for plain LoRA/rsLoRA and only under autocast."""
+    import torch
+    from peft import get_peft_model
+    from peft.tuners.lora import LoraLayer
+
+    from sftpipe.model.loading import load_model
+    from sftpipe.model.train import adapter_input_casting, peft_config
+
+    model = load_model(ModelParams(name_or_path=str(tiny_model_dir)), precision="bf16")
+    model = get_peft_model(model, peft_config(tp(method="lora"), LoraParams(dropout=0.0), []))
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    assert layers and {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    torch.manual_seed(0)
+    ids = torch.randint(10, 200, (2, 24))
+
+    def loss_and_grads(autocast_flag):
+        model.zero_grad()
+        with adapter_input_casting(model, "lora", autocast=autocast_flag):
+            assert all(m.cast_input_dtype_enabled is not autocast_flag for m in layers)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+        return loss.detach(), [p.grad.clone() for n, p in model.named_parameters() if p.requires_grad]
+
+    cast_loss, cast_grads = loss_and_grads(False)
+    loss, grads = loss_and_grads(True)
+    assert all(m.cast_input_dtype_enabled for m in layers)  # restored
+    assert torch.equal(loss, cast_loss)
+    assert all(torch.equal(a, b) for a, b in zip(grads, cast_grads)) and any(g.abs().sum() > 0 for g in grads)
+    for method, autocast_flag in (("dora", True), ("lora", False)):
+        with adapter_input_casting(model, method, autocast=autocast_flag):
+            assert all(m.cast_input_dtype_enabled for m in layers)

@@ -1,0 +1,122 @@
+"""Scoring rows with a reference LM on a GPU: the per-GPU rate of the perplexity stage and of IFD.
+
+The perplexity stage (``sftpipe.perplexity.score_rows``) and select's IFD signal
+(``sftpipe.perplexity.ifd_rows``) read every row once with a reference model. With a real 0.5B
+reference that is GPU work, and the Scaling section of the README needs its rate. Model and rows are
+train_gpu.py's (random weights in Qwen2-0.5B's shape, bf16, SDPA; synthetic prompt/reply rows of
+random words, log-normal lengths around ``--median`` tokens), so the run needs no network; with random
+weights the scores are meaningless, the cost is not.
+
+Runs, all through the functions the stages call: ``score_rows`` one row at a time (``batch_size`` 1, on
+``--loop-rows`` rows) and at each ``--batch-sizes`` (length-sorted batches, logits only at scored
+positions); ``ifd_rows`` reusing the perplexity pass's scores (the default plain layout: one extra pass
+over the replies alone). Tokens/s counts the tokens the model reads (prompt and reply, after
+``max_length``). The batched scores are checked against the one-row-at-a-time scores (bf16: the largest
+relative difference is printed).
+
+    PYTHONPATH=. python bench/score_gpu.py              # GPU, ~1 min
+    PYTHONPATH=. python bench/score_gpu.py --tiny       # CPU check, small model, fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine, setup_env  # noqa: E402
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="small model, fp32, CPU: a check that the code runs")
+    ap.add_argument("--rows", type=int, default=None, help="rows per batched run (default 8192; tiny 64)")
+    ap.add_argument("--loop-rows", type=int, default=None, help="rows scored one at a time (default 128; tiny 8)")
+    ap.add_argument("--batch-sizes", default=None, help="comma list (default 32,128,512; tiny 8,32)")
+    ap.add_argument("--median", type=float, default=None, help="median row tokens (default 150; tiny 20)")
+    ap.add_argument("--max-length", type=int, default=512, help="perplexity.max_length (params default 512)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    t = args.tiny
+    args.rows = args.rows or (64 if t else 8192)
+    args.loop_rows = args.loop_rows or (8 if t else 128)
+    args.batch_sizes = [int(b) for b in (args.batch_sizes or ("8,32" if t else "32,128,512")).split(",")]
+    args.median = args.median or (20.0 if t else 150.0)
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    setup_env()
+    import torch
+
+    import sftpipe.model.loading
+    from bench.train_gpu import SHAPES, build_model_dir, synthetic_records, word_tokenizer_redirect
+    from sftpipe.config import ModelParams, PerplexityParams
+    from sftpipe.perplexity import encode_for_scoring, ifd_rows, score_rows
+
+    shape = SHAPES["tiny" if args.tiny else "qwen2-0.5b"]
+    cuda = torch.cuda.is_available()
+    precision = "bf16" if cuda and not args.tiny else "fp32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    print(f"machine: {machine()}")
+    if cuda:
+        print(f"GPU: {torch.cuda.get_device_name()}")
+    with tempfile.TemporaryDirectory(prefix="sftscore-") as tmp:
+        model_dir = Path(tmp) / "model"
+        build_model_dir(model_dir, shape, args.seed, dtype)
+        mp = ModelParams(name_or_path=str(model_dir))
+        with word_tokenizer_redirect(model_dir):
+            tok = sftpipe.model.loading.load_tokenizer(mp)
+        model = sftpipe.model.loading.load_model(mp, precision=precision).eval()
+        records = synthetic_records(args.rows, 4 * int(args.median) + 16, shape["vocab_size"], args.median,
+                                    args.seed, dense=False)
+        pp = PerplexityParams(max_length=args.max_length)
+        n_tok = [min(len(encode_for_scoring(tok, r, pp)[0]), args.max_length) for r in records]
+        print(f"model: Qwen2 {'tiny' if args.tiny else '0.5B'} shape, "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, {precision}, attn "
+              f"{model.config._attn_implementation}; {len(records)} rows, {sum(n_tok)} tokens "
+              f"(mean {sum(n_tok) / len(n_tok):.0f}), perplexity.mode {pp.mode}, template {pp.template}")
+        score_rows(model, tok, records[:64], pp.model_copy(update={"batch_size": 32}))  # warm-up
+
+        def timed(fn):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            out = fn()
+            if cuda:
+                torch.cuda.synchronize()
+            return out, time.perf_counter() - t0, (torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"))
+
+        def rel_diff(a, b):
+            return max(abs(x - y) / abs(y) for x, y in zip(a, b) if x is not None and y is not None)
+
+        k = args.loop_rows
+        loop, t_loop, peak = timed(lambda: score_rows(model, tok, records[:k], pp.model_copy(update={"batch_size": 1})))
+        base = sum(n_tok[:k]) / t_loop
+        print("\n| run | rows | tokens/s | rows/s | vs one row at a time | max rel. diff vs one at a time | peak GiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(f"| score_rows, one row at a time | {k} | {base:,.0f} | {k / t_loop:,.1f} | 1.0x | - | {peak:.1f} |")
+        scores = None
+        for bs in args.batch_sizes:
+            scores, dt, peak = timed(lambda: score_rows(model, tok, records, pp.model_copy(update={"batch_size": bs})))
+            tps = sum(n_tok) / dt
+            print(f"| score_rows, batch {bs} | {len(records)} | {tps:,.0f} | {len(records) / dt:,.0f} | "
+                  f"{tps / base:.1f}x | {rel_diff(scores[:k], loop):.2g} | {peak:.1f} |")
+        bs = args.batch_sizes[-1]
+        ifd, dt, peak = timed(lambda: ifd_rows(model, tok, records, pp.model_copy(update={"batch_size": bs}),
+                                               conditioned_ppl=scores))
+        print(f"| ifd_rows after it (replies alone), batch {bs} | {len(records)} | - | {len(records) / dt:,.0f} | - | - "
+              f"| {peak:.1f} |")
+        ok = sum(1 for x in ifd if x is not None and math.isfinite(x))
+        print(f"IFD finite for {ok}/{len(ifd)} rows")
+
+
+if __name__ == "__main__":
+    main()
