@@ -70,6 +70,8 @@ def parse(argv=None):
     ap.add_argument("--no-model", action="store_true", help="skip the built-in base model's run (to try fit knobs)")
     ap.add_argument("--keep", default=None, help="directory to keep the rows and fitted models in")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--max-ifd-sweep", type=float, nargs="*", default=[1.0, 1.05, 1.1, 1.2],
+                    help="other perplexity.max_ifd values to measure on the fitted reference's scores")
     return ap.parse_args(argv)
 
 
@@ -162,7 +164,25 @@ def _count(xs):
     return Counter(xs)
 
 
-def measure(name: str, records: list[dict], truth: dict, scores, ppl_params, keep: Path | None = None) -> list:
+def without_rules(ppl_params):
+    """Perplexity bounds only: no text rules, no IFD cap."""
+    return ppl_params.model_copy(update={"rules": ppl_params.rules.model_copy(update={"enabled": False}),
+                                         "max_ifd": None})
+
+
+def variants(label: str, records, truth, scores, ifd, ppl_params, keep, extra) -> list[list]:
+    """The stage's filter on one reference's scores: bounds only, + text rules, + the IFD cap (defaults)."""
+    rules_only = ppl_params.model_copy(update={"max_ifd": None})
+    return [measure(label + ", perplexity only", records, truth, scores, without_rules(ppl_params), keep) + extra,
+            measure("  + text rules", records, truth, scores, rules_only) + ["", "", ""],
+            measure(f"  + text rules + IFD > {ppl_params.max_ifd} (the stage's defaults)", records, truth, scores,
+                    ppl_params, ifd=ifd) + ["", "", ""]]
+
+
+def measure(name: str, records: list[dict], truth: dict, scores, ppl_params, keep: Path | None = None,
+            ifd=None) -> list:
+    """One table row: the perplexity stage's filter (bounds, and the text rules when enabled in
+    ``ppl_params``) on these scores."""
     from sftpipe.perplexity import perplexity_filter
 
     if keep is not None:     # per row, to look into
@@ -171,7 +191,7 @@ def measure(name: str, records: list[dict], truth: dict, scores, ppl_params, kee
                 fh.write(json.dumps({"id": r["id"], "garbage": truth[r["id"]], "lang": r["meta"]["lang"], "ppl": s,
                                      "response": r["messages"][-1]["content"][:200]}, ensure_ascii=False) + "\n")
 
-    res = perplexity_filter(records, scores, ppl_params)
+    res = perplexity_filter(records, scores, ppl_params, ifd)
     dropped = {d["id"] for d in res.dropped}
     garb = [r["id"] for r in records if truth[r["id"]]]
     clean = [r["id"] for r in records if not truth[r["id"]]]
@@ -202,7 +222,7 @@ def main(argv=None):
     threads = set_threads(args.threads)
     from sftpipe.config import BaseParams, ModelParams, load_params
     from sftpipe.model.loading import load_model, load_tokenizer
-    from sftpipe.perplexity import fit_reference, score_rows
+    from sftpipe.perplexity import fit_reference, ifd_rows, score_rows
 
     params = load_params(REPO / "params.yaml")
     ppl = params.perplexity
@@ -223,10 +243,10 @@ def main(argv=None):
         mp = ModelParams(name_or_path=args.base_model)
         model, tok = load_model(mp, precision=ppl.precision).eval(), load_tokenizer(mp)
         scores = score_rows(model, tok, records, ppl)
-        rows.append(measure(f"model ({Path(args.base_model).name})", records, truth, scores, ppl,
-                            Path(args.keep) if args.keep else None)
-                    + ["-", "-", round(time.perf_counter() - t0, 1)])
-        print(rows[-1])
+        ifd = ifd_rows(model, tok, records, ppl, conditioned_ppl=scores)
+        rows += variants(f"model ({Path(args.base_model).name})", records, truth, scores, ifd, ppl,
+                         Path(args.keep) if args.keep else None, ["-", "-", round(time.perf_counter() - t0, 1)])
+        print(*rows[-3:], sep="\n")
     base: BaseParams = params.base
     for ep in (args.fit_epochs.split(",") if args.fit_epochs else [None]):
         upd = {k: v for k, v in {"fit_epochs": None if ep is None else float(ep), "fit_max_steps": args.fit_max_steps,
@@ -240,16 +260,25 @@ def main(argv=None):
         model, tok = load_model(mp, precision=p.precision).eval(), load_tokenizer(mp)
         t1 = time.perf_counter()
         scores = score_rows(model, tok, records, p)
+        ifd = ifd_rows(model, tok, records, p, conditioned_ppl=scores)
         label = (f"fit ({summary['steps']} steps, {summary['epochs']:.2f} ep, vocab {summary['vocab_size']}, "
                  f"loss {summary['final_loss']:.2f})")
-        rows.append(measure(label, records, truth, scores, p, Path(args.keep) if args.keep else None)
-                    + [round(fit_s, 1), summary["tokens"], round(time.perf_counter() - t1, 1)])
-        print(rows[-1])
+        rows += variants(label, records, truth, scores, ifd, p, Path(args.keep) if args.keep else None,
+                         [round(fit_s, 1), summary["tokens"], round(time.perf_counter() - t1, 1)])
+        print(*rows[-3:], sep="\n")
         # the same scores with one group: garbage that language detection puts in a group of its own
         # (mojibake of Chinese reads as Chinese) is bounded by the whole data's statistics
-        rows.append(measure("  same, group_by none", records, truth, scores, p.model_copy(update={"group_by": "none"}))
+        for cap in args.max_ifd_sweep:
+            rows.append(measure(f"  + text rules + IFD > {cap}", records, truth, scores,
+                                p.model_copy(update={"max_ifd": cap}), ifd=ifd) + ["", "", ""])
+        rows.append(measure("  same as the defaults, group_by none", records, truth, scores,
+                            p.model_copy(update={"group_by": "none"}), ifd=ifd)
                     + ["", "", ""])
         print(rows[-1])
+    # the rules alone: every score inside the bounds
+    rows.append(measure("text rules alone (no reference LM)", records, truth, [1.0] * len(records),
+                        ppl.model_copy(update={"mad_k": None, "max_ifd": None})) + ["-", "-", "-"])
+    print(rows[-1])
     print()
     print(table(["reference", "garbage removed", "clean removed", "median ppl clean", "median ppl garbage",
                  "garbage removed per kind", "fit s", "fit tokens", "score s"], rows,

@@ -299,6 +299,19 @@ class LabelNoiseParams(Section):
     seed: int = 0
 
 
+class TextRulesParams(Section):
+    """Cheap rules on the assistant replies (sftpipe/text_rules.py), run by the perplexity stage: the garbage
+    a reference LM finds unsurprising. Each is off when null/false/empty."""
+    enabled: bool = True
+    repetition: float | None = Field(0.5, gt=0.0, le=1.0)  # share of unit 3-grams repeating an earlier one
+    min_units: int = Field(8, ge=4)             # words (Han characters in Chinese) a reply needs for that rule
+    replacement_char: bool = True               # U+FFFD in a reply: bytes lost in a decode
+    rare_han: float | None = Field(0.5, gt=0.0, le=1.0)   # share of Han characters outside the common sets
+    min_han: int = Field(2, ge=1)               # Han characters a reply needs for that rule
+    phrases: list[str] = ["as an AI language model", "as a language model", "作为一个人工智能语言模型",
+                          "作为一个AI语言模型", "lorem ipsum dolor"]
+
+
 class PerplexityParams(Section):
     enabled: bool = True
     engine: Engine = "local"    # local | ray (perplexity.ray, the ray section); the same scores either way
@@ -317,11 +330,13 @@ class PerplexityParams(Section):
     mad_k: float | None = Field(3.0, gt=0.0)    # robust z-score bound on log-perplexity
     skip_placeholders: bool = True              # score text without clean's <EMAIL>, <PHONE>, ... masks
     ifd: bool = True                            # also meta.ifd: loss(response | prompt) / loss(response)
+    max_ifd: float | None = Field(1.0, gt=0.0)  # drop rows whose IFD is above (ifd_high): the prompt does not help
     reference: Literal["auto", "model", "fit"] = "auto"  # model: score with `model` (or model.name_or_path);
     #   fit: with a small LM fitted on the scored rows; auto: fit for the built-in base on non-sample sources
     fit_epochs: float = Field(4.0, gt=0.0)      # passes over the rows' tokens when fitting the reference LM
     fit_max_steps: int | None = Field(None, ge=1)   # at most this many steps (None: base.steps)
     fit_vocab_size: int | None = Field(400, ge=300)  # its tokenizer's vocabulary (None: base.vocab_size)
+    rules: TextRulesParams = TextRulesParams()
 
     @field_validator("group_by")
     @classmethod

@@ -41,6 +41,7 @@ from .config import BaseParams, Params, PerplexityParams
 from .model.formatting import IGNORE, encode, pad_batch
 from .ledger import FilterResult, drop
 from .schema import last_turn_split, prompt_text, response_text
+from .text_rules import check_record
 
 
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
@@ -364,6 +365,7 @@ def perplexity_filter(records: list[dict], scores: list[float | None], ppl_param
     for g, idx in sorted(groups.items()):
         vals = np.array([scores[i] for i in idx if scores[i] is not None], dtype=float)
         limits[g] = bounds(vals, ppl_params)
+    rules = ppl_params.rules
     kept, dropped = [], []
     for i, r in enumerate(records):
         g = group_key(r, ppl_params.group_by)
@@ -374,12 +376,19 @@ def perplexity_filter(records: list[dict], scores: list[float | None], ppl_param
             rec["meta"]["ifd"] = None if ifd[i] is None else _sig(ifd[i])
         ev = {"ppl": rec["meta"]["ppl"], "lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),
               "group": g}
-        if s is None:
+        hit = check_record(r, rules) if rules.enabled else None
+        if hit is not None:   # the rule's evidence first: clearer than a score (which is kept beside it)
+            dropped.append(drop(rec, "perplexity", hit[0], **hit[1], ppl=ev["ppl"], group=g))
+        elif s is None:
             dropped.append(drop(rec, "perplexity", "unscorable", **ev))
         elif s > hi:
             dropped.append(drop(rec, "perplexity", "perplexity_high", rule=rule["upper"], **ev))
         elif s < lo:
             dropped.append(drop(rec, "perplexity", "perplexity_low", rule=rule["lower"], **ev))
+        elif ppl_params.max_ifd is not None and rec["meta"].get("ifd") is not None \
+                and ifd[i] > ppl_params.max_ifd:
+            dropped.append(drop(rec, "perplexity", "ifd_high", ifd=rec["meta"]["ifd"], max_ifd=ppl_params.max_ifd,
+                                **ev))
         else:
             kept.append(rec)
     bounds_out = {g: {"lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),

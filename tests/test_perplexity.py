@@ -135,6 +135,20 @@ def test_filter_records_ifd_in_meta():
     assert "ifd" not in perplexity_filter(rows, [2.0, 3.0, 4.0], PerplexityParams()).kept[0]["meta"]
 
 
+def test_rows_whose_prompt_does_not_help_are_dropped_above_max_ifd():
+    """Cherry LLM's misaligned rows: IFD above 1 means the reply is less likely given its prompt than
+    alone. Above max_ifd -> ifd_high with the IFD as evidence; at or below, or unknown, or max_ifd null:
+    kept. A perplexity bound wins over the IFD cap."""
+    rows = [rec(i, "q", f"answer {i}") for i in range(5)]
+    ifd = [0.4, 1.0, 1.2, None, 1.5]
+    res = perplexity_filter(rows, [3.0, 3.0, 3.0, 3.0, 100.0], PerplexityParams(mad_k=None, max_ppl=50.0), ifd=ifd)
+    reasons = {d["id"]: (d["reason"], d["evidence"].get("ifd")) for d in res.dropped}
+    assert reasons == {"s:2": ("ifd_high", 1.2), "s:4": ("perplexity_high", None)}
+    assert [r["id"] for r in res.kept] == ["s:0", "s:1", "s:3"]
+    off = perplexity_filter(rows, [3.0] * 5, PerplexityParams(mad_k=None, max_ifd=None), ifd=ifd)
+    assert not off.dropped
+
+
 @pytest.mark.parametrize("softcap", [False, True])
 def test_scoring_builds_no_kv_cache(lm, softcap, monkeypatch):
     """Scoring reads each row once: a KV cache would only copy every layer's keys and values."""

@@ -1,0 +1,117 @@
+"""Cheap rules that catch garbage replies a reference LM scores as ordinary text.
+
+A perplexity filter flags text its reference LM finds surprising. Some garbage is not surprising:
+a word repeated forty times is very predictable, mojibake of Chinese is a run of valid Han characters
+(to a byte-level tokenizer, as predictable as any other), and a canned refusal is fluent. Measured on
+a user's own rows (bench/reference_lm.py), a reference LM fitted on them caught random characters and
+missed these. Each rule looks at the assistant replies only (a prompt may quote anything), is one line
+of evidence in the ledger, and is off when its param is null/false/empty:
+
+* ``repetitive``: at least ``repetition`` of the reply's unit 3-grams (units: words; Han characters one
+  by one in Chinese text) repeat an earlier 3-gram, over ``min_units`` units or more (Gopher's
+  duplicate n-gram rule, on units). "and and and ..." and "是的是的..." score ~0.95; prose, code and
+  lists of similar lines stay far below (a share of word 3-grams does not fall with length the way a
+  type-token ratio does).
+* ``lossy_decoding``: U+FFFD, the character a decoder writes for bytes it could not decode: the text
+  lost bytes somewhere upstream and cannot be repaired (the clean stage repairs what can be).
+* ``rare_han``: more than ``rare_han`` of the reply's Han characters (``min_han`` or more) are rare:
+  outside both common sets, GB2312 level 1 (the 3,755 most frequent simplified characters) and Big5's
+  frequent set (5,401 traditional ones); a full-width Latin letter (ａ-ｚ, Ａ-Ｚ) directly beside a Han
+  character counts as a rare one too (full-width English text alone is not Chinese, and passes). UTF-8 Chinese read as GBK pairs each character's lead byte (E4-E9) with a
+  continuation byte, which gives a rare character 72% of the time (276 of the 384 such pairs) and
+  full-width letters where a GBK row A3 forms; running Chinese text in either script is almost all
+  common characters (the sample's 200 pretraining paragraphs: none flagged, all of their mojibake
+  flagged, tests/test_text_rules.py).
+* ``canned_phrase``: the reply contains one of ``phrases`` (case-insensitive): replies a chat model
+  gives when it does not answer ("as an AI language model").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from functools import lru_cache
+
+from .config import TextRulesParams
+
+_WORD = re.compile(r"\w+")
+
+
+def _is_han(c: str) -> bool:
+    return "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf"
+
+
+def _fullwidth_letter(c: str) -> bool:
+    return "\uff21" <= c <= "\uff3a" or "\uff41" <= c <= "\uff5a"
+
+
+def _beside_han(text: str, k: int) -> bool:
+    return (k > 0 and _is_han(text[k - 1])) or (k + 1 < len(text) and _is_han(text[k + 1]))
+
+
+@lru_cache(maxsize=65536)
+def common_han(c: str) -> bool:
+    """In GB2312 level 1 (lead bytes B0-D7) or Big5's frequent characters (lead bytes A4-C6)."""
+    try:
+        if 0xB0 <= c.encode("gb2312")[0] <= 0xD7:
+            return True
+    except UnicodeEncodeError:
+        pass
+    try:
+        return 0xA4 <= c.encode("big5")[0] <= 0xC6
+    except UnicodeEncodeError:
+        return False
+
+
+def units(text: str) -> list[str]:
+    """Words, or the letters/digits one by one where Han characters are most of them (Chinese has no
+    spaces to split on)."""
+    chars = [c for c in text if unicodedata.category(c)[0] in "LN"]
+    han = sum(_is_han(c) for c in chars)
+    if chars and han >= len(chars) / 2:
+        return chars
+    return _WORD.findall(text.lower())
+
+
+def replies(rec: dict) -> list[str]:
+    return [m["content"] for m in rec.get("messages", [])
+            if m.get("role") == "assistant" and isinstance(m.get("content"), str) and m["content"]]
+
+
+def check_text(text: str, p: TextRulesParams) -> tuple[str, dict] | None:
+    """The first rule ``text`` fails, with its evidence, or None."""
+    if p.replacement_char and "\ufffd" in text:
+        return "lossy_decoding", {"replacement_chars": text.count("\ufffd")}
+    if p.rare_han is not None:
+        han = [c for k, c in enumerate(text) if _is_han(c) or (_fullwidth_letter(c) and _beside_han(text, k))]
+        if len(han) >= p.min_han:
+            rare = sum(_fullwidth_letter(c) or not common_han(c) for c in han) / len(han)
+            if rare > p.rare_han:
+                return "rare_han", {"rare_share": round(rare, 3), "han": len(han)}
+    if p.repetition is not None:
+        u = units(text)
+        if len(u) >= max(p.min_units, 4):
+            grams = list(zip(u, u[1:], u[2:]))
+            counts = Counter(grams)
+            share = 1 - len(counts) / len(grams)   # occurrences after each 3-gram's first
+            if share >= p.repetition:
+                top = counts.most_common(1)[0][0]
+                return "repetitive", {"repeated_3gram_share": round(share, 3), "units": len(u),
+                                      "most_common": " ".join(top)[:40]}
+    if p.phrases:
+        low = text.lower()
+        for phrase in p.phrases:
+            if phrase.lower() in low:
+                return "canned_phrase", {"phrase": phrase}
+    return None
+
+
+def check_record(rec: dict, p: TextRulesParams) -> tuple[str, dict] | None:
+    """The first rule any assistant reply of ``rec`` fails (evidence names the reply's index), or None."""
+    for k, text in enumerate(replies(rec)):
+        hit = check_text(text, p)
+        if hit is not None:
+            reason, ev = hit
+            return reason, {**ev, "reply": k}
+    return None

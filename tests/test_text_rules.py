@@ -1,0 +1,123 @@
+"""The perplexity stage's text rules (sftpipe/text_rules.py): the garbage a reference LM finds unsurprising,
+caught with evidence; ordinary replies in English, simplified and traditional Chinese, Japanese, code,
+lists and tables left alone; on a generated sample, against its truth."""
+
+import json
+
+import pytest
+
+from sftpipe.config import CleanParams, CollectParams, PerplexityParams, SampleParams, Source, TextRulesParams
+from sftpipe.perplexity import perplexity_filter
+from sftpipe.text_rules import check_record, check_text, common_han
+
+P = TextRulesParams()
+
+ORDINARY = {
+    "en prose": "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the leaf.",
+    "en list": "1. Preheat the oven.\n2. Mix the flour.\n3. Add the eggs.\n4. Bake for 20 minutes.\n5. Let it cool.",
+    "table": "| name | age |\n|---|---|\n| Tom | 3 |\n| Ann | 4 |\n| Bob | 5 |\n| Joe | 6 |",
+    "code": "for i in range(10):\n    print(i)\n    print(i)\nfor j in range(10):\n    print(j)",
+    "simplified": "北京是中国的首都，也是一座历史悠久的城市，每年都有很多游客来这里参观故宫和长城。",
+    "traditional": "臺灣的首都是臺北，這裡的夜市非常熱鬧，許多觀光客都會來體驗當地的美食。",
+    "japanese": "東京は日本の首都です。気温は広い範囲で上がり、売り上げも伸びました。",
+    "rare name": "王喆",
+    "full-width acronym": "ＡＩ技术",
+    "full-width english": "７ + １ = ８． Ｚｏｅ ｈａｓ ８ ｂｏｏｋｓ．",
+    "one word": "positive",
+    "short repeat": "ok ok ok",   # under min_units
+    "quoting the phrase": "The phrase 'AI language model' names systems like this one.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORDINARY))
+def test_ordinary_replies_pass(name):
+    assert check_text(ORDINARY[name], P) is None
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("and " * 30, "repetitive"),
+    ("I love you. " * 6, "repetitive"),
+    ("是的" * 12, "repetitive"),
+    ("哈哈" * 10, "repetitive"),
+    ("北京是中国的首都".encode("utf-8").decode("gbk", errors="replace"), "lossy_decoding"),
+    ("负面".encode("utf-8").decode("gbk", errors="replace"), "rare_han"),
+    ("正面".encode("utf-8").decode("gbk", errors="replace"), "rare_han"),   # 姝ｉ潰: a full-width letter
+    ("As an AI language model, I cannot answer that.", "canned_phrase"),
+    ("作为一个人工智能语言模型，我无法回答这个问题。", "canned_phrase"),
+])
+def test_garbage_is_caught_with_its_reason(text, reason):
+    hit = check_text(text, P)
+    assert hit is not None and hit[0] == reason, hit
+
+
+def test_gbk_mojibake_of_real_chinese_is_rare_characters_and_the_text_itself_is_not():
+    """Every sentence of the sample's Chinese pretraining text: read as GBK where the bytes decode without
+    loss it is flagged rare_han (or lossy_decoding where they do not), and the sentence itself passes."""
+    from sftpipe.sample import pretrain_corpus
+
+    texts = [t for t in pretrain_corpus(["zh"], 200, seed=3) if len(t) >= 4]
+    assert len(texts) > 100
+    for t in texts:
+        assert check_text(t, P) is None, t
+        hit = check_text(t.encode("utf-8").decode("gbk", errors="replace"), P)
+        assert hit is not None and hit[0] in ("rare_han", "lossy_decoding"), t
+
+
+def test_common_sets_cover_both_scripts_and_miss_most_characters_of_utf8_lead_bytes_read_as_gbk():
+    assert all(common_han(c) for c in "的是中国人臺灣這裡們會")
+    pairs = []
+    for lead in range(0xE4, 0xEA):          # UTF-8's lead bytes of CJK characters
+        for trail in range(0x80, 0xC0):     # its continuation bytes
+            try:
+                pairs.append(bytes([lead, trail]).decode("gbk"))
+            except UnicodeDecodeError:
+                pass
+    assert len(pairs) == 384 and sum(not common_han(c) for c in pairs) == 276
+
+
+def test_rules_read_replies_only_and_each_one_turns_off():
+    rec = {"id": "r", "messages": [{"role": "user", "content": "Say 'as an AI language model' " + "la " * 20},
+                                   {"role": "assistant", "content": "Done."}]}
+    assert check_record(rec, P) is None
+    rec["messages"].append({"role": "user", "content": "again"})
+    rec["messages"].append({"role": "assistant", "content": "yes " * 20})
+    reason, ev = check_record(rec, P)
+    assert reason == "repetitive" and ev["reply"] == 1 and ev["most_common"] == "yes yes yes"
+    assert check_record(rec, P.model_copy(update={"repetition": None})) is None
+    assert check_text("\ufffd", P.model_copy(update={"replacement_char": False})) is None
+    assert check_text("璐熼潰", P.model_copy(update={"rare_han": None})) is None
+    assert check_text("As an AI language model", P.model_copy(update={"phrases": []})) is None
+
+
+def test_the_filter_drops_a_rule_hit_inside_the_bounds_with_its_evidence_and_score():
+    rows = [{"id": f"r{i}", "source": "s", "label": None, "meta": {"lang": "en"},
+             "messages": [{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "and " * 20 if i == 3 else f"answer {i}"}]}
+            for i in range(8)]
+    scores = [10.0] * 8
+    res = perplexity_filter(rows, scores, PerplexityParams())
+    assert [d["id"] for d in res.dropped] == ["r3"]
+    d = res.dropped[0]
+    assert d["reason"] == "repetitive" and d["evidence"]["ppl"] == 10.0 and d["evidence"]["units"] == 20
+    assert len(res.kept) + len(res.dropped) == 8
+    off = PerplexityParams(rules=TextRulesParams(enabled=False))
+    assert not perplexity_filter(rows, scores, off).dropped
+
+
+def test_on_a_generated_sample_only_garbage_is_hit(tmp_path):
+    """After collect and clean, as in the pipeline: no defect-free row and no row of another defect is hit;
+    of the garbage, every repeated-token and mojibake row is."""
+    from sftpipe.clean import clean_records
+    from sftpipe.collect.sources import collect
+    from sftpipe.sample import SOURCES, generate
+
+    generate(SampleParams(rows_per_lang=1000, seed=5), tmp_path)
+    truth = {t["id"]: t for t in map(json.loads, (tmp_path / "truth.jsonl").read_text(encoding="utf-8").splitlines())}
+    res = collect(CollectParams(sources=[Source(path=str(tmp_path / f), name=n) for n, f in SOURCES.items()]))
+    rows = clean_records(res.records, CleanParams()).kept
+    hits = {r["id"]: check_record(r, P) for r in rows}
+    not_garbage = [i for i in hits if truth[i].get("defect") != "garbage"]
+    assert len(not_garbage) > 1500 and not any(hits[i] for i in not_garbage)
+    for kind in ("repeated_tokens", "mojibake"):
+        ids = [i for i in hits if truth[i].get("garbage_type") == kind]
+        assert ids and all(hits[i] for i in ids), kind
