@@ -562,7 +562,10 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         log.debug("%s: %.1f s, peak RSS so far %s MB", name, now - clock, stats[f"{name}_peak_mb"])
         clock = now
 
-    with tempfile.TemporaryDirectory(prefix="sftpipe-dedup-", dir=tmp_dir) as tmp:
+    from ..io import sweep_stale
+
+    sweep_stale(tmp_dir or tempfile.gettempdir(), "sftpipe-dedup-")   # spill files of a killed run
+    with tempfile.TemporaryDirectory(prefix=f"sftpipe-dedup-{os.getpid()}.", dir=tmp_dir) as tmp:
         scan = _Scan(Path(tmp), p)
         scan.run(path, chunk_rows)
         n = stats["rows"] = scan.n
