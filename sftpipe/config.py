@@ -362,6 +362,10 @@ class SplitParams(Section):
     test: float = Field(0.1, gt=0.0, lt=1.0)
     seed: int = 0
     stratify: bool = True
+    # shuffle: each label's groups in a seeded shuffle, dealt to the split furthest below its share;
+    # hash: ordered by a seeded hash of each group's first id and cut at the shares, so a row's split
+    # does not depend on which other rows reached the stage (stable when filters upstream change)
+    order: Literal["shuffle", "hash"] = "hash"
     group_threshold: float = Field(0.5, gt=0.0, le=1.0)
     decontaminate: bool = True
     decontam_ngram: int = Field(8, ge=3)        # words

@@ -3,8 +3,12 @@
 Rows are first grouped: near-duplicates at ``split.group_threshold`` (MinHash,
 lower than the dedup threshold, so even looser paraphrase-level pairs stay
 together) form one group, and a group never straddles two splits. Groups are
-stratified by (majority) label and dealt out, in a seeded shuffle, to the split
-furthest below its target share, so each label lands close to 80/10/10.
+stratified by (majority) label; within a label they are ordered by a seeded hash of
+their first id and cut at the target shares (``split.order: hash``), so a row's split
+does not depend on which other rows reached the stage: a filter change upstream moves
+only the groups at the cuts. ``order: shuffle`` (before) dealt a seeded shuffle to the
+split furthest below its share, which reshuffled most of the test rows whenever one
+row upstream came or went.
 
 Decontamination then drops training rows whose n-grams (words, or characters for
 Chinese) overlap a validation/test row or a row of a user-supplied eval file by
@@ -14,6 +18,7 @@ and a shared n-gram.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter, defaultdict
 
@@ -43,6 +48,8 @@ def assign_splits(records: list[dict], split_params: SplitParams,
     rng = random.Random(split_params.seed)
     fractions = {"train": split_params.train, "validation": split_params.validation, "test": split_params.test}
     out = [""] * len(records)
+    if split_params.order == "hash":
+        return _assign_by_hash(records, strata, fractions, split_params.seed, out), groups
     for label in sorted(strata):
         grp = strata[label]
         rng.shuffle(grp)
@@ -54,6 +61,30 @@ def assign_splits(records: list[dict], split_params: SplitParams,
             for i in idx:
                 out[i] = target
     return out, groups
+
+
+def _group_rank(seed: int, records: list[dict], idx: list[int]) -> bytes:
+    """A seeded hash of the group's smallest id: the same for the group whatever other rows exist."""
+    key = min(str(records[i]["id"]) for i in idx)
+    return hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest() + key.encode()
+
+
+def _assign_by_hash(records: list[dict], strata: dict[str, list[list[int]]], fractions: dict[str, float],
+                    seed: int, out: list[str]) -> list[str]:
+    """Each label's groups in seeded-hash order, cut at the split shares by the rows before each group:
+    test first, then validation, then train. Removing or adding a row upstream moves only the groups at
+    the two cuts (and the row's own group), not a reshuffle of the whole label."""
+    cuts = (("test", fractions["test"]), ("validation", fractions["test"] + fractions["validation"]))
+    for label in sorted(strata):
+        grp = sorted(strata[label], key=lambda idx: _group_rank(seed, records, idx))
+        n = sum(len(g) for g in grp)
+        before = 0
+        for idx in grp:
+            target = next((name for name, upto in cuts if before < upto * n), "train")
+            before += len(idx)
+            for i in idx:
+                out[i] = target
+    return out
 
 
 def ngrams(text: str, split_params: SplitParams, dedup_params: DedupParams) -> set[str]:
