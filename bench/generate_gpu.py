@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,25 +56,12 @@ def prompts_only(records: list[dict]) -> list[dict]:
 def main(argv=None) -> None:
     args = parse(argv)
     setup_env()
-    import torch
-
-    import sftpipe.model.loading
-    from sftpipe.config import ModelParams
     from sftpipe.model.generation import generate_replies, new_tokens
-    from train_gpu import SHAPES, build_model_dir, synthetic_records, word_tokenizer_redirect
+    from train_gpu import bench_model, cuda_timed, synthetic_records
 
-    shape = SHAPES["tiny" if args.tiny else "qwen2-0.5b"]
-    cuda = torch.cuda.is_available()
-    precision = "bf16" if cuda and not args.tiny else "fp32"
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        build_model_dir(model_dir, shape, args.seed, dtype)
-        mp = ModelParams(name_or_path=str(model_dir))
-        with word_tokenizer_redirect(model_dir):
-            tok = sftpipe.model.loading.load_tokenizer(mp)
-        model = sftpipe.model.loading.load_model(mp, precision=precision).eval()
+        model, tok, shape, precision = bench_model(tmp, args.tiny, args.seed)
         n_params = sum(p.numel() for p in model.parameters())
         records = prompts_only(synthetic_records(args.prompts, 4 * int(args.prompt_median) + 16, shape["vocab_size"],
                                                  args.prompt_median, args.seed, dense=False))
@@ -85,16 +71,9 @@ def main(argv=None) -> None:
         generate_replies(model, tok, records[:4], max_new_tokens=8, batch_size=4)  # warm-up
 
         def timed(rows, batch_size, k=1, temperature=0.0):
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            out = generate_replies(model, tok, rows, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
-                                   k=k, temperature=temperature, seed=args.seed)
-            if cuda:
-                torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+            out, dt, peak = cuda_timed(lambda: generate_replies(
+                model, tok, rows, max_new_tokens=args.max_new_tokens, batch_size=batch_size, k=k,
+                temperature=temperature, seed=args.seed))
             return out, dt, new_tokens(tok, out), peak
 
         loop_rows = records[: args.loop_prompts]

@@ -24,7 +24,6 @@ import argparse
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,25 +54,16 @@ def main(argv=None) -> None:
     setup_env()
     import torch
 
-    import sftpipe.model.loading
-    from bench.train_gpu import SHAPES, build_model_dir, synthetic_records, word_tokenizer_redirect
-    from sftpipe.config import ModelParams, PerplexityParams
+    from bench.train_gpu import bench_model, cuda_timed, synthetic_records
+    from sftpipe.config import PerplexityParams
     from sftpipe.perplexity import encode_for_scoring, ifd_rows, score_rows
 
-    shape = SHAPES["tiny" if args.tiny else "qwen2-0.5b"]
     cuda = torch.cuda.is_available()
-    precision = "bf16" if cuda and not args.tiny else "fp32"
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     print(f"machine: {machine()}")
     if cuda:
         print(f"GPU: {torch.cuda.get_device_name()}")
     with tempfile.TemporaryDirectory(prefix="sftscore-") as tmp:
-        model_dir = Path(tmp) / "model"
-        build_model_dir(model_dir, shape, args.seed, dtype)
-        mp = ModelParams(name_or_path=str(model_dir))
-        with word_tokenizer_redirect(model_dir):
-            tok = sftpipe.model.loading.load_tokenizer(mp)
-        model = sftpipe.model.loading.load_model(mp, precision=precision).eval()
+        model, tok, shape, precision = bench_model(tmp, args.tiny, args.seed)
         records = synthetic_records(args.rows, 4 * int(args.median) + 16, shape["vocab_size"], args.median,
                                     args.seed, dense=False)
         pp = PerplexityParams(max_length=args.max_length)
@@ -84,33 +74,23 @@ def main(argv=None) -> None:
               f"(mean {sum(n_tok) / len(n_tok):.0f}), perplexity.mode {pp.mode}, template {pp.template}")
         score_rows(model, tok, records[:64], pp.model_copy(update={"batch_size": 32}))  # warm-up
 
-        def timed(fn):
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            out = fn()
-            if cuda:
-                torch.cuda.synchronize()
-            return out, time.perf_counter() - t0, (torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"))
-
         def rel_diff(a, b):
             return max(abs(x - y) / abs(y) for x, y in zip(a, b) if x is not None and y is not None)
 
         k = args.loop_rows
-        loop, t_loop, peak = timed(lambda: score_rows(model, tok, records[:k], pp.model_copy(update={"batch_size": 1})))
+        loop, t_loop, peak = cuda_timed(lambda: score_rows(model, tok, records[:k], pp.model_copy(update={"batch_size": 1})))
         base = sum(n_tok[:k]) / t_loop
         print("\n| run | rows | tokens/s | rows/s | vs one row at a time | max rel. diff vs one at a time | peak GiB |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         print(f"| score_rows, one row at a time | {k} | {base:,.0f} | {k / t_loop:,.1f} | 1.0x | - | {peak:.1f} |")
         scores = None
         for bs in args.batch_sizes:
-            scores, dt, peak = timed(lambda: score_rows(model, tok, records, pp.model_copy(update={"batch_size": bs})))
+            scores, dt, peak = cuda_timed(lambda: score_rows(model, tok, records, pp.model_copy(update={"batch_size": bs})))
             tps = sum(n_tok) / dt
             print(f"| score_rows, batch {bs} | {len(records)} | {tps:,.0f} | {len(records) / dt:,.0f} | "
                   f"{tps / base:.1f}x | {rel_diff(scores[:k], loop):.2g} | {peak:.1f} |")
         bs = args.batch_sizes[-1]
-        ifd, dt, peak = timed(lambda: ifd_rows(model, tok, records, pp.model_copy(update={"batch_size": bs}),
+        ifd, dt, peak = cuda_timed(lambda: ifd_rows(model, tok, records, pp.model_copy(update={"batch_size": bs}),
                                                conditioned_ppl=scores))
         print(f"| ifd_rows after it (replies alone), batch {bs} | {len(records)} | - | {len(records) / dt:,.0f} | - | - "
               f"| {peak:.1f} |")

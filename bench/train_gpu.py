@@ -164,6 +164,39 @@ def word_tokenizer_redirect(model_dir: Path):
         sftpipe.model.loading.load_tokenizer = original
 
 
+def bench_model(tmp: str | Path, tiny: bool, seed: int):
+    """train_gpu's model for an inference bench: (model in eval mode, tokenizer, shape, precision), built in
+    ``tmp``; bf16 on a GPU, fp32 for ``tiny`` or on CPU."""
+    import torch
+
+    import sftpipe.model.loading
+    from sftpipe.config import ModelParams
+
+    shape = SHAPES["tiny" if tiny else "qwen2-0.5b"]
+    precision = "bf16" if torch.cuda.is_available() and not tiny else "fp32"
+    model_dir = Path(tmp) / "model"
+    build_model_dir(model_dir, shape, seed, torch.bfloat16 if precision == "bf16" else torch.float32)
+    mp = ModelParams(name_or_path=str(model_dir))
+    with word_tokenizer_redirect(model_dir):
+        tok = sftpipe.model.loading.load_tokenizer(mp)
+    return sftpipe.model.loading.load_model(mp, precision=precision).eval(), tok, shape, precision
+
+
+def cuda_timed(fn):
+    """(fn(), seconds, peak GiB allocated on the GPU, NaN on CPU), the GPU synchronized at both ends."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    out = fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+
+
 def synthetic_records(n: int, seq_len: int, vocab_size: int, median: float, seed: int, dense: bool) -> list[dict]:
     """Conversations of random words. Lengths: log-normal around ``median`` tokens, capped so that the
     rendered row (ChatML adds 6 tokens for a user and an assistant turn) fits in ``seq_len``; dense rows

@@ -88,52 +88,35 @@ def variant_patches(name: str):
         peft.get_peft_model, loading.weights_precision, train.adapter_input_casting = saved
 
 
-@contextlib.contextmanager
-def step_hooks(train_module, marks: list, prof_window: tuple[int, int], prof_holder: dict):
-    """Time every optimizer step (synchronized) and run the profiler over steps [a, b)."""
+def profiled_timer(marks: list, prof_window: tuple[int, int], prof_holder: dict):
+    """A step timer for :func:`bench.train_throughput.timer_in_fit`: the (synchronized) time at train begin and
+    at every step end in ``marks``, and ``torch.profiler`` running over steps [a, b) into ``prof_holder``."""
     import torch
+    from transformers import TrainerCallback
 
-    original = train_module._callbacks
-    cuda = torch.cuda.is_available()
+    from bench.train_throughput import _sync
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
+    class ProfiledTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            _sync()
+            marks.append(time.perf_counter())
 
-    def hooked():
-        base = original()
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == prof_window[0]:
+                acts = [torch.profiler.ProfilerActivity.CPU]
+                if torch.cuda.is_available():
+                    acts.append(torch.profiler.ProfilerActivity.CUDA)
+                _sync()
+                prof_holder["prof"] = torch.profiler.profile(activities=acts)
+                prof_holder["prof"].start()
 
-        class Hooked(base):
-            def on_train_begin(self, args, state, control, **kw):
-                super().on_train_begin(args, state, control, **kw)
-                sync()
-                marks.append(time.perf_counter())
+        def on_step_end(self, args, state, control, **kw):
+            _sync()
+            marks.append(time.perf_counter())
+            if state.global_step == prof_window[1] and "prof" in prof_holder:
+                prof_holder["prof"].stop()
 
-            def on_step_begin(self, args, state, control, **kw):
-                if state.global_step == prof_window[0]:
-                    acts = [torch.profiler.ProfilerActivity.CPU]
-                    if cuda:
-                        acts.append(torch.profiler.ProfilerActivity.CUDA)
-                    sync()
-                    prof_holder["prof"] = torch.profiler.profile(activities=acts)
-                    prof_holder["prof"].start()
-                return control
-
-            def on_step_end(self, args, state, control, **kw):
-                sync()
-                marks.append(time.perf_counter())
-                if state.global_step == prof_window[1] and "prof" in prof_holder:
-                    prof_holder["prof"].stop()
-                control.should_save = False
-                return control
-
-        return Hooked
-
-    train_module._callbacks = hooked
-    try:
-        yield
-    finally:
-        train_module._callbacks = original
+    return ProfiledTimer()
 
 
 def _dev_time(evt, self_only: bool) -> float:
@@ -169,7 +152,7 @@ def profile_summary(prof, n_steps: int, top: int) -> dict:
 def run_variant(name: str, records, model_dir, args) -> dict:
     import torch
 
-    from bench.train_throughput import quiet, train_params
+    from bench.train_throughput import quiet, timer_in_fit, train_params
     from bench.train_gpu import word_tokenizer_redirect
     from sftpipe.config import LoraParams, ModelParams
 
@@ -184,7 +167,8 @@ def run_variant(name: str, records, model_dir, args) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     with variant_patches(name) as train, tempfile.TemporaryDirectory(prefix="sftprof-") as d, \
-            step_hooks(train, marks, window, holder), quiet(), word_tokenizer_redirect(model_dir):
+            timer_in_fit(train, profiled_timer(marks, window, holder), no_final_save=True), quiet(), \
+            word_tokenizer_redirect(model_dir):
         trainer, *_ = train.fit(records, [], mp, tp, lp, Path(d) / "ckpt", Path(d) / "live")
         model = trainer.model
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

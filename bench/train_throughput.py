@@ -143,7 +143,8 @@ def summarise(timer, t_start: float, warm: int, rss: RssSampler | None) -> dict:
 
 @contextlib.contextmanager
 def timer_in_fit(train_module, timer, no_final_save: bool = False):
-    """Add the step timer to the callbacks ``fit`` builds (its own Throughput callback stays).
+    """Add the step timer (a TrainerCallback: its train-begin, step-begin and step-end hooks are called) to
+    the callbacks ``fit`` builds (its own Throughput callback stays).
 
     ``no_final_save`` cancels the checkpoint the Trainer writes after the last step (fit saves by
     steps, and the Trainer always saves at the end then): untimed anyway, but for a full fine-tune
@@ -158,6 +159,11 @@ def timer_in_fit(train_module, timer, no_final_save: bool = False):
             def on_train_begin(self, args, state, control, **kw):
                 super().on_train_begin(args, state, control, **kw)
                 timer.on_train_begin(args, state, control, **kw)
+
+            def on_step_begin(self, args, state, control, **kw):
+                super().on_step_begin(args, state, control, **kw)
+                timer.on_step_begin(args, state, control, **kw)
+                return control
 
             def on_step_end(self, args, state, control, **kw):
                 timer.on_step_end(args, state, control, **kw)
