@@ -385,7 +385,7 @@ def perplexity_filter(records: list[dict], scores: list[float | None], ppl_param
             dropped.append(drop(rec, "perplexity", "perplexity_high", rule=rule["upper"], **ev))
         elif s < lo:
             dropped.append(drop(rec, "perplexity", "perplexity_low", rule=rule["lower"], **ev))
-        elif ppl_params.max_ifd is not None and rec["meta"].get("ifd") is not None \
+        elif ppl_params.max_ifd is not None and ifd is not None and ifd[i] is not None \
                 and ifd[i] > ppl_params.max_ifd:
             dropped.append(drop(rec, "perplexity", "ifd_high", ifd=rec["meta"]["ifd"], max_ifd=ppl_params.max_ifd,
                                 **ev))

@@ -7,8 +7,8 @@ a user's own rows (bench/reference_lm.py), a reference LM fitted on them caught 
 missed these. Each rule looks at the assistant replies only (a prompt may quote anything), is one line
 of evidence in the ledger, and is off when its param is null/false/empty:
 
-* ``repetitive``: at least ``repetition`` of the reply's unit 3-grams (units: words; Han characters one
-  by one in Chinese text) repeat an earlier 3-gram, over ``min_units`` units or more (Gopher's
+* ``repetitive``: at least ``repetition`` of the reply's unit 3-grams (units: words, and Han
+  characters one by one, in any mix) repeat an earlier 3-gram, over ``min_units`` units or more (Gopher's
   duplicate n-gram rule, on units). "and and and ..." and "是的是的..." score ~0.95; prose, code and
   lists of similar lines stay far below (a share of word 3-grams does not fall with length the way a
   type-token ratio does).
@@ -29,13 +29,13 @@ of evidence in the ledger, and is off when its param is null/false/empty:
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from functools import lru_cache
 
 from .config import TextRulesParams
 
-_WORD = re.compile(r"\w+")
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff"   # the Han blocks of _is_han
+_UNIT = re.compile(rf"[{_HAN}]|[^\W{_HAN}]+")
 
 
 def _is_han(c: str) -> bool:
@@ -65,13 +65,10 @@ def common_han(c: str) -> bool:
 
 
 def units(text: str) -> list[str]:
-    """Words, or the letters/digits one by one where Han characters are most of them (Chinese has no
-    spaces to split on)."""
-    chars = [c for c in text if unicodedata.category(c)[0] in "LN"]
-    han = sum(_is_han(c) for c in chars)
-    if chars and han >= len(chars) / 2:
-        return chars
-    return _WORD.findall(text.lower())
+    """Han characters one by one (Chinese has no spaces to split on) and every other run of letters and
+    digits as a word, lowercased: one rule for Chinese, English and text that mixes them, so no share of
+    Han characters decides how a reply is cut."""
+    return _UNIT.findall(text.lower())
 
 
 def replies(rec: dict) -> list[str]:
@@ -91,7 +88,7 @@ def check_text(text: str, p: TextRulesParams) -> tuple[str, dict] | None:
                 return "rare_han", {"rare_share": round(rare, 3), "han": len(han)}
     if p.repetition is not None:
         u = units(text)
-        if len(u) >= max(p.min_units, 4):
+        if len(u) >= p.min_units:   # the schema keeps it >= 4: two 3-grams at least
             grams = list(zip(u, u[1:], u[2:]))
             counts = Counter(grams)
             share = 1 - len(counts) / len(grams)   # occurrences after each 3-gram's first

@@ -50,6 +50,20 @@ def test_garbage_is_caught_with_its_reason(text, reason):
     assert hit is not None and hit[0] == reason, hit
 
 
+def test_units_cut_han_characters_one_by_one_and_other_text_into_words_in_any_mix():
+    """One rule for every language: a reply mostly in English with a Chinese run repeated in it is cut into
+    its characters too (a share of Han characters used to decide, and ran "好好好..." into one word)."""
+    from sftpipe.text_rules import units
+
+    assert units("重复重复 the THE 2024年 café x_y") == ["重", "复", "重", "复", "the", "the", "2024", "年",
+                                                        "café", "x_y"]
+    mixed = "Quick summary of the results for everyone: " + "好" * 12
+    assert units(mixed)[-12:] == ["好"] * 12
+    hit = check_text(mixed, TextRulesParams())
+    assert hit is not None and hit[0] == "repetitive" and hit[1]["units"] == 19
+    assert check_text("Quick summary of the results for everyone: 好的，谢谢你。", TextRulesParams()) is None
+
+
 def test_gbk_mojibake_of_real_chinese_is_rare_characters_and_the_text_itself_is_not():
     """Every sentence of the sample's Chinese pretraining text: read as GBK where the bytes decode without
     loss it is flagged rare_han (or lossy_decoding where they do not), and the sentence itself passes."""
@@ -102,6 +116,20 @@ def test_the_filter_drops_a_rule_hit_inside_the_bounds_with_its_evidence_and_sco
     assert len(res.kept) + len(res.dropped) == 8
     off = PerplexityParams(rules=TextRulesParams(enabled=False))
     assert not perplexity_filter(rows, scores, off).dropped
+
+
+def test_the_ifd_cap_reads_this_run_s_scores_never_an_ifd_the_input_carries():
+    """Rows that arrive with a meta.ifd of their own (another run's output used as a source) and a run
+    with the IFD pass off: the cap has nothing of this run to read, so it keeps them (it used to index
+    the missing scores and crash)."""
+    rows = [{"id": f"r{i}", "label": None, "source": "s", "meta": {"lang": "en", "ifd": 9.0},
+             "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(4)]
+    params = PerplexityParams(ifd=False, max_ifd=1.0, mad_k=None)
+    res = perplexity_filter(rows, [5.0, 6.0, 7.0, 8.0], params, ifd=None)
+    assert [r["id"] for r in res.kept] == ["r0", "r1", "r2", "r3"] and res.dropped == []
+    res = perplexity_filter(rows, [5.0, 6.0, 7.0, 8.0], params, ifd=[0.5, None, 1.5, 0.9])
+    assert [d["id"] for d in res.dropped] == ["r2"] and res.dropped[0]["reason"] == "ifd_high"
 
 
 def test_on_a_generated_sample_only_garbage_is_hit(tmp_path):
