@@ -3,8 +3,8 @@
 Three questions, each answered by runs of ``sftpipe.model.train.fit`` on the default model and rows
 (``models/base``, ``data/select/train.jsonl``, the params' train/lora settings except as stated):
 
-1. Loss: 2 processes at per-device batch G/2 against 1 process at batch G (the same global batch,
-   the same rows per optimizer step), dropout 0 so nothing random differs; and 1 process at batch G/2 x
+1. Loss: 2 processes against 1, both at ``batch_size`` G (the batch of all processes together: G/2
+   rows each under 2; the same rows per optimizer step), dropout 0 so nothing random differs; and 1 process at batch G/2 x
    grad_accum 2, which changes only how the batch is cut into micro-batches, as the 2-process run does:
    it shows what reduction order alone costs. Per-step loss difference, final-weight difference, and
    whether every step saw the same number of tokens (the data order check).
@@ -229,23 +229,23 @@ def main(a) -> None:
         runs = {}
         print(f"model {a.model}, rows {a.train}, {a.steps} steps, global batch {g}, checkpoint every {a.save_steps}",
               flush=True)
-        for name, procs, batch, accum, drop in [("1p", 1, g, 1, 0.0), ("2p", 2, g // 2, 1, 0.0),
+        for name, procs, batch, accum, drop in [("1p", 1, g, 1, 0.0), ("2p", 2, g, 1, 0.0),
                                                 ("1p_accum", 1, g // 2, 2, 0.0)]:
             runs[name] = launch(a, tmp / name, procs, batch, accum, drop)
-            print(f"  {name}: {procs} process(es) x batch {batch} x accum {accum}, dropout {drop}: "
+            print(f"  {name}: {procs} process(es), batch_size {batch} x accum {accum}, dropout {drop}: "
                   f"{runs[name]['wall_s']:.1f} s wall ({runs[name]['fit_s']:.1f} s in fit), "
                   f"train loss {runs[name]['summary']['train_loss']}", flush=True)
-        killed = stage(a, tmp / "resume", 2, g // 2, kill_at=a.save_steps)
+        killed = stage(a, tmp / "resume", 2, g, kill_at=a.save_steps)
         print(f"  resume: stage on 2 processes, launcher SIGKILLed with checkpoints "
               f"{killed['killed_with_checkpoints']} "
               f"after {killed['wall_s']:.1f} s; its {killed['workers']} workers stopped "
               f"{killed['workers_stop_s']:.1f} s later", flush=True)
-        resumed = stage(a, tmp / "resume", 2, g // 2)
-        whole = stage(a, tmp / "whole", 2, g // 2)
+        resumed = stage(a, tmp / "resume", 2, g)
+        whole = stage(a, tmp / "whole", 2, g)
         print(f"  rerun: resumed from step {resumed['resumed_from_step']} to {resumed['global_step']} in "
               f"{resumed['wall_s']:.1f} s; uninterrupted stage run: {whole['wall_s']:.1f} s", flush=True)
         if a.multinode:
-            mn = multinode(a, tmp / "multinode", g // 2)
+            mn = multinode(a, tmp / "multinode", g)
             print(f"  multinode.yaml: 2 nodes x 1 process on this host: {mn['global_step']} steps in "
                   f"{mn['wall_s']:.1f} s", flush=True)
 

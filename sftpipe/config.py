@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -634,8 +634,11 @@ class TrainParams(Section):
     epochs: float = Field(3.0, gt=0.0)
     max_steps: int = Field(-1, ge=-1)
     lr: float = Field(2e-3, gt=0.0)
+    # rows per micro-step over all processes together (each of N processes takes batch_size / N): the same
+    # params train the same way on 1 process or 8, so num_processes changes the speed, not the run
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
+    num_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"   # auto: one per GPU when several are visible, else 1
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)

@@ -14,27 +14,35 @@ import click
 from stages._common import log, stage
 
 
-def launch_command(argv: list[str], env: dict, gpus: int) -> list[str] | None:
+def launch_command(argv: list[str], env: dict, gpus: int, num_processes: int | str = "auto",
+                   key: str = "train.num_processes") -> list[str] | None:
     """The command that reruns ``python -m stages.train argv`` as several processes, or None for one.
+
+    How many processes on this machine: ``num_processes`` (the section's param, named ``key`` in errors;
+    ``auto``: one per GPU when several GPUs are visible, else one), unless the environment variable
+    ``SFTPIPE_NUM_PROCESSES`` overrides it for a run. Either only changes the speed: ``batch_size`` is the
+    batch of all processes together.
 
     - inside a launched process (``LOCAL_RANK`` set), or ``SFTPIPE_SINGLE_PROCESS`` set: None.
     - ``SFTPIPE_ACCELERATE_CONFIG=file``: ``accelerate launch --config_file file`` (DDP, FSDP, several
-      machines: configs/accelerate/), whatever the GPU count; ``SFTPIPE_NUM_PROCESSES`` overrides the
-      file's num_processes, ``SFTPIPE_ACCELERATE_ARGS`` adds launch options (``--machine_rank 1`` on the
-      second node).
-    - ``SFTPIPE_NUM_PROCESSES=N`` (N > 1): N processes on this machine, one per GPU when there are GPUs
-      (``accelerate launch --multi_gpu``), else N CPU processes under ``torch.distributed.run
-      --standalone`` (gloo; accelerate's own CPU launch needs mpirun). N = 1: one process.
-    - unset, with several GPUs visible: DDP over all of them.
+      machines: configs/accelerate/), whatever the GPU count; a number of processes given by the
+      environment or the param overrides the file's num_processes, ``SFTPIPE_ACCELERATE_ARGS`` adds launch
+      options (``--machine_rank 1`` on the second node).
+    - N > 1 processes: one per GPU when there are GPUs (``accelerate launch --multi_gpu``), else N CPU
+      processes under ``torch.distributed.run --standalone`` (gloo; accelerate's own CPU launch needs
+      mpirun). N = 1: one process.
     """
     from sftpipe.errors import UserError
 
     if "LOCAL_RANK" in env or env.get("SFTPIPE_SINGLE_PROCESS"):
         return None
     raw = env.get("SFTPIPE_NUM_PROCESSES", "").strip()
-    if raw and not (raw.isdigit() and int(raw) >= 1):
-        raise UserError(f"SFTPIPE_NUM_PROCESSES={raw!r}: give a whole number of processes, 1 or more")
-    n = int(raw) if raw else None
+    if raw:
+        if not (raw.isdigit() and int(raw) >= 1):
+            raise UserError(f"SFTPIPE_NUM_PROCESSES={raw!r}: give a whole number of processes, 1 or more")
+        n, source = int(raw), f"SFTPIPE_NUM_PROCESSES={raw}"
+    else:
+        n, source = (None if num_processes == "auto" else int(num_processes)), f"{key}: {num_processes}"
     config = env.get("SFTPIPE_ACCELERATE_CONFIG")
     script = ["-m", "stages.train", *argv]
     if config:
@@ -49,7 +57,7 @@ def launch_command(argv: list[str], env: dict, gpus: int) -> list[str] | None:
         n = gpus
     if gpus:
         if n > gpus:
-            raise UserError(f"SFTPIPE_NUM_PROCESSES={n} but {gpus} GPU(s) visible: one process per GPU")
+            raise UserError(f"{source} but {gpus} GPU(s) visible: one process per GPU")
         return [_accelerate(), "launch", "--multi_gpu", "--num_processes", str(n), *script]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), *script]
 
@@ -91,7 +99,7 @@ def exit_with_launcher(launcher: int | None = None, interval: float = 1.0) -> No
     threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
 
 
-def _relaunch() -> None:
+def _relaunch(num_processes: int | str = "auto", key: str = "train.num_processes") -> None:
     """Re-execute this command as several processes when :func:`launch_command` says so."""
     import torch
 
@@ -99,7 +107,7 @@ def _relaunch() -> None:
         exit_with_launcher(int(os.environ.get("SFTPIPE_LAUNCHER_PID") or 0) or None)
     if int(os.environ.get("RANK", "0")) > 0:  # a launched replica: rank 0's log lines tell the story once
         log.setLevel(logging.WARNING)
-    cmd = launch_command(_own_args(), dict(os.environ), torch.cuda.device_count())
+    cmd = launch_command(_own_args(), dict(os.environ), torch.cuda.device_count(), num_processes, key)
     if cmd is None:
         return
     env = dict(os.environ, SFTPIPE_LAUNCHER_PID=str(os.getpid()))  # execve keeps the pid: the launcher's
@@ -123,7 +131,7 @@ def _relaunch() -> None:
 @click.option("--section", type=click.Choice(["train", "teacher"]), default="train", show_default=True,
               help="the params group of the run (teacher: the create pipeline's teacher)")
 def cli(params, data, train_file, out, checkpoints, live, metrics, picture, section):
-    _relaunch()
+    _relaunch(getattr(params, section).num_processes, f"{section}.num_processes")
     from sftpipe.io import read_jsonl, write_json
     from sftpipe.model.train import train
     from sftpipe.plots import by_epoch, read_dvclive_history, training_curves_png

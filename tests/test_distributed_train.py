@@ -3,8 +3,9 @@
 One launch of two processes (``torch.distributed.run --nproc_per_node 2``, this file as the worker, see
 :func:`_worker`) checks, against a one-process run made meanwhile in the test process:
 
-- two processes at per-device batch 2 train like one process at batch 4: the same rows in every optimizer
-  step (tokens per step equal) and the same loss, step by step, within fp32 reduction-order noise;
+- two processes at ``batch_size`` 4 (the batch of both together: 2 rows each) train like one process at
+  ``batch_size`` 4: the same rows in every optimizer step (tokens per step equal) and the same loss, step by
+  step, within fp32 reduction-order noise;
 - a two-process run resumed from its checkpoint ends bit-identical to the uninterrupted run (LoRA dropout
   on, so every process's RNG stream has to come back);
 - the train stage's command (``sftpipe train``) run by both processes writes its outputs once, whole,
@@ -40,7 +41,7 @@ ROWS += [{"id": f"z:{i}", "label": "y", "source": "s", "meta": {},
                        {"role": "assistant", "content": f"等于{2 * i}。"},
                        {"role": "user", "content": "再加一呢？"},
                        {"role": "assistant", "content": f"等于{2 * i + 1}。"}]} for i in range(20)]
-STAGE_ROWS = 32  # the stage's run: 32 rows, 1 epoch, 2 processes x 4 rows: 4 optimizer steps
+STAGE_ROWS = 32  # the stage's run: 32 rows, 1 epoch, batch_size 8 (2 processes x 4 rows): 4 optimizer steps
 
 
 def _tp(**kw):
@@ -69,7 +70,7 @@ def _stage_workspace(d: Path, model_dir) -> list[str]:
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["model"]["name_or_path"] = str(model_dir)
     params["lora"].update(r=4)
-    params["train"].update(epochs=1, max_steps=-1, batch_size=4, lr=5e-3, logging_steps=1, save_steps=2,
+    params["train"].update(epochs=1, max_steps=-1, batch_size=8, lr=5e-3, logging_steps=1, save_steps=2,
                            eval_steps=2, max_length=128)
     d.mkdir(parents=True, exist_ok=True)
     (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
@@ -95,21 +96,21 @@ def _worker(out: Path, model_dir: str) -> None:
     from sftpipe.model.train import fit
 
     mp = ModelParams(name_or_path=model_dir)
-    trainer, _, _, a = fit(ROWS, [], mp, _tp(batch_size=2), LoraParams(r=4, dropout=0.0), out / "a", out / "la")
+    trainer, _, _, a = fit(ROWS, [], mp, _tp(batch_size=4), LoraParams(r=4, dropout=0.0), out / "a", out / "la")
     rank0 = trainer.is_world_process_zero()
     record = {"world_size": trainer.args.world_size, "a": a, "a_steps": _steps(trainer.state.log_history)}
     if rank0:
         save_file({k: v.detach().contiguous() for k, v in trainer.model.named_parameters() if v.requires_grad},
                   out / "a.safetensors")
     lora = LoraParams(r=4, dropout=0.1)
-    first, _, _, b = fit(ROWS, [], mp, _tp(batch_size=2), lora, out / "b", out / "lb")
+    first, _, _, b = fit(ROWS, [], mp, _tp(batch_size=4), lora, out / "b", out / "lb")
     uninterrupted = {k: v.clone() for k, v in first.model.state_dict().items()}
     if rank0:
         record["b_checkpoints"] = sorted(p.name for p in (out / "b").glob("checkpoint-*"))
         record["b_rng_files"] = sorted(p.name for p in (out / "b" / "checkpoint-3").glob("rng_state*"))
         shutil.rmtree(out / "b" / "checkpoint-6")
     dist.barrier()
-    second, _, _, again = fit(ROWS, [], mp, _tp(batch_size=2), lora, out / "b", out / "lb")
+    second, _, _, again = fit(ROWS, [], mp, _tp(batch_size=4), lora, out / "b", out / "lb")
     resumed = second.model.state_dict()
     differing = [k for k in uninterrupted if not torch.equal(uninterrupted[k], resumed[k])]
     record.update(b=b, again=again, differing=differing)
@@ -162,6 +163,15 @@ def test_launch_command_for_each_setting(tmp_path):
     # inside a launched process, or when told: nothing
     assert launch_command(argv, {"SFTPIPE_NUM_PROCESSES": "2", "LOCAL_RANK": "0"}, gpus=0) is None
     assert launch_command(argv, {"SFTPIPE_SINGLE_PROCESS": "1"}, gpus=8) is None
+    # the section's param, when the environment says nothing; the environment wins
+    assert launch_command(argv, {}, gpus=0, num_processes=2) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *tail]
+    assert launch_command(argv, {}, gpus=4, num_processes=1) is None
+    assert launch_command(argv, {}, gpus=4, num_processes="auto")[1:5] == ["launch", "--multi_gpu", "--num_processes", "4"]
+    assert launch_command(argv, {"SFTPIPE_NUM_PROCESSES": "1"}, gpus=0, num_processes=2) is None
+    assert launch_command(argv, env, gpus=0, num_processes=4)[3:6] == [str(cfg), "--num_processes", "4"]
+    with pytest.raises(UserError, match=r"^teacher.num_processes: 3 but 2 GPU\(s\) visible"):
+        launch_command(argv, {}, gpus=2, num_processes=3, key="teacher.num_processes")
     for bad in ("0", "two", "-2"):
         with pytest.raises(UserError, match="SFTPIPE_NUM_PROCESSES"):
             launch_command(argv, {"SFTPIPE_NUM_PROCESSES": bad}, gpus=0)
@@ -171,9 +181,13 @@ def test_launch_command_for_each_setting(tmp_path):
         launch_command(argv, {"SFTPIPE_ACCELERATE_CONFIG": str(tmp_path / "nope.yaml")}, gpus=0)
 
 
-def test_sftpipe_train_relaunches_itself_with_its_own_options(tmp_path, tiny_model_dir, monkeypatch):
-    """``sftpipe train ...`` (what dvc.yaml runs) asked for two CPU processes execs torch.distributed.run
-    on ``-m stages.train`` with its options, never the group's "train" (sys.argv[1:] would start with it)."""
+@pytest.mark.parametrize("asked_by", ["param", "environment"])
+def test_sftpipe_train_relaunches_itself_with_its_own_options(tmp_path, tiny_model_dir, monkeypatch, asked_by):
+    """``sftpipe train ...`` (what dvc.yaml runs) asked for two CPU processes (``train.num_processes: 2`` in
+    params.yaml, or ``SFTPIPE_NUM_PROCESSES=2``) execs torch.distributed.run on ``-m stages.train`` with its
+    options, never the group's "train" (sys.argv[1:] would start with it)."""
+    import yaml
+
     from click.testing import CliRunner
 
     from stages.cli import main
@@ -187,8 +201,14 @@ def test_sftpipe_train_relaunches_itself_with_its_own_options(tmp_path, tiny_mod
     monkeypatch.setattr(os, "execve", execve)
     for k in ("LOCAL_RANK", "RANK", "SFTPIPE_SINGLE_PROCESS", "SFTPIPE_ACCELERATE_CONFIG", "OMP_NUM_THREADS"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("SFTPIPE_NUM_PROCESSES", "2")
+    monkeypatch.delenv("SFTPIPE_NUM_PROCESSES", raising=False)
     args = _stage_workspace(tmp_path, tiny_model_dir)
+    if asked_by == "environment":
+        monkeypatch.setenv("SFTPIPE_NUM_PROCESSES", "2")
+    else:
+        params = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
+        params["train"]["num_processes"] = 2
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     result = CliRunner().invoke(main, ["train", *args, "--section", "train"])
     assert result.exit_code == 77, result.output
     assert seen["path"] == sys.executable
@@ -197,6 +217,21 @@ def test_sftpipe_train_relaunches_itself_with_its_own_options(tmp_path, tiny_mod
     # the workers learn the launcher's pid (this one: execve keeps it); one torch thread per core each
     assert seen["env"]["SFTPIPE_LAUNCHER_PID"] == str(os.getpid())
     assert seen["env"]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+
+def test_batch_size_is_the_batch_of_all_processes(monkeypatch):
+    """train.batch_size is split over the processes (so num_processes changes the speed, not the run); a
+    batch that does not split is one line naming the numbers."""
+    from sftpipe.errors import UserError
+    from sftpipe.model.train import per_device_batch, world_size
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert world_size() == 4
+    assert per_device_batch(16, 1) == 16 and per_device_batch(16, 4) == 4 and per_device_batch(16, 16) == 1
+    with pytest.raises(UserError, match=r"^batch_size 6 does not split over 4 processes .* multiple of 4$"):
+        per_device_batch(6, 4)
 
 
 def test_shipped_accelerate_configs_parse():

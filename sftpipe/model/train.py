@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -141,6 +142,19 @@ def fingerprint(parts: dict, files: list[str | Path]) -> str:
         if Path(f).is_file():
             h.update(Path(f).read_bytes())
     return h.hexdigest()[:16]
+
+
+def world_size() -> int:
+    """Processes training together: ``WORLD_SIZE``, which torch.distributed.run and accelerate launch set."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_device_batch(batch_size: int, world: int) -> int:
+    """Each process's share of ``batch_size``, the batch of all processes together."""
+    if batch_size % world:
+        raise UserError(f"batch_size {batch_size} does not split over {world} processes (it is the batch of "
+                        f"all of them together): give a multiple of {world}")
+    return batch_size // world
 
 
 def last_checkpoint(ckpt_dir: Path, fp: str, world_size: int = 1) -> str | None:
@@ -343,9 +357,10 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
     has_val = val_ds is not None and len(val_ds) > 0
     early = train_params.early_stopping_patience is not None and has_val
     ckpt_dir = Path(ckpt_dir)
+    per_device = per_device_batch(train_params.batch_size, world_size())
     args = TrainingArguments(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=train_params.batch_size,
-        per_device_eval_batch_size=train_params.batch_size, gradient_accumulation_steps=train_params.grad_accum,
+        output_dir=str(ckpt_dir), per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device, gradient_accumulation_steps=train_params.grad_accum,
         learning_rate=train_params.lr, num_train_epochs=train_params.epochs, max_steps=train_params.max_steps,
         lr_scheduler_type=train_params.scheduler, warmup_steps=train_params.warmup_ratio,
         weight_decay=train_params.weight_decay, logging_steps=train_params.logging_steps,
@@ -359,7 +374,7 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
         length_column_name="length", include_num_input_tokens_seen="non_padding",
         remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=not on_gpu, save_only_model=False)
-    # the number of processes changes the global batch (batch_size is per process): part of the run
+    # a checkpoint holds one RNG state per process: resuming needs the same number of processes
     world = args.world_size
     parts = {"model": model_params.model_dump(), "train": train_params.model_dump(),
              "lora": lora_params.model_dump(), "packing": packing}
