@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -638,7 +638,7 @@ class TrainParams(Section):
     # params train the same way on 1 process or 8, so num_processes changes the speed, not the run
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
-    num_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"   # auto: one per GPU when several are visible, else 1
+    num_processes: int | Literal["auto"] = "auto"   # auto: one per GPU when several are visible, else 1
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
@@ -655,6 +655,14 @@ class TrainParams(Section):
     early_stopping_patience: int | None = Field(None, ge=1)
     num_virtual_tokens: int = Field(16, ge=1)
     merge: bool = False
+
+
+    @field_validator("num_processes", mode="before")
+    @classmethod
+    def _processes(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("give auto or a whole number of processes, 1 or more")
 
 
 class EvaluateParams(Section):

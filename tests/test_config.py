@@ -29,6 +29,9 @@ def test_committed_params_validate():
     (("train", "method"), "qlora", "train.method: Input should be 'lora', 'dora'"),
     (("perplexity", "group_by"), "lang+topic", "unknown group key(s) ['topic']"),
     (("collect", "on_error"), "ignore", "collect.on_error: Input should be 'quarantine' or 'fail'"),
+    (("train", "num_processes"), 0, "train.num_processes: give auto or a whole number of processes, 1 or more (got 0)"),
+    (("teacher", "num_processes"), "two", "teacher.num_processes: give auto or a whole number of processes"),
+    (("train", "num_processes"), 1.5, "train.num_processes: give auto or a whole number of processes"),
 ])
 def test_bad_params_are_reported_by_key(path, value, message):
     data = base()

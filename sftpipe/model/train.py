@@ -153,7 +153,8 @@ def per_device_batch(batch_size: int, world: int) -> int:
     """Each process's share of ``batch_size``, the batch of all processes together."""
     if batch_size % world:
         raise UserError(f"batch_size {batch_size} does not split over {world} processes (it is the batch of "
-                        f"all of them together): give a multiple of {world}")
+                        f"all of them together): give a multiple of {world}, or run on another number of processes "
+                        f"(num_processes)")
     return batch_size // world
 
 
