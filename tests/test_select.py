@@ -163,6 +163,28 @@ def test_diverse_rejects_copies_with_the_nearest_admitted_row():
     assert res.extra_metrics["short_of_budget"] > 0
 
 
+def test_without_scores_the_walk_is_random_s_own_so_diverse_is_random_minus_near_duplicates():
+    """select.scores: {} walks in the seeded order random uses (it was the file's order): top is random
+    selection, and diverse takes random's rows except those too similar to one taken before them."""
+    records = pool(60)
+    copies = [{**r, "id": r["id"] + "c"} for r in records[:20]]
+    rows = records + copies
+    for seed in (0, 1):
+        rand = [r["id"] for r in choose(rows, SelectParams(method="random", budget=25, seed=seed)).kept]
+        top = choose(rows, SelectParams(method="top", budget=25, seed=seed, scores={}))
+        assert [r["id"] for r in top.kept] == rand
+        assert all("score" not in d["evidence"] and "order_score" not in d["evidence"] for d in top.dropped)
+        div = choose(rows, SelectParams(method="diverse", budget=25, seed=seed, scores={}, threshold=0.95))
+        accounted(rows, div)
+        kept = {r["id"] for r in div.kept}
+        assert len(kept) == 25 and not any(r["id"] in kept and r["id"] + "c" in kept for r in records)
+        similar = [d for d in div.dropped if d["reason"] == "too_similar"]
+        assert similar and all(d["evidence"]["similarity"] >= 0.95 for d in similar)
+    a, b = ({r["id"] for r in choose(rows, SelectParams(method="diverse", budget=25, seed=s, scores={})).kept}
+            for s in (0, 1))
+    assert a != b
+
+
 def test_all_passes_through_and_refuses_a_budget():
     records = pool(10)
     res = choose(records, SelectParams())

@@ -9,7 +9,9 @@ Order of work, each step writing its reason into the ledger for the rows it leav
    category in proportion to its share of the pool (so the method ranks within each category);
 3. the method inside the quotas: ``random`` (the baseline), ``top`` (by the combined score),
    ``diverse`` (score order, admitted only when below ``threshold`` cosine to every admitted row)
-   or ``kcenter`` (greedy farthest-first) -> ``budget``, ``quota``, ``too_similar``.
+   or ``kcenter`` (greedy farthest-first) -> ``budget``, ``quota``, ``too_similar``. With no
+   ``select.scores`` the walk order is a seeded random one (``select.seed``): ``top`` is then random
+   selection and ``diverse`` random selection that skips near duplicates.
 
 Chosen rows keep their input order in the output (training shuffles anyway) and carry their
 scores in ``meta.scores`` and their place in the walk in ``meta.select_rank``.
@@ -88,7 +90,14 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
         sub = [records[i] for i in pool]
         groups = [group_of(r, params.weights, _grouping(params)) for r in sub]
         quota = methods.quotas(groups, k, params.weights, params.balance != "none")
-        order = order_score([scores[i] for i in pool], params.scores) if params.method != "random" else None
+        if params.method == "random":
+            order = None
+        elif params.scores:
+            order = order_score([scores[i] for i in pool], params.scores)
+        else:   # no score: a seeded random walk, so `diverse` is random selection that skips near duplicates
+            walk = np.random.default_rng(params.seed).permutation(len(pool))   # random's own walk
+            order = np.empty(len(pool))
+            order[walk] = -np.arange(len(pool), dtype=np.float64)
         if params.method in ("diverse", "kcenter"):
             emb = embed_rows(sub, params) if X is None else X[pool]
         else:
@@ -98,7 +107,10 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
         chosen, reasons, quotas, details = [int(c) for c in sel.chosen], sel.reasons, sel.quotas, sel.details
         if order is not None:
             for j, ev in reasons.items():
-                ev.setdefault("order_score", round(float(order[j]), 4))
+                if params.scores:
+                    ev.setdefault("order_score", round(float(order[j]), 4))
+                else:   # the random walk's key is no score (its position is the evidence: rank)
+                    ev.pop("score", None)
     rank = {j: n for n, j in enumerate(chosen)}
     kept = []
     for j, i in enumerate(pool):
