@@ -580,6 +580,10 @@ class SelectParams(Section):
     stratify: Literal["none", "label", "source", "lang"] = "none"
     judge: JudgeParams = JudgeParams()
     reward_model: RewardModelParams = RewardModelParams()
+    # rule verifiers on each row's last reply (sftpipe/create/verify.py: the sample's checkable task
+    # families): a row they find wrong leaves as wrong_answer with the expected answer; meta.scores.verified
+    # is 1/0 where a rule applies (rows no rule reads are kept, unscored)
+    verify: bool = False
 
     @field_validator("budget", mode="before")
     @classmethod

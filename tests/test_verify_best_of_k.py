@@ -96,3 +96,40 @@ def test_scores_break_ties_among_verified_and_unverifiable_rows_follow_the_param
     low = best_of_k([rec], [{"replies": ["a"]}], scores=[[0.1]], min_score=0.5)
     assert low.dropped[0]["reason"] == "below_min_score"
 
+
+
+def test_select_verify_drops_the_rows_the_rules_find_wrong_and_keeps_what_no_rule_reads():
+    """select.verify: the same rules as best-of-K, on the training rows' own replies: a wrong answer leaves
+    as wrong_answer with the expected answer; right ones carry meta.scores.verified 1; rows no rule reads
+    (an invitation, a reply that is a tool call) stay, unscored; kept + dropped = input."""
+    from sftpipe.config import SelectParams
+    from sftpipe.select.choose import choose
+
+    rng = random.Random(3)
+    good = [row(i, it) for i, it in enumerate(items(60))]
+    bad_items = [it for it in items(60, seed=1) if quality.applies("wrong_answer", it)][:10]
+    bad = [row(100 + i, it, quality.wrong_answer(rng, it)[0]) for i, it in enumerate(bad_items)]
+    invitation = {"id": "v:inv", "source": "v", "label": "invitation", "meta": {"lang": "en"},
+                  "messages": [{"role": "user", "content": "Write an invitation to the picnic."},
+                               {"role": "assistant", "content": "Dear Ann, come to the picnic on Sunday."}]}
+    call = {"id": "v:call", "source": "v", "label": "arithmetic", "meta": {"lang": "en"},
+            "messages": [{"role": "user", "content": "Tom has 3 apples. Tom gets 4 more. How many now?"},
+                         {"role": "assistant", "content": None,
+                          "tool_calls": [{"name": "add", "arguments": {"a": 3, "b": 4}}]}]}
+    rows = good + bad + [invitation, call]
+    res = choose(rows, SelectParams(method="all", verify=True))
+    check_accounting("select", [r["id"] for r in rows], [r["id"] for r in res.kept], [d["id"] for d in res.dropped])
+    wrong = {d["id"]: d for d in res.dropped}
+    assert set(wrong) == {r["id"] for r in bad} and len(wrong) == 10
+    for r, it in zip(bad, bad_items):
+        d = wrong[r["id"]]
+        assert d["reason"] == "wrong_answer" and d["evidence"]["rule"] == it.category
+        assert d["evidence"]["expected"] and d["evidence"]["expected"] != r["messages"][-1]["content"]
+    kept = {r["id"]: r for r in res.kept}
+    verified = [kept[r["id"]]["meta"]["scores"].get("verified") for r in good]
+    assert set(verified) <= {1.0, None} and verified.count(1.0) >= 55   # the rules read nearly every prompt
+    assert "verified" not in kept["v:inv"]["meta"]["scores"] and "verified" not in kept["v:call"]["meta"]["scores"]
+    # off by default; with a budget the method chooses among the rows left
+    assert len(choose(rows, SelectParams(method="all")).kept) == len(rows)
+    assert {r["id"] for r in choose(rows, SelectParams(method="random", budget=30, verify=True)).kept} <= {
+        r["id"] for r in good + [invitation, call]}

@@ -2,7 +2,9 @@
 
 Order of work, each step writing its reason into the ledger for the rows it leaves out:
 
-1. ``select.min`` / ``select.max`` on raw scores -> ``below_score`` / ``above_score``;
+1. with ``select.verify``, the rule verifiers (sftpipe/create/verify.py) on each row's last reply ->
+   ``wrong_answer`` (with the rule and the expected answer); then ``select.min`` / ``select.max`` on
+   raw scores -> ``below_score`` / ``above_score``;
 2. the budget (rows, or a fraction of the input rows), split into quotas per group: mixture
    weights by label or source name (``select.weights``), the rest by size or, with
    ``select.balance``, evenly per category with leftovers refilled, or with ``select.stratify``, per
@@ -71,7 +73,11 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
     if params.method == "all" and params.budget is not None:
         raise UserError("select.budget is set but select.method is 'all' (pick random, top, diverse or kcenter)")
     _check_weights(records, params.weights)
-    extra = extra or [{} for _ in records]
+    extra = [dict(e) for e in extra] if extra else [{} for _ in records]
+    verdicts = [_verdict(r) for r in records] if params.verify else [None] * len(records)
+    for e, v in zip(extra, verdicts):
+        if v is not None and v.ok is not None:
+            e["verified"] = 1.0 if v.ok else 0.0
     scores = [gather(r, extra[i]) for i, r in enumerate(records)]
     check_names("min", params.min, scores)      # a misspelt bound would silently bound nothing
     check_names("max", params.max, scores)
@@ -79,7 +85,10 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
     dropped, pool = [], []
     for i, (r, s) in enumerate(zip(records, scores)):
         bad = out_of_bounds(s, params.min, params.max)
-        if bad:
+        if verdicts[i] is not None and verdicts[i].ok is False:
+            dropped.append(drop(_with_scores(r, s), "select", "wrong_answer", rule=verdicts[i].rule,
+                                expected=verdicts[i].expected))
+        elif bad:
             dropped.append(drop(_with_scores(r, s), "select", bad.pop("reason"), **bad))
         else:
             pool.append(i)
@@ -133,6 +142,16 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
 def _grouping(params: SelectParams) -> str:
     """The category quotas go by: balance's (even shares) or stratify's (shares of the pool)."""
     return params.balance if params.balance != "none" else params.stratify
+
+
+def _verdict(rec: dict):
+    """The rule verifiers' verdict on a row's last reply (None: the row does not end in a text reply)."""
+    from ..create.verify import verify
+
+    last = rec["messages"][-1] if rec.get("messages") else {}
+    if last.get("role") != "assistant" or not isinstance(last.get("content"), str):
+        return None
+    return verify(rec, last["content"])
 
 
 def _with_scores(rec: dict, s: dict) -> dict:
