@@ -331,3 +331,19 @@ def test_two_processes_train_like_one_resume_and_write_once(tmp_path, tiny_model
 
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]), sys.argv[2])
+
+
+def test_a_checkpoint_matches_the_process_count_not_how_it_was_asked_for():
+    """num_processes auto and 1 on one process (or 2 asked by param or environment) resume each other's
+    checkpoints; 1 process and 2 do not (one RNG state per process); a changed lr does not either."""
+    from sftpipe.config import LoraParams, ModelParams, TrainParams
+    from sftpipe.model.train import run_parts
+
+    mp, lora = ModelParams(), LoraParams()
+
+    def parts(world, **kw):
+        return run_parts(mp, TrainParams(**kw), lora, "padded", world)
+
+    assert parts(1, num_processes="auto") == parts(1, num_processes=1) == parts(1, num_processes=4)
+    assert parts(2, num_processes=2) == parts(2, num_processes="auto")
+    assert parts(2) != parts(1) and parts(1, lr=1e-3) != parts(1)

@@ -158,6 +158,18 @@ def per_device_batch(batch_size: int, world: int) -> int:
     return batch_size // world
 
 
+def run_parts(model_params: ModelParams, train_params: TrainParams, lora_params: LoraParams, packing: str,
+              world: int) -> dict:
+    """What a checkpoint must match to be resumed: the params that shape the run and the number of
+    processes that ran it (a checkpoint holds one RNG state per process), not how that number was asked
+    for (``num_processes``: auto or N, or the environment)."""
+    parts = {"model": model_params.model_dump(), "train": train_params.model_dump(exclude={"num_processes"}),
+             "lora": lora_params.model_dump(), "packing": packing}
+    if world > 1:  # only then, so a one-process run's fingerprint is what it was
+        parts["world_size"] = world
+    return parts
+
+
 def last_checkpoint(ckpt_dir: Path, fp: str, world_size: int = 1) -> str | None:
     """The newest checkpoint of a run with the same fingerprint; wipes checkpoints of other runs.
 
@@ -375,13 +387,8 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
         length_column_name="length", include_num_input_tokens_seen="non_padding",
         remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=not on_gpu, save_only_model=False)
-    # a checkpoint holds one RNG state per process: resuming needs the same number of processes
     world = args.world_size
-    parts = {"model": model_params.model_dump(), "train": train_params.model_dump(),
-             "lora": lora_params.model_dump(), "packing": packing}
-    if world > 1:  # only then, so a one-process run's fingerprint is what it was
-        parts["world_size"] = world
-    fp = fingerprint(parts, [*data_files, *CODE_FILES])
+    fp = fingerprint(run_parts(model_params, train_params, lora_params, packing, world), [*data_files, *CODE_FILES])
     # rank 0 alone looks up (and may wipe) the checkpoints, and every process resumes from its answer
     resume = last_checkpoint(ckpt_dir, fp, world) if args.process_index == 0 else None
     if world > 1:
