@@ -104,7 +104,7 @@ def choose(records: list[dict], params: SelectParams, extra: list[dict] | None =
         elif params.scores:
             order = order_score([scores[i] for i in pool], params.scores)
         else:   # no score: a seeded random walk, so `diverse` is random selection that skips near duplicates
-            walk = np.random.default_rng(params.seed).permutation(len(pool))   # random's own walk
+            walk = methods.random_walk(len(pool), params.seed)
             order = np.empty(len(pool))
             order[walk] = -np.arange(len(pool), dtype=np.float64)
         if params.method in ("diverse", "kcenter"):

@@ -331,8 +331,13 @@ def _fill(ctx: _Ctx, order: np.ndarray):
     return taken, len(order)
 
 
+def random_walk(n: int, seed: int) -> np.ndarray:
+    """The seeded order in which ``random`` takes rows (also select's walk when no score is given)."""
+    return np.random.default_rng(seed).permutation(n).astype(np.int64)
+
+
 def _random(ctx: _Ctx, seed: int):
-    perm = np.random.default_rng(seed).permutation(ctx.n).astype(np.int64)
+    perm = random_walk(ctx.n, seed)
     taken, _ = _fill(ctx, perm)
     reasons = {}
     for i in perm[~taken].tolist():
