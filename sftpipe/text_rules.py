@@ -34,12 +34,14 @@ from functools import lru_cache
 
 from .config import TextRulesParams
 
-_HAN = "\u3400-\u4dbf\u4e00-\u9fff"   # the Han blocks of _is_han
+# the Han blocks (CJK Unified Ideographs, Extension A), once for _is_han and the unit regex
+(_HAN_LO, _HAN_HI), (_EXT_A_LO, _EXT_A_HI) = _HAN_BLOCKS = (("\u4e00", "\u9fff"), ("\u3400", "\u4dbf"))
+_HAN = "".join(f"{lo}-{hi}" for lo, hi in _HAN_BLOCKS)
 _UNIT = re.compile(rf"[{_HAN}]|[^\W{_HAN}]+")
 
 
 def _is_han(c: str) -> bool:
-    return "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf"
+    return _HAN_LO <= c <= _HAN_HI or _EXT_A_LO <= c <= _EXT_A_HI
 
 
 def _fullwidth_letter(c: str) -> bool:
