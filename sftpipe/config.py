@@ -660,7 +660,6 @@ class TrainParams(Section):
     num_virtual_tokens: int = Field(16, ge=1)
     merge: bool = False
 
-
     @field_validator("num_processes", mode="before")
     @classmethod
     def _processes(cls, v):

@@ -370,7 +370,8 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
     has_val = val_ds is not None and len(val_ds) > 0
     early = train_params.early_stopping_patience is not None and has_val
     ckpt_dir = Path(ckpt_dir)
-    per_device = per_device_batch(train_params.batch_size, world_size())
+    world = world_size()
+    per_device = per_device_batch(train_params.batch_size, world)
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=per_device,
         per_device_eval_batch_size=per_device, gradient_accumulation_steps=train_params.grad_accum,
@@ -387,7 +388,6 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
         length_column_name="length", include_num_input_tokens_seen="non_padding",
         remove_unused_columns=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=not on_gpu, save_only_model=False)
-    world = args.world_size
     fp = fingerprint(run_parts(model_params, train_params, lora_params, packing, world), [*data_files, *CODE_FILES])
     # rank 0 alone looks up (and may wipe) the checkpoints, and every process resumes from its answer
     resume = last_checkpoint(ckpt_dir, fp, world) if args.process_index == 0 else None
