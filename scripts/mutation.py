@@ -14,13 +14,14 @@ to minutes each (a surviving formatting mutant runs most of test_train.py).
 
 Targets: formatting, ledger, split, perplexity, evaluation, metrics (the evaluate metric
 modules), dedup (survivor choice: _id_key, _survivors and the part of dedup_records that
-builds kept/dropped), label_noise (label_noise_records without the featurization and
-scoring block: the min_class_size handling and the drop/flag/relabel actions).
+builds kept/dropped), label_noise (label_verdicts without the featurization and scoring
+block, apply_verdict, label_noise_records: the min_class_size handling and the
+drop/flag/relabel actions).
 
 The working tree is never touched: its files (tracked, plus untracked ones git does not
 ignore) are copied into a temporary directory and mutmut runs there, with the config in
 pyproject.toml's [tool.mutmut] (test files, forkserver, timeouts) and the test plugin
-scripts/mutation_plugin.py. Out-of-scope blocks of dedup_records and label_noise_records
+scripts/mutation_plugin.py. Out-of-scope blocks of dedup_records and label_verdicts
 get ``# pragma: no mutate start/end`` comments in that copy only. mutmut's stats phase maps
 every function to the tests that call it, and each mutant runs only those (-x, cheap first).
 
@@ -59,7 +60,8 @@ TARGETS: dict[str, list[tuple[str, str]]] = {
                 ("sftpipe/model/metric_modules/sft_exact_match/sft_exact_match.py", "*")],
     "dedup": [("sftpipe/dedup/clusters.py", "x__id_key"), ("sftpipe/dedup/clusters.py", "x__survivors"),
               ("sftpipe/dedup/clusters.py", "x_dedup_records")],
-    "label_noise": [("sftpipe/label_noise.py", "x_label_noise_records")],
+    "label_noise": [("sftpipe/label_noise.py", "x_label_verdicts"), ("sftpipe/label_noise.py", "x_apply_verdict"),
+                    ("sftpipe/label_noise.py", "x_label_noise_records")],
 }
 
 # Statements left unmutated inside in-scope functions: (file, function, first statement, last
@@ -68,7 +70,7 @@ OUT_OF_SCOPE = [
     # cluster metrics and the size histogram: counts, not the choice of kept/dropped rows
     ("sftpipe/dedup/clusters.py", "dedup_records", "cluster_sizes = np.bincount", "details = "),
     # featurization and out-of-fold scoring (folds, tf-idf/embeddings, cleanlab)
-    ("sftpipe/label_noise.py", "label_noise_records", "folds = ", "issues, quality = find_issues"),
+    ("sftpipe/label_noise.py", "label_verdicts", "folds = ", "issues, quality = find_issues"),
 ]
 
 # mutmut's statuses: "survived" and "no tests" (no test calls the function) are the mutants the tests

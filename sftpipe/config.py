@@ -321,6 +321,7 @@ class PerplexityParams(Section):
     template: Literal["plain", "chat"] = "plain"
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(512, ge=8)
+    chunk_rows: int = Field(50_000, ge=1)       # rows scored at a time (batches are length-sorted within one)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on GPU, fp32 on CPU
     group_by: str = "lang+label"               # "none", or keys joined by "+": lang, source, label
     lower_quantile: float | None = Field(None, ge=0.0, lt=1.0)

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .config import LabelNoiseParams
 from .errors import UserError
-from .ledger import FilterResult, drop
+from .io import write_json
+from .ledger import FilterResult, IdTally, drop
 from .schema import text_of
+from .twopass import DROP, KEEP, chunks, route
 
 log = logging.getLogger("sftpipe")
 
@@ -99,54 +104,101 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, noise_params: LabelNoiseP
     return np.asarray(mask, dtype=bool), get_label_quality_scores(labels, probs)
 
 
-def label_noise_records(records: list[dict], noise_params: LabelNoiseParams) -> FilterResult:
-    """Check the rows whose class has at least ``min_class_size`` labelled rows; pass the rest through."""
-    counts = Counter(r["label"] for r in records if r.get("label") is not None)
+@dataclass
+class Verdicts:
+    """What the stage decided, by row number: (issue?, label quality, predicted class) for each checked row."""
+    info: dict[int, tuple[bool, float, str]]
+    metrics: dict
+    details: dict = field(default_factory=dict)
+
+
+def label_verdicts(labels: list, text_at: Callable[[int], str], noise_params: LabelNoiseParams) -> Verdicts:
+    """Check the rows whose class has at least ``min_class_size`` labelled rows; the rest pass untouched.
+    ``labels``: each row's label (None: none); ``text_at(i)``: row i's featurized text (asked only for
+    the rows checked)."""
+    counts = Counter(lab for lab in labels if lab is not None)
     classes = sorted(c for c, n in counts.items() if n >= noise_params.min_class_size)
-    checked = [i for i, r in enumerate(records) if r.get("label") in classes]
+    checked = [i for i, lab in enumerate(labels) if lab in classes]
     base = {"checked": len(checked), "classes": len(classes), "issues": 0}
     if not noise_params.enabled or len(classes) < 2:
         why = "disabled" if not noise_params.enabled else (
             "no label field in the data" if not counts
             else f"fewer than 2 classes with >= {noise_params.min_class_size} rows")
-        log.info("label_noise: passing all %d rows through (%s)", len(records), why)
-        return FilterResult(kept=[dict(r) for r in records], extra_metrics={**base, "checked": 0, "skipped": why})
+        log.info("label_noise: passing all %d rows through (%s)", len(labels), why)
+        return Verdicts({}, {**base, "checked": 0, "skipped": why})
     index = {c: k for k, c in enumerate(classes)}
-    y = np.array([index[records[i]["label"]] for i in checked])
+    y = np.array([index[labels[i]] for i in checked])
     folds = min(noise_params.folds, int(np.bincount(y).min()))
-    texts = [text_of(records[i], noise_params.field) for i in checked]
+    texts = [text_at(i) for i in checked]
     if noise_params.featurizer == "tfidf":
         X = tfidf_features(texts)
     else:
         if not noise_params.embedding_model:
             raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
         X = embedding_features(texts, noise_params.embedding_model)
+    del texts
     probs = out_of_fold_probs(X, y, folds, noise_params.C, noise_params.seed, noise_params.tol)
     issues, quality = find_issues(y, probs, noise_params)
     predicted = probs.argmax(1)
-    kept, dropped = [], []
     info = {i: (bool(issues[k]), float(quality[k]), classes[predicted[k]]) for k, i in enumerate(checked)}
-    for i, rec in enumerate(records):
-        rec = {**rec, "meta": dict(rec["meta"])}
-        if i not in info:
-            kept.append(rec)
-            continue
-        is_issue, q, pred = info[i]
-        rec["meta"]["label_quality"] = round(q, 4)
-        if not is_issue:
-            kept.append(rec)
-        elif noise_params.action == "drop":
-            dropped.append(drop(rec, "label_noise", "label_issue", given_label=rec["label"], predicted_label=pred,
-                                label_quality=round(q, 4), filter_by=noise_params.filter_by,
-                                frac_noise=noise_params.frac_noise))
-        elif noise_params.action == "flag":
-            rec["meta"].update(label_issue=True, label_predicted=pred)
-            kept.append(rec)
-        else:  # relabel
-            rec["meta"].update(label_issue=True, label_original=rec["label"])
-            rec["label"] = pred
-            kept.append(rec)
     per_class = {c: {"rows": int(counts[c]), "issues": int(sum(issues[y == index[c]]))} for c in classes}
     acc = float((predicted == y).mean())
-    return FilterResult(kept, dropped, {**base, "issues": int(issues.sum()), "oof_accuracy": round(acc, 4),
-                                        "folds": folds}, {"per_class": per_class})
+    return Verdicts(info, {**base, "issues": int(issues.sum()), "oof_accuracy": round(acc, 4), "folds": folds},
+                    {"per_class": per_class})
+
+
+def apply_verdict(i: int, rec: dict, verdicts: Verdicts, noise_params: LabelNoiseParams) -> tuple[str, dict]:
+    """Row i as the stage writes it: (KEEP, record) with its label quality (and flag or new label),
+    or (DROP, ledger row)."""
+    rec = {**rec, "meta": dict(rec["meta"])}
+    if i not in verdicts.info:
+        return KEEP, rec
+    is_issue, q, pred = verdicts.info[i]
+    rec["meta"]["label_quality"] = round(q, 4)
+    if not is_issue:
+        return KEEP, rec
+    if noise_params.action == "drop":
+        return DROP, drop(rec, "label_noise", "label_issue", given_label=rec["label"], predicted_label=pred,
+                          label_quality=round(q, 4), filter_by=noise_params.filter_by,
+                          frac_noise=noise_params.frac_noise)
+    if noise_params.action == "flag":
+        rec["meta"].update(label_issue=True, label_predicted=pred)
+    else:  # relabel
+        rec["meta"].update(label_issue=True, label_original=rec["label"])
+        rec["label"] = pred
+    return KEEP, rec
+
+
+def label_noise_records(records: list[dict], noise_params: LabelNoiseParams) -> FilterResult:
+    """The stage on rows in memory (:func:`label_noise_jsonl` streams a file to the same bytes)."""
+    verdicts = label_verdicts([r.get("label") for r in records],
+                              lambda i: text_of(records[i], noise_params.field), noise_params)
+    kept, dropped = [], []
+    for i, rec in enumerate(records):
+        kind, row = apply_verdict(i, rec, verdicts, noise_params)
+        (kept if kind == KEEP else dropped).append(row)
+    return FilterResult(kept, dropped, verdicts.metrics, verdicts.details)
+
+
+def label_noise_jsonl(inp_path, out_dir, metrics_path, noise_params: LabelNoiseParams,
+                      chunk_rows: int = 10_000) -> tuple[dict, dict]:
+    """The stage from a JSONL file, in two passes: each row's label and featurized text first (the
+    only things held for every row), then the records again, written as decided. Returns (metrics,
+    details), with the bytes :func:`label_noise_records` + ``write_filter_outputs`` write."""
+    ids = IdTally()
+    labels: list = []
+    texts: dict[int, str] = {}
+    for chunk in chunks(inp_path, chunk_rows, ids):
+        for rec in chunk:
+            lab = rec.get("label")
+            if lab is not None:
+                texts[len(labels)] = text_of(rec, noise_params.field)
+            labels.append(lab)
+    verdicts = label_verdicts(labels, texts.__getitem__, noise_params)
+    del texts
+    out = route("label_noise", inp_path, out_dir, ids, lambda i, rec: apply_verdict(i, rec, verdicts, noise_params))
+    if verdicts.details:
+        write_json(Path(out_dir) / "details.json", verdicts.details)
+    m = out.counts(verdicts.metrics)
+    write_json(metrics_path, m)
+    return m, verdicts.details

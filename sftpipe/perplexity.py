@@ -29,9 +29,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +41,11 @@ import numpy as np
 from .clean.pii import PLACEHOLDERS
 from .config import BaseParams, Params, PerplexityParams
 from .model.formatting import IGNORE, encode, pad_batch
-from .ledger import FilterResult, drop
+from .io import write_json
+from .ledger import FilterResult, IdTally, drop
 from .schema import last_turn_split, prompt_text, response_text
 from .text_rules import check_record
+from .twopass import DROP, KEEP, chunks, route
 
 
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
@@ -356,73 +360,159 @@ def _sig(x: float) -> float:
     return float(f"{x:.5g}")
 
 
-def perplexity_filter(records: list[dict], scores: list[float | None], ppl_params: PerplexityParams,
-                      ifd: list[float | None] | None = None) -> FilterResult:
+def group_limits(keys: list[str], scores: list[float | None], ppl_params: PerplexityParams) -> dict[str, tuple]:
+    """{group: (lower, upper, {bound: rule})} from every row's group key and score, groups sorted."""
     groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(records):
-        groups[group_key(r, ppl_params.group_by)].append(i)
-    limits = {}
-    for g, idx in sorted(groups.items()):
-        vals = np.array([scores[i] for i in idx if scores[i] is not None], dtype=float)
-        limits[g] = bounds(vals, ppl_params)
+    for i, g in enumerate(keys):
+        groups[g].append(i)
+    return {g: bounds(np.array([scores[i] for i in idx if scores[i] is not None], dtype=float), ppl_params)
+            for g, idx in sorted(groups.items())}
+
+
+def judge_row(rec: dict, score: float | None, ifd: float | None, g: str, limits: dict, ppl_params: PerplexityParams,
+              with_ifd: bool) -> tuple[str, dict]:
+    """One row as the stage writes it: (KEEP, record with meta.ppl, ppl_group and meta.ifd if
+    ``with_ifd``) or (DROP, ledger row naming the text rule, bound or IFD cap that cut it)."""
+    lo, hi, rule = limits[g]
+    out = {**rec, "meta": {**rec["meta"], "ppl": None if score is None else _sig(score), "ppl_group": g}}
+    if with_ifd:
+        out["meta"]["ifd"] = None if ifd is None else _sig(ifd)
+    ev = {"ppl": out["meta"]["ppl"], "lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi), "group": g}
     rules = ppl_params.rules
-    kept, dropped = [], []
-    for i, r in enumerate(records):
-        g = group_key(r, ppl_params.group_by)
-        lo, hi, rule = limits[g]
-        s = scores[i]
-        rec = {**r, "meta": {**r["meta"], "ppl": None if s is None else _sig(s), "ppl_group": g}}
-        if ifd is not None:
-            rec["meta"]["ifd"] = None if ifd[i] is None else _sig(ifd[i])
-        ev = {"ppl": rec["meta"]["ppl"], "lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),
-              "group": g}
-        hit = check_record(r, rules) if rules.enabled else None
-        if hit is not None:   # the rule's evidence first: clearer than a score (which is kept beside it)
-            dropped.append(drop(rec, "perplexity", hit[0], **hit[1], ppl=ev["ppl"], group=g))
-        elif s is None:
-            dropped.append(drop(rec, "perplexity", "unscorable", **ev))
-        elif s > hi:
-            dropped.append(drop(rec, "perplexity", "perplexity_high", rule=rule["upper"], **ev))
-        elif s < lo:
-            dropped.append(drop(rec, "perplexity", "perplexity_low", rule=rule["lower"], **ev))
-        elif ppl_params.max_ifd is not None and ifd is not None and ifd[i] is not None \
-                and ifd[i] > ppl_params.max_ifd:
-            dropped.append(drop(rec, "perplexity", "ifd_high", ifd=rec["meta"]["ifd"], max_ifd=ppl_params.max_ifd,
-                                **ev))
-        else:
-            kept.append(rec)
+    hit = check_record(rec, rules) if rules.enabled else None
+    if hit is not None:   # the rule's evidence first: clearer than a score (which is kept beside it)
+        return DROP, drop(out, "perplexity", hit[0], **hit[1], ppl=ev["ppl"], group=g)
+    if score is None:
+        return DROP, drop(out, "perplexity", "unscorable", **ev)
+    if score > hi:
+        return DROP, drop(out, "perplexity", "perplexity_high", rule=rule["upper"], **ev)
+    if score < lo:
+        return DROP, drop(out, "perplexity", "perplexity_low", rule=rule["lower"], **ev)
+    if with_ifd and ppl_params.max_ifd is not None and ifd is not None and ifd > ppl_params.max_ifd:
+        return DROP, drop(out, "perplexity", "ifd_high", ifd=out["meta"]["ifd"], max_ifd=ppl_params.max_ifd, **ev)
+    return KEEP, out
+
+
+def _summary(limits: dict, scores: list[float | None]) -> tuple[dict, dict]:
+    """(extra metrics, details) of a filtered run: the median perplexity and each group's bounds."""
     bounds_out = {g: {"lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),
                       "lower_rule": rule["lower"], "upper_rule": rule["upper"]}
                   for g, (lo, hi, rule) in limits.items()}
     valid = [s for s in scores if s is not None]
-    return FilterResult(kept, dropped, {"median_ppl": _sig(float(np.median(valid))) if valid else None,
-                                        "groups": len(limits)}, {"bounds": bounds_out})
+    return ({"median_ppl": _sig(float(np.median(valid))) if valid else None, "groups": len(limits)},
+            {"bounds": bounds_out})
+
+
+def perplexity_filter(records: list[dict], scores: list[float | None], ppl_params: PerplexityParams,
+                      ifd: list[float | None] | None = None) -> FilterResult:
+    """The filter on rows in memory (:func:`filter_file` streams a file to the same bytes)."""
+    keys = [group_key(r, ppl_params.group_by) for r in records]
+    limits = group_limits(keys, scores, ppl_params)
+    kept, dropped = [], []
+    for i, r in enumerate(records):
+        kind, row = judge_row(r, scores[i], None if ifd is None else ifd[i], keys[i], limits, ppl_params,
+                              ifd is not None)
+        (kept if kind == KEEP else dropped).append(row)
+    extra, details = _summary(limits, scores)
+    return FilterResult(kept, dropped, extra, details)
+
+
+@dataclass
+class Scan:
+    """The first pass over a file: per row its group key, perplexity and IFD (None: not scored), and the
+    ids read (the second pass checks it reads the same rows)."""
+    keys: list[str] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    ifd: list[float | None] | None = None
+    ids: IdTally = field(default_factory=IdTally)
+
+
+def scan_file(path, chunk_rows: int, ppl_params: PerplexityParams,
+              score_chunk: Callable[[list[dict]], tuple[list, list | None]]) -> Scan:
+    """Score ``path`` ``chunk_rows`` records at a time: ``score_chunk(rows)`` gives (perplexities, IFDs or
+    None). Batches are length-sorted within a chunk, so the scores depend on ``chunk_rows`` (in the last
+    bits) and not on anything else; a file of at most ``chunk_rows`` rows scores as one list."""
+    scan = Scan()
+    for chunk in chunks(path, chunk_rows, scan.ids):
+        scan.keys.extend(sys.intern(group_key(r, ppl_params.group_by)) for r in chunk)
+        s, f = score_chunk(chunk)
+        scan.scores.extend(s)
+        if f is not None:
+            if scan.ifd is None:
+                scan.ifd = []
+            scan.ifd.extend(f)
+    return scan
+
+
+def filter_file(path, out_dir, metrics_path, scan: Scan | None, ppl_params: PerplexityParams,
+                extra: dict | None = None) -> tuple[dict, dict[str, dict], list[list]]:
+    """The second pass: the rows of ``path`` again, judged on ``scan``'s scores and written to ``out_dir``
+    (kept, ledger, details.json) with the metrics, the bytes :func:`perplexity_filter` +
+    ``write_filter_outputs`` write. ``scan`` None: nothing scored (the stage is disabled), every row
+    kept as it is. Returns (metrics, :func:`plot_groups`, :func:`histogram_rows`)."""
+    if scan is None:
+        ids = IdTally()
+        for _ in chunks(path, 10_000, ids):
+            pass
+        out = route("perplexity", path, out_dir, ids, lambda i, rec: (KEEP, rec))
+        m = out.counts({"skipped": "disabled", **(extra or {})})
+        write_json(metrics_path, m)
+        return m, {}, []
+    limits = group_limits(scan.keys, scan.scores, ppl_params)
+    with_ifd = scan.ifd is not None
+    kept = bytearray(len(scan.keys))
+
+    def decide(i, rec):
+        kind, row = judge_row(rec, scan.scores[i], scan.ifd[i] if with_ifd else None, scan.keys[i], limits,
+                              ppl_params, with_ifd)
+        kept[i] = kind == KEEP
+        return kind, row
+
+    out = route("perplexity", path, out_dir, scan.ids, decide)
+    metrics, details = _summary(limits, scan.scores)
+    write_json(Path(out_dir) / "details.json", details)
+    m = out.counts({**metrics, **(extra or {})})
+    write_json(metrics_path, m)
+    # the plots' points: kept rows then dropped rows, each in input order, as the in-memory result lists them
+    order = [i for i in range(len(kept)) if kept[i]] + [i for i in range(len(kept)) if not kept[i]]
+    points = [(scan.keys[i], None if scan.scores[i] is None else _sig(scan.scores[i]), bool(kept[i]))
+              for i in order]
+    return m, _plot_points(points, details["bounds"]), _histogram_points(points)
+def _result_points(result: FilterResult) -> list[tuple[str | None, float | None, bool]]:
+    """(group, ppl, kept?) of every row of a result, kept rows first."""
+    rows = [(r, True) for r in result.kept] + [(d["record"], False) for d in result.dropped]
+    return [(r["meta"].get("ppl_group"), r["meta"].get("ppl"), k) for r, k in rows]
 
 
 def histogram_rows(result: FilterResult, bins: int = 40) -> list[list]:
     """Plot rows (group, log10 ppl bin centre, kept, dropped): the cut shows where 'dropped' starts."""
-    rows = [(r, "kept") for r in result.kept] + [(d["record"], "dropped") for d in result.dropped]
-    pts = [(r["meta"]["ppl_group"], r["meta"]["ppl"], kind) for r, kind in rows if r["meta"].get("ppl")]
+    return _histogram_points(_result_points(result), bins)
+
+
+def _histogram_points(points: list[tuple], bins: int = 40) -> list[list]:
+    pts = [(g, p, k) for g, p, k in points if p]
     if not pts:
         return []
     logs = np.log10([p for _, p, _ in pts])
     edges = np.linspace(logs.min(), logs.max() + 1e-9, bins + 1)
     table: dict = defaultdict(lambda: [0, 0])
-    for (g, _, kind), x in zip(pts, logs):
+    for (g, _, k), x in zip(pts, logs):
         b = min(int(np.searchsorted(edges, x, side="right")) - 1, bins - 1)
-        table[(g, b)][0 if kind == "kept" else 1] += 1
+        table[(g, b)][0 if k else 1] += 1
     return [[g, round(float((edges[b] + edges[b + 1]) / 2), 3), k, d] for (g, b), (k, d) in sorted(table.items())]
 
 
 def plot_groups(result: FilterResult) -> dict[str, dict]:
     """Per group: every scored row's perplexity (kept and dropped) and the group's cut bounds, the
     input of :func:`sftpipe.plots.perplexity_png`."""
-    rows = result.kept + [d["record"] for d in result.dropped]
-    bounds_of = result.details.get("bounds", {})
+    return _plot_points(_result_points(result), result.details.get("bounds", {}))
+
+
+def _plot_points(points: list[tuple], bounds_of: dict) -> dict[str, dict]:
     out = {g: {"scores": [], "lower": b["lower"] or None, "upper": b["upper"]} for g, b in bounds_of.items()}
-    for r in rows:
-        if r["meta"].get("ppl") is not None and r["meta"].get("ppl_group") in out:
-            out[r["meta"]["ppl_group"]]["scores"].append(r["meta"]["ppl"])
+    for g, p, _ in points:
+        if p is not None and g in out:
+            out[g]["scores"].append(p)
     return out
 
 
@@ -473,7 +563,7 @@ def fit_steps(n_tokens: int, ppl_params: PerplexityParams, base_params: BasePara
     return max(1, min(cap, math.ceil(ppl_params.fit_epochs * n_tokens / per_step)))
 
 
-def fit_reference(records: list[dict], ppl_params: PerplexityParams, base_params: BaseParams,
+def fit_reference(records: Iterable[dict], ppl_params: PerplexityParams, base_params: BaseParams,
                   out_dir: str | Path, log=print) -> dict:
     """Train a fresh tokenizer and a small LM (``base``'s architecture, optimiser and seed) on the text
     of ``records``, for :func:`fit_steps` steps; save it to ``out_dir`` like a hub model. Returns a

@@ -12,15 +12,13 @@ from stages._common import log, stage
 @click.option("--plot", default="metrics/plots/label_issues.csv", show_default=True)
 @click.option("--picture", default="metrics/plots/label_issues.png", show_default=True)
 def cli(params, inp, out, metrics, plot, picture):
-    from sftpipe.io import read_jsonl, write_csv
-    from sftpipe.label_noise import label_noise_records
-    from sftpipe.ledger import write_filter_outputs
+    from sftpipe.io import write_csv
+    from sftpipe.label_noise import label_noise_jsonl
     from sftpipe.plots import label_issues_png
 
-    records = read_jsonl(inp)
-    result = label_noise_records(records, params.label_noise)
-    m = write_filter_outputs("label_noise", records, result, out, metrics)
-    per_class = result.details.get("per_class", {})
+    # two passes over the file: labels and texts first, then the rows as decided (never all records at once)
+    m, details = label_noise_jsonl(inp, out, metrics, params.label_noise)
+    per_class = details.get("per_class", {})
     write_csv(plot, ["class", "rows", "issues"], [[c, v["rows"], v["issues"]] for c, v in per_class.items()])
     label_issues_png(per_class, picture)
     log.info("%d rows in, %d label issues (action %s), %d kept, %d dropped", m["rows_in"], m["issues"],

@@ -16,24 +16,24 @@ from stages._common import log, progress, stage
 @click.option("--plot", default="metrics/plots/perplexity.csv", show_default=True)
 @click.option("--picture", default="metrics/plots/perplexity.png", show_default=True)
 def cli(params, inp, out, metrics, plot, picture):
-    from sftpipe.io import atomic_path, read_jsonl, write_csv
-    from sftpipe.ledger import FilterResult, write_filter_outputs
+    from sftpipe.io import atomic_path, write_csv
     from sftpipe.model.loading import load_model, load_tokenizer
-    from sftpipe.perplexity import (fit_reference, histogram_rows, ifd_rows, perplexity_filter, plot_groups,
-                                    reference_choice, score_rows)
+    from sftpipe.perplexity import fit_reference, filter_file, ifd_rows, reference_choice, scan_file, score_rows
     from sftpipe.plots import perplexity_png
+    from sftpipe.twopass import chunks, count_rows
 
+    # two passes over the file, ppl.chunk_rows records at a time: the scores, then the rows as judged
     ppl_params = params.perplexity
-    records = read_jsonl(inp)
     if not ppl_params.enabled:
-        result = FilterResult(kept=records, extra_metrics={"skipped": "disabled"})
+        m, groups, hist = filter_file(inp, out, metrics, None, ppl_params)
     else:
         kind, why = reference_choice(params)
         if kind == "fit":
             # a model of the rows' own text, only for scoring, versioned with the stage's output
             ref_dir = str(Path(out) / "reference")
+            rows = (r for chunk in chunks(inp, ppl_params.chunk_rows) for r in chunk)
             with atomic_path(ref_dir) as tmp:
-                fitted = fit_reference(records, ppl_params, params.base, tmp, log=log.info)
+                fitted = fit_reference(rows, ppl_params, params.base, tmp, log=log.info)
             model_params = params.model.model_copy(update={"name_or_path": ref_dir, "revision": None,
                                                            "trust_remote_code": False})
             reference = {"kind": kind, "why": why, "model": ref_dir, **fitted}
@@ -47,6 +47,7 @@ def cli(params, inp, out, metrics, plot, picture):
             reference = {"kind": kind, "why": why, "model": model_params.name_or_path}
             log.info("reference LM: %s (%s)", model_params.name_or_path, why)
         tokenizer = load_tokenizer(model_params)
+        n = count_rows(inp)
         with contextlib.ExitStack() as engine:
             if ppl_params.engine == "ray":   # the model goes to the actors only; the rows are encoded here
                 from sftpipe.ray_session import ray_session
@@ -58,17 +59,18 @@ def cli(params, inp, out, metrics, plot, picture):
                          ppl_params.ray.num_cpus_per_actor, ppl_params.ray.num_gpus_per_actor)
             else:
                 model = load_model(model_params, precision=ppl_params.precision).eval()
-            with progress(len(records), "perplexity") as bar:
-                scores = score_rows(model, tokenizer, records, ppl_params, bar)
-            ifd = None
-            if ppl_params.ifd:
-                with progress(len(records), "ifd") as bar:
-                    ifd = ifd_rows(model, tokenizer, records, ppl_params, scores, bar)
-        result = perplexity_filter(records, scores, ppl_params, ifd)
-        result.extra_metrics["reference"] = reference
-    m = write_filter_outputs("perplexity", records, result, out, metrics)
-    write_csv(plot, ["group", "log10_ppl", "kept", "dropped"], histogram_rows(result))
-    perplexity_png(plot_groups(result), picture)
+            bar = engine.enter_context(progress(n, "perplexity"))
+            ifd_bar = engine.enter_context(progress(n, "ifd")) if ppl_params.ifd else None
+
+            def score_chunk(rows):
+                scores = score_rows(model, tokenizer, rows, ppl_params, bar)
+                ifd = ifd_rows(model, tokenizer, rows, ppl_params, scores, ifd_bar) if ppl_params.ifd else None
+                return scores, ifd
+
+            scan = scan_file(inp, ppl_params.chunk_rows, ppl_params, score_chunk)
+        m, groups, hist = filter_file(inp, out, metrics, scan, ppl_params, {"reference": reference})
+    write_csv(plot, ["group", "log10_ppl", "kept", "dropped"], hist)
+    perplexity_png(groups, picture)
     log.info("%d rows in, %d kept, dropped %s (median ppl %s)", m["rows_in"], m["kept"], m["dropped_by_reason"],
              m.get("median_ppl"))
 
