@@ -100,7 +100,11 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, noise_params: LabelNoiseP
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    mask = find_label_issues(labels, probs, filter_by=noise_params.filter_by, frac_noise=noise_params.frac_noise)
+    # n_jobs=1: the same mask (cleanlab: n_jobs changes only the time), and no process pool, whose workers on
+    # Linux read the classes' probabilities from module globals and fail with a NameError when this process
+    # was itself started by spawn (a ProcessPoolExecutor or multiprocessing child)
+    mask = find_label_issues(labels, probs, filter_by=noise_params.filter_by, frac_noise=noise_params.frac_noise,
+                             n_jobs=1)
     return np.asarray(mask, dtype=bool), get_label_quality_scores(labels, probs)
 
 
