@@ -44,6 +44,7 @@ not streamed: with it on, use the in-memory path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -531,6 +532,94 @@ def _near_evidence(reader: _Reader, near: np.ndarray, kept: np.ndarray, p: Dedup
 # The stage
 
 
+class _Laps:
+    """``lap(name)``: the seconds and peak RSS since the previous lap, into ``stats``."""
+
+    def __init__(self, stats: dict):
+        self.stats, self.clock = stats, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stats[f"{name}_s"] = round(now - self.clock, 3)
+        self.stats[f"{name}_peak_mb"] = _peak_mb()
+        log.debug("%s: %.1f s, peak RSS so far %s MB", name, now - self.clock, self.stats[f"{name}_peak_mb"])
+        self.clock = now
+
+
+@contextlib.contextmanager
+def _scanned(path: Path, p: DedupParams, chunk_rows: int, tmp_dir, lap):
+    """(scan, reader, texts) of ``path``, its spill files in a temporary directory removed on the way out."""
+    from ..io import sweep_stale
+
+    sweep_stale(tmp_dir or tempfile.gettempdir(), "sftpipe-dedup-")   # spill files of a killed run
+    with tempfile.TemporaryDirectory(prefix=f"sftpipe-dedup-{os.getpid()}.", dir=tmp_dir) as tmp:
+        scan = _Scan(Path(tmp), p)
+        scan.run(path, chunk_rows)
+        lap("scan")
+        reader = _Reader(path, scan.offsets, scan.lengths)
+        texts = _Texts(Path(tmp) / "norm.utf8", scan.norm_bytes) if scan.keep_norm else None
+        try:
+            yield scan, reader, texts
+        finally:
+            reader.close()
+            if texts is not None:
+                texts.close()
+
+
+def groups_jsonl(inp_path, dedup_params: DedupParams, threshold: float, chunk_rows: int = CHUNK_ROWS,
+                 tmp_dir=None) -> np.ndarray:
+    """``clusters.near_duplicate_groups`` of the rows' whole text (``schema.full_text``) at ``threshold``,
+    streaming: a group number per row, 0, 1, ... in order of each group's first row. Holds the scan's
+    per-row arrays, never the records."""
+    p = dedup_params.model_copy(update={"exact": True, "near": True, "field": "all", "threshold": threshold,
+                                        "semantic": dedup_params.semantic.model_copy(update={"enabled": False})})
+    path = Path(inp_path)
+    if not path.is_file():
+        _reader_error(path)
+    with _scanned(path, p, chunk_rows, tmp_dir, _Laps({})) as (scan, reader, texts):
+        comp = _find(scan, reader, texts, p, {}, _Laps({})).component
+    return np.searchsorted(sorted_unique(comp), comp)
+
+
+def _find(scan: _Scan, reader: _Reader, texts, p: DedupParams, stats: dict, lap) -> SimpleNamespace:
+    """Exact groups, candidate pairs (word MinHash, typo signatures), the slot check and the connected
+    components of a scanned file: what both the dedup stage and split's groups (:func:`groups_jsonl`) need."""
+    n = scan.n
+    threshold = float(p.threshold)
+    exact_rep = _exact_reps(scan.text_hash) if p.exact else np.arange(n, dtype=np.int64)
+    pairs = np.zeros((0, 2), dtype=np.int64)
+    sim, ok, kind, slot = np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int8), []
+    component = exact_rep
+    if p.near:
+        uniq = exact_rep == np.arange(n)
+        pairs, sim = _word_pairs(scan, reader, np.flatnonzero(uniq & scan.shingled), stats)
+        ok = sim >= threshold
+        kind = np.zeros(len(pairs), dtype=np.int8)
+        lap("word_pairs")
+        if p.edits.enabled:
+            pe, se = _edit_pairs(scan, texts, np.flatnonzero(uniq & (scan.norm_len > 0)), stats)
+            pairs, sim = np.concatenate([pairs, pe]), np.concatenate([sim, se])
+            ok = np.concatenate([ok, np.ones(len(pe), dtype=bool)])
+            kind = np.concatenate([kind, np.ones(len(pe), dtype=np.int8)])
+            lap("edit_pairs")
+        slot = [None] * len(pairs)
+        if p.slot_check and ok.any():
+            idx = np.flatnonzero(ok)
+            distinct, inverse = np.unique(pairs[idx], axis=0, return_inverse=True)
+            reasons: list = []
+            for s in range(0, len(distinct), CHUNK_ROWS):
+                blk = distinct[s:s + CHUNK_ROWS]
+                rows = sorted_unique(blk.ravel())
+                reasons += slot_reasons(SimpleNamespace(norm=texts.get(rows)), _local(rows, blk))
+            for k, r in zip(idx.tolist(), inverse.ravel().tolist()):
+                slot[k] = reasons[r]
+            ok[idx] = [slot[k] is None for k in idx.tolist()]
+            lap("slot_check")
+        component = union_find(n, pairs[ok])[exact_rep]
+    return SimpleNamespace(exact_rep=exact_rep, pairs=pairs, sim=sim, ok=ok, kind=kind, slot=slot,
+                           component=component)
+
+
 def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chunk_rows: int = CHUNK_ROWS,
                 tmp_dir=None, stats: dict | None = None) -> tuple[dict, dict]:
     """The dedup stage from ``inp_path`` (JSONL) to ``out_dir`` and ``metrics_path``, streaming.
@@ -552,128 +641,79 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
     path = Path(inp_path)
     if not path.is_file():
         _reader_error(path)
-    clock = time.perf_counter()
-
-    def lap(name):
-        nonlocal clock
-        now = time.perf_counter()
-        stats[f"{name}_s"] = round(now - clock, 3)
-        stats[f"{name}_peak_mb"] = _peak_mb()
-        log.debug("%s: %.1f s, peak RSS so far %s MB", name, now - clock, stats[f"{name}_peak_mb"])
-        clock = now
-
-    from ..io import sweep_stale
-
-    sweep_stale(tmp_dir or tempfile.gettempdir(), "sftpipe-dedup-")   # spill files of a killed run
-    with tempfile.TemporaryDirectory(prefix=f"sftpipe-dedup-{os.getpid()}.", dir=tmp_dir) as tmp:
-        scan = _Scan(Path(tmp), p)
-        scan.run(path, chunk_rows)
+    lap = _Laps(stats)
+    with _scanned(path, p, chunk_rows, tmp_dir, lap) as (scan, reader, texts):
         n = stats["rows"] = scan.n
-        lap("scan")
         threshold = float(p.threshold)
-        exact_rep = _exact_reps(scan.text_hash) if p.exact else np.arange(n, dtype=np.int64)
-        reader = _Reader(path, scan.offsets, scan.lengths)
-        texts = _Texts(Path(tmp) / "norm.utf8", scan.norm_bytes) if scan.keep_norm else None
-        try:
-            pairs = np.zeros((0, 2), dtype=np.int64)
-            sim, ok, kind, slot = np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int8), []
-            component = exact_rep
-            if p.near:
-                uniq = exact_rep == np.arange(n)
-                pairs, sim = _word_pairs(scan, reader, np.flatnonzero(uniq & scan.shingled), stats)
-                ok = sim >= threshold
-                kind = np.zeros(len(pairs), dtype=np.int8)
-                lap("word_pairs")
-                if p.edits.enabled:
-                    pe, se = _edit_pairs(scan, texts, np.flatnonzero(uniq & (scan.norm_len > 0)), stats)
-                    pairs, sim = np.concatenate([pairs, pe]), np.concatenate([sim, se])
-                    ok = np.concatenate([ok, np.ones(len(pe), dtype=bool)])
-                    kind = np.concatenate([kind, np.ones(len(pe), dtype=np.int8)])
-                    lap("edit_pairs")
-                slot = [None] * len(pairs)
-                if p.slot_check and ok.any():
-                    idx = np.flatnonzero(ok)
-                    distinct, inverse = np.unique(pairs[idx], axis=0, return_inverse=True)
-                    reasons: list = []
-                    for s in range(0, len(distinct), CHUNK_ROWS):
-                        blk = distinct[s:s + CHUNK_ROWS]
-                        rows = sorted_unique(blk.ravel())
-                        reasons += slot_reasons(SimpleNamespace(norm=texts.get(rows)), _local(rows, blk))
-                    for k, r in zip(idx.tolist(), inverse.ravel().tolist()):
-                        slot[k] = reasons[r]
-                    ok[idx] = [slot[k] is None for k in idx.tolist()]
-                    lap("slot_check")
-                component = union_find(n, pairs[ok])[exact_rep]
-            survivor, members, member_ids = _pick_survivors(path, reader, component, p)
-            lap("survivors")
+        found = _find(scan, reader, texts, p, stats, lap)
+        exact_rep, pairs, sim, ok, kind, slot, component = (found.exact_rep, found.pairs, found.sim, found.ok,
+                                                             found.kind, found.slot, found.component)
+        survivor, members, member_ids = _pick_survivors(path, reader, component, p)
+        lap("survivors")
 
-            def id_of(rows):
-                return [member_ids[k] for k in np.searchsorted(members, rows).tolist()]
+        def id_of(rows):
+            return [member_ids[k] for k in np.searchsorted(members, rows).tolist()]
 
-            dropped = np.flatnonzero(survivor != np.arange(n))
-            exact = (scan.text_hash[dropped] == scan.text_hash[survivor[dropped]]).all(axis=1)
-            near_rows = dropped[~exact]
-            jac, est, edit = _near_evidence(reader, near_rows, survivor[near_rows], p) if p.near else ((),) * 3
-            acc = np.flatnonzero(ok)
-            m_node, m_mask, m_partner, m_sim = _best_matches(pairs[acc], kind[acc], sim[acc], survivor)
-            lap("evidence")
+        dropped = np.flatnonzero(survivor != np.arange(n))
+        exact = (scan.text_hash[dropped] == scan.text_hash[survivor[dropped]]).all(axis=1)
+        near_rows = dropped[~exact]
+        jac, est, edit = _near_evidence(reader, near_rows, survivor[near_rows], p) if p.near else ((),) * 3
+        acc = np.flatnonzero(ok)
+        m_node, m_mask, m_partner, m_sim = _best_matches(pairs[acc], kind[acc], sim[acc], survivor)
+        lap("evidence")
 
-            # per dropped row, in input order: its kept row's id; per near row: its strongest match
-            kept_ids = id_of(survivor[dropped])
-            at = np.searchsorted(m_node, exact_rep[near_rows])
-            has_match = at < len(m_node)
-            has_match[has_match] = m_node[at[has_match]] == exact_rep[near_rows[has_match]]
-            at[~has_match] = -1
-            partner_ids = id_of(m_partner[at[has_match]])
-            match_id = iter(partner_ids)
-            size = np.bincount(component, minlength=n)
-            reasons_count: Counter = Counter()
-            out = Path(out_dir)
-            with atomic_path(out / "kept.jsonl") as tk, atomic_path(out / "dropped.jsonl") as td, \
-                    open(tk, "w", encoding="utf-8", newline="\n") as fk, \
-                    open(td, "w", encoding="utf-8", newline="\n") as fd:
-                i = -1
-                d = k = n_kept = 0
-                id_sum = 0
-                for i, (_, _, rec) in enumerate(_records(path)):
-                    if i >= n or _id_hash(rec) != scan.id_hash[i:i + 1].tobytes():
-                        raise UserError(f"{path}: changed while dedup was reading it (row {i + 1})")
-                    id_sum += int(scan.id_hash[i])
-                    if survivor[i] == i:
-                        rec["meta"] = {**rec.get("meta", {}), "dedup_cluster": rec["id"],
-                                       "dedup_cluster_size": int(size[component[i]])}
-                        fk.write(dumps(rec))
-                        fk.write("\n")
-                        n_kept += 1
-                        continue
-                    ev = {"kept_id": kept_ids[d], "cluster_size": int(size[component[i]]),
-                          "jaccard": 1.0, "threshold": threshold}
-                    reason = "exact_duplicate"
-                    if not exact[d]:
-                        reason = "near_duplicate"
-                        ev["jaccard"] = round(float(jac[k]), 4)
-                        ev["minhash_estimate"] = round(float(est[k]), 4)
-                        if p.edits.enabled:
-                            ev["edit_similarity"] = round(float(edit[k]), 4)
-                        a = int(at[k])
-                        if a >= 0:
-                            by = [name for b, name in enumerate(SIGNATURES) if m_mask[a] >> b & 1]
-                            ev.update(matched_by=sorted(by), matched_id=next(match_id),
-                                      similarity=round(float(m_sim[a]), 4))
-                        k += 1
-                    fd.write(dumps(ledger.drop(rec, STAGE, reason, **ev)))
-                    fd.write("\n")
-                    reasons_count[reason] += 1
-                    d += 1
-                expected = int(scan.id_hash.sum(dtype=np.uint64))
-                if i + 1 != n or n_kept + d != n or id_sum % (1 << 64) != expected:
-                    raise AccountingError(f"{STAGE}: kept ({n_kept}) + dropped ({d}) != input ({n}), or the "
-                                          f"ids written are not the ids read")
-            lap("write")
-        finally:
-            reader.close()
-            if texts is not None:
-                texts.close()
+        # per dropped row, in input order: its kept row's id; per near row: its strongest match
+        kept_ids = id_of(survivor[dropped])
+        at = np.searchsorted(m_node, exact_rep[near_rows])
+        has_match = at < len(m_node)
+        has_match[has_match] = m_node[at[has_match]] == exact_rep[near_rows[has_match]]
+        at[~has_match] = -1
+        partner_ids = id_of(m_partner[at[has_match]])
+        match_id = iter(partner_ids)
+        size = np.bincount(component, minlength=n)
+        reasons_count: Counter = Counter()
+        out = Path(out_dir)
+        with atomic_path(out / "kept.jsonl") as tk, atomic_path(out / "dropped.jsonl") as td, \
+                open(tk, "w", encoding="utf-8", newline="\n") as fk, \
+                open(td, "w", encoding="utf-8", newline="\n") as fd:
+            i = -1
+            d = k = n_kept = 0
+            id_sum = 0
+            for i, (_, _, rec) in enumerate(_records(path)):
+                if i >= n or _id_hash(rec) != scan.id_hash[i:i + 1].tobytes():
+                    raise UserError(f"{path}: changed while dedup was reading it (row {i + 1})")
+                id_sum += int(scan.id_hash[i])
+                if survivor[i] == i:
+                    rec["meta"] = {**rec.get("meta", {}), "dedup_cluster": rec["id"],
+                                   "dedup_cluster_size": int(size[component[i]])}
+                    fk.write(dumps(rec))
+                    fk.write("\n")
+                    n_kept += 1
+                    continue
+                ev = {"kept_id": kept_ids[d], "cluster_size": int(size[component[i]]),
+                      "jaccard": 1.0, "threshold": threshold}
+                reason = "exact_duplicate"
+                if not exact[d]:
+                    reason = "near_duplicate"
+                    ev["jaccard"] = round(float(jac[k]), 4)
+                    ev["minhash_estimate"] = round(float(est[k]), 4)
+                    if p.edits.enabled:
+                        ev["edit_similarity"] = round(float(edit[k]), 4)
+                    a = int(at[k])
+                    if a >= 0:
+                        by = [name for b, name in enumerate(SIGNATURES) if m_mask[a] >> b & 1]
+                        ev.update(matched_by=sorted(by), matched_id=next(match_id),
+                                  similarity=round(float(m_sim[a]), 4))
+                    k += 1
+                fd.write(dumps(ledger.drop(rec, STAGE, reason, **ev)))
+                fd.write("\n")
+                reasons_count[reason] += 1
+                d += 1
+            expected = int(scan.id_hash.sum(dtype=np.uint64))
+            if i + 1 != n or n_kept + d != n or id_sum % (1 << 64) != expected:
+                raise AccountingError(f"{STAGE}: kept ({n_kept}) + dropped ({d}) != input ({n}), or the "
+                                      f"ids written are not the ids read")
+        lap("write")
 
     cluster_sizes = size[size > 0]
     hist = Counter(cluster_sizes.tolist())
