@@ -1,7 +1,5 @@
 """split: group near-duplicates, stratify by label, split, decontaminate the training rows."""
 
-from pathlib import Path
-
 import click
 
 from stages._common import log, stage
@@ -29,15 +27,11 @@ def _eval_refs(paths):
 @click.option("--out", default="data/split", show_default=True)
 @click.option("--metrics", default="metrics/split.json", show_default=True)
 def cli(params, inp, out, metrics):
-    from sftpipe.io import read_jsonl, write_jsonl
-    from sftpipe.ledger import write_filter_outputs
-    from sftpipe.split import SPLITS, split_records
+    from sftpipe.split import split_jsonl
 
-    records = read_jsonl(inp)
-    parts, result = split_records(records, params.split, params.dedup, _eval_refs(params.split.eval_files))
-    m = write_filter_outputs("split", records, result, out, metrics, write_kept=False)
-    for name in SPLITS:  # the three split files are the kept rows
-        write_jsonl(Path(out) / f"{name}.jsonl", parts[name])
+    # the rows' ids, labels and groups first, then the held-out texts, then every row to its file: the
+    # records are never all in memory
+    m = split_jsonl(inp, out, metrics, params.split, params.dedup, _eval_refs(params.split.eval_files))
     log.info("%d rows in: train %d, validation %d, test %d, %d dropped as contaminated", m["rows_in"],
              m["train"], m["validation"], m["test"], m["dropped"])
 

@@ -1,4 +1,4 @@
-"""label_noise and perplexity read their input in two passes (sftpipe/twopass.py): compact facts per row
+"""label_noise, perplexity and split read their input in two passes (sftpipe/twopass.py): compact facts per row
 first (labels and texts; group keys and scores), then the records again, routed as decided. The files
 are the bytes the in-memory functions + write_filter_outputs write, whatever the chunk size; a file
 that changes between the passes, or a bad line, publishes nothing."""
@@ -14,7 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from sftpipe.collect.sources import collect
-from sftpipe.config import CollectParams, LabelNoiseParams, ModelParams, PerplexityParams, SampleParams, Source
+from sftpipe.config import (CollectParams, DedupParams, LabelNoiseParams, ModelParams, PerplexityParams,
+                            SampleParams, Source, SplitParams)
+from sftpipe.dedup.clusters import near_duplicate_groups
+from sftpipe.dedup.stream import groups_jsonl
 from sftpipe.errors import AccountingError, UserError
 from sftpipe.io import read_jsonl, write_jsonl
 from sftpipe.label_noise import label_noise_jsonl, label_noise_records
@@ -22,6 +25,8 @@ from sftpipe.ledger import IdTally, write_filter_outputs
 from sftpipe.perplexity import (filter_file, histogram_rows, ifd_rows, perplexity_filter, plot_groups, scan_file,
                                 score_rows)
 from sftpipe.sample import SOURCES, generate
+from sftpipe.schema import full_text
+from sftpipe.split import SPLITS, split_jsonl, split_records
 from sftpipe.twopass import DROP, KEEP, chunks, count_rows, route
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,3 +201,56 @@ def test_a_bad_line_in_the_second_pass_publishes_nothing(rows_file, tmp_path):
     with pytest.raises(UserError, match=r"bad\.jsonl:11: invalid JSON"):
         route("t", bad, tmp_path / "r" / "out", ids, lambda i, rec: (KEEP, rec))
     assert not (tmp_path / "ln").exists() and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------------ split
+
+
+def split_in_memory(d: Path, records, sp, dp, refs) -> dict[str, bytes]:
+    """What the stage wrote before it streamed: split_records, the ledger and metrics, then the three files."""
+    parts, result = split_records(records, sp, dp, refs)
+    write_filter_outputs("split", records, result, d, d / "metrics.json", write_kept=False)
+    for name in SPLITS:
+        write_jsonl(d / f"{name}.jsonl", parts[name])
+    return {f.name: f.read_bytes() for f in sorted(d.iterdir())}
+
+
+@pytest.mark.parametrize("kw", [{}, {"order": "shuffle", "decontam_min_overlap": 0.3}, {"decontaminate": False},
+                                {"stratify": False, "group_threshold": 0.3}])
+def test_split_streamed_writes_the_in_memory_bytes(rows_file, tmp_path, kw):
+    sp, dp = SplitParams(**kw), DedupParams()
+    records = read_jsonl(rows_file)
+    refs = [("ev:1", "eval_file", full_text(records[7])), ("ev:2", "eval_file", "an unrelated question\nanswer")]
+    want = split_in_memory(tmp_path / "mem", records, sp, dp, refs)
+    m = split_jsonl(rows_file, tmp_path / "s", tmp_path / "s" / "metrics.json", sp, dp, refs, chunk_rows=33)
+    assert {f.name: f.read_bytes() for f in sorted((tmp_path / "s").iterdir())} == want
+    assert m["multi_row_groups"] > 5 and m["train"] + m["validation"] + m["test"] + m["dropped"] == len(records)
+    if sp.decontaminate:   # the eval file's copy of a row, and more
+        assert m["dropped"] >= 1
+
+
+def test_split_groups_streamed_are_the_in_memory_groups(rows_file):
+    texts = [full_text(r) for r in read_jsonl(rows_file)]
+    for t in (0.3, 0.5, 0.8):
+        want = near_duplicate_groups(texts, DedupParams(), threshold=t)
+        assert groups_jsonl(rows_file, DedupParams(), t).tolist() == want
+        assert len(set(want)) < len(texts)
+
+
+def test_split_refuses_a_file_that_changed_between_its_passes(rows_file, tmp_path, monkeypatch):
+    import sftpipe.dedup.stream as dstream
+
+    real = dstream.groups_jsonl
+    grown = tmp_path / "grown.jsonl"
+    grown.write_bytes(rows_file.read_bytes())
+
+    def groups_then_append(path, *a, **kw):   # another process appends a row between the passes
+        g = real(path, *a, **kw)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({**read_jsonl(rows_file)[0], "id": "late:1"}) + "\n")
+        return g
+
+    monkeypatch.setattr(dstream, "groups_jsonl", groups_then_append)
+    with pytest.raises(AccountingError, match="changed while the stage read it"):
+        split_jsonl(grown, tmp_path / "out", tmp_path / "m.json", SplitParams(), DedupParams())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
