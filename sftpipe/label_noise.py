@@ -6,6 +6,9 @@ embeddings from a local model. A logistic regression gives out-of-fold predicted
 probabilities under stratified K-fold; ``cleanlab.filter.find_label_issues``
 marks the rows whose given label disagrees with them. The action is a param:
 drop the row, flag it in ``meta``, or relabel it with the predicted class.
+
+The stage reads its file twice (:func:`label_noise_jsonl`): each row's label and text, then the
+records again as decided; :func:`label_noise_records` is the same on a list.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ the mean). Every rule set in params applies; the tightest bound wins. Every row
 keeps its score in ``meta.ppl``; rows outside the bounds go to the ledger with
 the score, the bounds and the rule that cut them.
 
+The stage reads its file twice (:func:`scan_file`, :func:`filter_file`): scores first,
+``perplexity.chunk_rows`` records at a time, keeping a group key and two numbers per row; then
+the records again, each judged and written. :func:`perplexity_filter` does the same on a list.
+
 Reference LM (``perplexity.reference``): ``model`` scores with ``perplexity.model`` or the model being
 fine-tuned; ``fit`` trains a fresh small LM (the base model's architecture, a new tokenizer) on the
 text of the rows being scored, briefly, and scores with that. The built-in base model only knows the

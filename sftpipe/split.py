@@ -14,6 +14,10 @@ Decontamination then drops training rows whose n-grams (words, or characters for
 Chinese) overlap a validation/test row or a row of a user-supplied eval file by
 at least ``decontam_min_overlap``; the ledger names the matching row, the overlap
 and a shared n-gram.
+
+The stage streams (:func:`split_jsonl`): it holds the rows' ids, labels and group numbers, the
+validation and test texts' n-grams, and one record at a time; :func:`split_records` is the same on
+a list.
 """
 
 from __future__ import annotations
