@@ -95,7 +95,7 @@ def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: fl
     clf = LogisticRegression(C=C, tol=tol, max_iter=10_000)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with threadpool_limits(1):
-        return cross_val_predict(clf, X.astype(np.float64), y, cv=cv, method="predict_proba")
+        return cross_val_predict(clf, X.astype(np.float64, copy=False), y, cv=cv, method="predict_proba")
 
 
 def find_issues(labels: np.ndarray, probs: np.ndarray, noise_params: LabelNoiseParams) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +144,7 @@ def label_verdicts(labels: list, text_at: Callable[[int], str], noise_params: La
             raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
         X = embedding_features(texts, noise_params.embedding_model)
     del texts
+    X = X.astype(np.float64)   # the fit's dtype (out_of_fold_probs), made here so the float32 copy is freed
     probs = out_of_fold_probs(X, y, folds, noise_params.C, noise_params.seed, noise_params.tol)
     issues, quality = find_issues(y, probs, noise_params)
     predicted = probs.argmax(1)
