@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from click.testing import CliRunner
 
+from stage_runner import run_stage
 from sftpipe.collect.sources import collect
 from sftpipe.config import (CollectParams, DedupParams, LabelNoiseParams, ModelParams, PerplexityParams,
                             SampleParams, Source, SplitParams)
@@ -29,7 +28,6 @@ from sftpipe.schema import full_text
 from sftpipe.split import SPLITS, split_jsonl, split_records
 from sftpipe.twopass import DROP, KEEP, chunks, count_rows, route
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT_FILES = ("out/kept.jsonl", "out/dropped.jsonl", "out/details.json", "metrics.json")
 
 
@@ -114,17 +112,6 @@ def test_perplexity_disabled_passes_every_row_through_unchanged(rows_file, tmp_p
     assert (tmp_path / "out" / "kept.jsonl").read_bytes() == rows_file.read_bytes()
     assert (tmp_path / "out" / "dropped.jsonl").read_bytes() == b""
     assert m["skipped"] == "disabled" and m["kept"] == count_rows(rows_file) and groups == {} and hist == []
-
-
-def run_stage(d: Path, stage: str, sections: dict, *args):
-    from stages.cli import main
-
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for k, v in sections.items():
-        data[k] = {**data.get(k, {}), **v}
-    pfile = d / "params.yaml"
-    pfile.write_text(yaml.safe_dump(data))
-    return CliRunner().invoke(main, [stage, "--params", str(pfile), *map(str, args)])
 
 
 def test_perplexity_stage_scores_a_chunk_at_a_time_with_the_real_model(rows_file, tmp_path, tiny_model_dir):

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from click.testing import CliRunner
 
 import sftpipe.clean.records as clean_records_module
 import sftpipe.collect.sources as sources
+from stage_runner import run_stage
 from sftpipe.clean.records import clean_records
 from sftpipe.clean.stream import clean_jsonl
 from sftpipe.config import CleanParams, CollectParams, SampleParams, Source
@@ -21,7 +20,6 @@ from sftpipe.io import dumps, write_json, write_jsonl
 from sftpipe.ledger import write_filter_outputs
 from sftpipe.sample import SOURCES, generate
 
-ROOT = Path(__file__).resolve().parents[1]
 FILES = ("data.jsonl", "quarantine.jsonl")
 CLEAN_FILES = ("out/kept.jsonl", "out/dropped.jsonl", "out/details.json", "metrics.json")
 
@@ -266,22 +264,6 @@ def test_clean_accounting_is_checked_before_anything_is_published(collected, tmp
     with pytest.raises(AccountingError, match=r"clean: kept \(\d+\) \+ dropped \(\d+\) != input \(\d+\)"):
         clean_jsonl(collected, out, tmp_path / "metrics.json", CleanParams(), chunk_rows=20)
     assert list(out.iterdir()) == [] and not (tmp_path / "metrics.json").exists()
-
-
-# --------------------------------------------------------------------------------------- helpers
-
-
-def run_stage(d: Path, stage: str, sections: dict, *args):
-    """``sftpipe <stage>`` in this process with the committed params.yaml, ``sections`` replacing
-    whole sections' keys."""
-    from stages.cli import main
-
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for k, v in sections.items():
-        data[k] = {**data.get(k, {}), **v}
-    pfile = d / "params.yaml"
-    pfile.write_text(yaml.safe_dump(data))
-    return CliRunner().invoke(main, [stage, "--params", str(pfile), *map(str, args)])
 
 
 @pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz"])
