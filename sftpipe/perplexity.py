@@ -455,10 +455,7 @@ def filter_file(path, out_dir, metrics_path, scan: Scan | None, ppl_params: Perp
     ``write_filter_outputs`` write. ``scan`` None: nothing scored (the stage is disabled), every row
     kept as it is. Returns (metrics, :func:`plot_groups`, :func:`histogram_rows`)."""
     if scan is None:
-        ids = IdTally()
-        for _ in chunks(path, 10_000, ids):
-            pass
-        out = route("perplexity", path, out_dir, ids, lambda i, rec: (KEEP, rec))
+        out = route("perplexity", path, out_dir, None, lambda i, rec: (KEEP, rec))
         m = out.counts({"skipped": "disabled", **(extra or {})})
         write_json(metrics_path, m)
         return m, {}, []

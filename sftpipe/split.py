@@ -31,11 +31,10 @@ from pathlib import Path
 from .config import DedupParams, SplitParams
 from .dedup.clusters import near_duplicate_groups
 from .dedup.sketch import normalize, shingles, use_char_shingles
-from .errors import AccountingError
 from .io import dumps, iter_jsonl, write_json
 from .ledger import FilterResult, IdTally, counts_of, drop, jsonl_outputs
 from .schema import full_text
-from .twopass import chunks
+from .twopass import changed, chunks
 
 SPLITS = ("train", "validation", "test")
 
@@ -233,13 +232,13 @@ def split_jsonl(inp_path, out_dir, metrics_path, split_params: SplitParams, dedu
         dc = Decontaminator(held["validation"] + held["test"] + list(eval_refs), split_params, dedup_params)
         del held
     out_dir = Path(out_dir)
-    tally, seen, written = _Tally(), IdTally(), IdTally()
+    tally, seen = _Tally(), IdTally()
     reasons: Counter = Counter()
     paths = [out_dir / f"{s}.jsonl" for s in SPLITS] + [out_dir / "dropped.jsonl"]
     with jsonl_outputs(*paths) as handles:
         for i, rec in enumerate(iter_jsonl(inp_path)):
-            if i >= len(names):
-                raise AccountingError(f"split: {inp_path} changed while the stage read it (more than {len(names)} rows)")
+            if i >= ids.n:
+                raise changed("split", inp_path, ids, i + 1)
             seen.add(rec["id"])
             row, name = _grouped(rec, groups[i]), names[i]
             hit = dc.check(full_text(rec)) if dc is not None and name == "train" else None
@@ -248,11 +247,9 @@ def split_jsonl(inp_path, out_dir, metrics_path, split_params: SplitParams, dedu
                 reasons[row["reason"]] += 1
             else:
                 tally.add(name, rec.get("label"))
-            written.add(rec["id"])
             handles[-1 if name == "dropped" else SPLITS.index(name)].write(dumps(row) + "\n")
-        if (seen.n, seen.total) != (ids.n, ids.total) or (written.n, written.total) != (ids.n, ids.total):
-            raise AccountingError(f"split: {inp_path} changed while the stage read it ({ids.n} rows in the first "
-                                  f"pass, {seen.n} in the last, or other ids)")
+        if (seen.n, seen.total) != (ids.n, ids.total):   # every row read is written once, to one file
+            raise changed("split", inp_path, ids, seen.n)
     metrics, details = tally.summary(groups)
     write_json(out_dir / "details.json", details)
     m = counts_of(ids.n, ids.n - sum(reasons.values()), reasons, metrics)

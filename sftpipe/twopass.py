@@ -43,16 +43,17 @@ def count_rows(path: str | Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def route(stage: str, path: str | Path, out_dir: str | Path, first_pass: IdTally,
+def route(stage: str, path: str | Path, out_dir: str | Path, first_pass: IdTally | None,
           decide: Callable[[int, dict], tuple[str, dict]]) -> FilterWriter:
     """The second pass: ``decide(i, record)`` for the i-th row of ``path`` gives ``(KEEP, row)`` or
     ``(DROP, ledger_row)``; the rows are written to ``out_dir``'s kept.jsonl and dropped.jsonl in input
     order. Nothing is published unless every row read went out once and the rows read are the rows of
-    ``first_pass``. Returns the writer (its ``counts`` give the stage's metrics)."""
+    ``first_pass`` (None: a stage that decides nothing ahead reads the file once, with nothing to compare).
+    Returns the writer (its ``counts`` give the stage's metrics)."""
     with FilterWriter(stage).files(out_dir) as out:
         for i, rec in enumerate(iter_jsonl(path)):
-            if i >= first_pass.n:
-                raise _changed(stage, path, first_pass, out.inputs.n + 1)
+            if first_pass is not None and i >= first_pass.n:
+                raise changed(stage, path, first_pass, out.inputs.n + 1)
             out.read(rec)
             kind, row = decide(i, rec)
             if kind == KEEP:
@@ -61,11 +62,12 @@ def route(stage: str, path: str | Path, out_dir: str | Path, first_pass: IdTally
                 out.drop(row)
             else:
                 raise ValueError(f"{stage}: decide gave {kind!r}, not {KEEP!r} or {DROP!r}")
-        if (out.inputs.n, out.inputs.total) != (first_pass.n, first_pass.total):
-            raise _changed(stage, path, first_pass, out.inputs.n)
+        if first_pass is not None and (out.inputs.n, out.inputs.total) != (first_pass.n, first_pass.total):
+            raise changed(stage, path, first_pass, out.inputs.n)
     return out
 
 
-def _changed(stage: str, path, first_pass: IdTally, n_second: int) -> AccountingError:
+def changed(stage: str, path, first_pass: IdTally, n_second: int) -> AccountingError:
+    """The error of a file whose rows in a later pass (``n_second``, ``+``: more to come) are not the first's."""
     return AccountingError(f"{stage}: {path} changed while the stage read it ({first_pass.n} rows in the first "
                            f"pass, {n_second}{'+' if n_second > first_pass.n else ''} in the second, or other ids)")

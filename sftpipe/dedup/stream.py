@@ -576,8 +576,10 @@ def groups_jsonl(inp_path, dedup_params: DedupParams, threshold: float, chunk_ro
     path = Path(inp_path)
     if not path.is_file():
         _reader_error(path)
-    with _scanned(path, p, chunk_rows, tmp_dir, _Laps({})) as (scan, reader, texts):
-        comp = _find(scan, reader, texts, p, {}, _Laps({})).component
+    stats: dict = {}
+    lap = _Laps(stats)
+    with _scanned(path, p, chunk_rows, tmp_dir, lap) as (scan, reader, texts):
+        comp = _find(scan, reader, texts, p, stats, lap).component
     return np.searchsorted(sorted_unique(comp), comp)
 
 
