@@ -16,11 +16,12 @@ Each measurement runs in a fresh child process (``--child``), which reports its 
   ledger.write_filter_outputs (by default at the smallest N only, ``--memory-rows``), and the
   outputs of the two are compared byte for byte.
 
-Params: params.yaml's dedup section as ``DedupParams()`` gives it, with ``semantic.enabled: false``
-(the streaming path does not run the semantic pass; ``--semantic-rows`` times that pass alone, in
-memory, on the first rows of the smallest file). Threads: run with OMP_NUM_THREADS=1.
+Params: params.yaml's dedup section as ``DedupParams()`` gives it (the paraphrase pass on), or with
+``semantic.enabled: false`` (``--no-paraphrases``, the figures before the paraphrase pass streamed);
+``--semantic-rows`` times the paraphrase pass alone, in memory, on the first rows of the smallest
+file. Threads: run with OMP_NUM_THREADS=1.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/dedup_memory.py --rows 1000000 3000000 10000000
+    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/dedup_memory.py --rows 1000000 3000000 10000000 --memory-rows 200000
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ SHARES = {"exact": 0.01, "typo": 0.01, "task": 0.01, "empty": 0.0005}
 
 
 def params() -> DedupParams:
-    return DedupParams(semantic=SemanticDedupParams(enabled=False))
+    return DedupParams(semantic=SemanticDedupParams(enabled=os.environ.get("DEDUP_MEMORY_PARAPHRASES", "1") == "1"))
 
 
 def _split(text: str, lang: str) -> tuple[str, str]:
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
                     help="sizes to run the in-memory path at too (default: the smallest of --rows)")
     ap.add_argument("--semantic-rows", type=int, nargs="*", default=[],
                     help="also time the semantic pass alone, in memory, on this many rows of the smallest file")
+    ap.add_argument("--no-paraphrases", action="store_true", help="the paraphrase pass off (semantic.enabled false)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default="/tmp/dedupmem")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds per child")
@@ -183,11 +185,12 @@ def main(argv=None) -> int:
         print(json.dumps(child(args.child, Path(args.input), Path(args.out), args.limit)))
         return 0
 
+    os.environ["DEDUP_MEMORY_PARAPHRASES"] = "0" if args.no_paraphrases else "1"      # the children read it
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     mem_rows = set(args.memory_rows if args.memory_rows is not None else [min(args.rows)])
     p = params()
-    print(f"dedup params: params.yaml defaults with semantic off (edits {'on' if p.edits.enabled else 'off'}, "
+    print(f"dedup params: params.yaml defaults, paraphrase pass {'on' if p.semantic.enabled else 'off'} (edits {'on' if p.edits.enabled else 'off'}, "
           f"slot check {'on' if p.slot_check else 'off'}, keep {p.keep}, prefer_typical {p.prefer_typical}); "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
@@ -221,7 +224,8 @@ def main(argv=None) -> int:
     print("\nOMP_NUM_THREADS=1 PYTHONPATH=. python bench/dedup_memory.py " + " ".join(
         ["--rows", *map(str, args.rows)] + (["--memory-rows", *map(str, sorted(mem_rows))]
                                             if args.memory_rows is not None else [])
-        + (["--semantic-rows", *map(str, args.semantic_rows)] if args.semantic_rows else [])))
+        + (["--semantic-rows", *map(str, args.semantic_rows)] if args.semantic_rows else [])
+        + (["--no-paraphrases"] if args.no_paraphrases else [])))
     if not args.keep:
         import shutil
         for x in data.glob("run-*"):

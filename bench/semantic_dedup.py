@@ -75,33 +75,35 @@ def print_table(rows):
 
 
 @contextlib.contextmanager
-def patched(name: str, fn):
-    old = getattr(semantic, name)
-    setattr(semantic, name, fn)
+def patched(name: str, fn, owner=semantic):
+    old = getattr(owner, name)
+    setattr(owner, name, fn)
     try:
         yield
     finally:
-        setattr(semantic, name, old)
+        setattr(owner, name, old)
 
 
 def ablations(b, sets, base: semantic.SemanticParams):
     """The rule with one part switched off, and other embedded fields (first seed only)."""
     rows = []
-    real_keys = semantic._keys
+    real_groups = semantic.candidate_groups
 
-    def keys_any_answer(requests, answers, params):      # rule 1 off: equal answers not required
-        k = real_keys(requests, answers, params)
-        return replace(k, answer=np.zeros_like(k.answer))
+    def groups_any_answer(keys, params):                # rule 1 off: equal answers not required
+        weak = real_groups(keys, params)[2]
+        # one group per numbers (and task input of a label answer): every pair in it is a candidate
+        blind = replace(keys, answer=np.zeros_like(keys.answer), request=np.zeros_like(keys.request),
+                        inp=np.where(weak, keys.inp, np.uint64(0)), has_input=keys.has_input | ~weak)
+        return (*real_groups(blind, params)[:2], weak)
 
-    def no_content(requests, rows_, params, k):          # rule 3 off: every token is template
-        toks = [set(semantic.tokens(requests[i])) for i in rows_.tolist()]
-        return {i: (t, set()) for i, t in zip(rows_.tolist(), toks)}
+    def no_content(self, requests, fit_pos):            # rule 3 off: every token is template
+        return [(set(semantic.tokens(q)), set()) for q in requests]
 
     for t in (0.95, 0.98):
-        with patched("_keys", keys_any_answer):
+        with patched("candidate_groups", groups_any_answer):
             found, sec = run(b, replace(base, threshold=t))
         rows += rows_for(b, found, sets, f"answer cosine >= {t} instead of equal answers", sec)
-    with patched("_content", no_content):
+    with patched("content", no_content, owner=semantic._Templates):
         found, sec = run(b, base)
     rows += rows_for(b, found, sets, "without the request-content rule", sec)
     found, sec = run(b, replace(base, label_rows=10 ** 9))

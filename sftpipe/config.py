@@ -204,6 +204,7 @@ class SemanticDedupParams(Section):
     label_rows: int = Field(5, ge=2)       # an answer given to >= this many distinct requests is a label
     min_input_units: int = Field(3, ge=0)
     batch_size: int = Field(64, ge=1)
+    fit_rows: int = Field(100_000, ge=2)   # rows the TF-IDF embedder and request clusters are fitted on
 
 
 Engine = Literal["local", "ray"]     # where a heavy data stage computes: this process, or Ray (the `ray:` section)

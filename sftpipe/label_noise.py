@@ -31,12 +31,16 @@ from .twopass import DROP, KEEP, chunks, route
 log = logging.getLogger("sftpipe")
 
 
-def tfidf_features(texts: list[str]):
+def tfidf_vectorizer():
+    """The featurizer: TF-IDF of character 1-3-grams inside word boundaries (Chinese and English alike)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=2, sublinear_tf=True,
-                          max_features=200_000, dtype=np.float32)
-    return vec.fit_transform(texts)
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=2, sublinear_tf=True,
+                           max_features=200_000, dtype=np.float32)
+
+
+def tfidf_features(texts: list[str]):
+    return tfidf_vectorizer().fit_transform(texts)
 
 
 def load_embedder(model_path: str):

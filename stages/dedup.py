@@ -13,14 +13,13 @@ from stages._common import log, stage
 @click.option("--picture", default="metrics/plots/dedup_clusters.png", show_default=True)
 def cli(params, inp, out, metrics, plot, picture):
     from sftpipe.dedup.clusters import dedup_records
-    from sftpipe.dedup.stream import dedup_jsonl, streamable
+    from sftpipe.dedup.stream import dedup_jsonl
     from sftpipe.io import read_jsonl
     from sftpipe.ledger import write_filter_outputs
 
-    if params.dedup.engine == "local" and streamable(params.dedup):
-        # without the paraphrase pass the stage streams: the same bytes in bounded memory
-        # (sftpipe/dedup/stream.py: 0.7 GB instead of 16.5 GB at 1M rows)
-        log.info("streaming %s (the paraphrase pass is off)", inp)
+    if params.dedup.engine == "local":
+        # the stage streams: the in-memory path's bytes in bounded memory (sftpipe/dedup/stream.py)
+        log.info("streaming %s", inp)
         m, details = dedup_jsonl(inp, out, metrics, params.dedup)
         _plots(details["cluster_size_hist"], plot, picture)
         log.info("%d rows in, %d kept, dropped %s", m["rows_in"], m["kept"], m["dropped_by_reason"])

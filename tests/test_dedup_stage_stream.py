@@ -1,5 +1,5 @@
-"""The dedup stage streams (sftpipe/dedup/stream.py) when the paraphrase pass is off, with the bytes
-the in-memory path writes; with it on, it reads every row as before."""
+"""The dedup stage streams (sftpipe/dedup/stream.py), paraphrase pass on or off, with the bytes the
+in-memory path writes."""
 
 from __future__ import annotations
 
@@ -24,22 +24,22 @@ def calls(monkeypatch):
     return seen
 
 
-def test_the_stage_streams_without_the_paraphrase_pass_and_writes_the_in_memory_bytes(
-        sample_rows, tmp_path, calls, monkeypatch):  # noqa: F811
-    res = run_stage("dedup", tmp_path / "stream", sample_rows, **OFF)
+@pytest.mark.parametrize("over", [{}, OFF], ids=["paraphrases", "no_paraphrases"])
+def test_the_stage_streams_and_writes_the_in_memory_bytes(sample_rows, tmp_path, calls, over):  # noqa: F811
+    from sftpipe.config import load_params
+    from sftpipe.dedup.clusters import dedup_records
+    from sftpipe.io import read_jsonl
+    from sftpipe.ledger import write_filter_outputs
+
+    res = run_stage("dedup", tmp_path / "stream", sample_rows, **over)
     assert res.exit_code == 0, res.output
     assert len(calls) == 1
     got = outputs(tmp_path / "stream")
-    monkeypatch.setattr(stream, "streamable", lambda p: False)         # force the in-memory path
-    res = run_stage("dedup", tmp_path / "memory", sample_rows, **OFF)
-    assert res.exit_code == 0, res.output
-    assert len(calls) == 1
+    params = load_params(tmp_path / "stream" / "params.yaml")
+    records = read_jsonl(tmp_path / "stream" / "in.jsonl")
+    write_filter_outputs("dedup", records, dedup_records(records, params.dedup), tmp_path / "memory" / "out",
+                         tmp_path / "memory" / "metrics.json")
     want = outputs(tmp_path / "memory")
-    assert got == want and any(b'"reason":"near_duplicate"' in v or b'"near_duplicate"' in v for v in got.values())
-    assert (tmp_path / "stream" / "plot.csv").read_bytes() == (tmp_path / "memory" / "plot.csv").read_bytes()
-
-
-def test_the_paraphrase_pass_keeps_the_in_memory_path(sample_rows, tmp_path, calls):  # noqa: F811
-    res = run_stage("dedup", tmp_path / "d", sample_rows)
-    assert res.exit_code == 0, res.output
-    assert calls == []
+    assert {k: v for k, v in got.items() if k in want} == want
+    assert any(b'"near_duplicate"' in v for v in got.values())
+    assert any(b'"paraphrase"' in v for v in got.values()) == (over == {})

@@ -166,11 +166,46 @@ def test_a_missing_file_fails_as_the_reader_does(tmp_path):
     assert str(ours.value) == str(theirs.value)
 
 
-def test_semantic_on_is_refused():
-    assert not stream.streamable(DedupParams())
-    assert stream.streamable(DedupParams(semantic=OFF)) and stream.streamable(DedupParams(near=False))
-    with pytest.raises(ValueError, match="semantic"):
-        stream.dedup_jsonl("x", "y", "z", DedupParams())
+@pytest.mark.parametrize("chunk_rows", [1, 97])
+@pytest.mark.parametrize("kw", [
+    {}, {"keep": "lowest_id", "prefer_typical": False}, {"field": "prompt"},
+    {"semantic": SemanticDedupParams(fit_rows=300)},            # the embedder and templates fitted on a sample
+    {"semantic": SemanticDedupParams(field="all", label_rows=3)},
+    {"edits": EditsParams(enabled=False), "slot_check": False},
+], ids=["defaults", "lowest_id", "field_prompt", "fit_300", "embed_all", "word_only"])
+def test_the_paraphrase_pass_streams_byte_identical(records, tmp_path, kw, chunk_rows, monkeypatch):
+    """With the paraphrase pass on (the default), candidate groups read back a few rows at a time."""
+    from sftpipe.dedup import semantic
+
+    monkeypatch.setattr(semantic, "GROUP_ROWS", 5)
+    mem, got = both(tmp_path, records, DedupParams(**kw), chunk_rows=chunk_rows)
+    assert got == mem
+    dropped = [json.loads(x) for x in mem[1].splitlines()]
+    para = [d for d in dropped if d["reason"] == "paraphrase"]
+    assert para and all(d["evidence"]["matched_by"] == ["semantic"] and d["evidence"]["rule"]["rule"] for d in para)
+    assert json.loads(mem[3])["semantic_pairs"] >= len(para)
+
+
+def test_paraphrase_matches_of_exact_copies(tmp_path):
+    """Semantic pairs join rows, not exact groups: a copy's own paraphrase match and its group's first row's
+    matches are weighed together, as the in-memory path does (kept row first, then similarity, then order)."""
+    def row(rid, q, a):
+        return {"id": rid, "source": "t", "label": None, "meta": {}, "messages": _msgs(q, a)}
+
+    recs = [row("a", "Kenya: its capital?", "Nairobi is the capital of Kenya."),
+            row("b", "The capital of Kenya is which city?", "Nairobi is the capital of Kenya."),
+            row("c", "The capital of Kenya is which city?", "Nairobi is the capital of Kenya."),
+            row("d", "Which city is the capital of Kenya?", "Nairobi is the capital of Kenya!"),
+            row("e", "Which city is the capital of Kenya?", "Nairobi is the capital of Kenya!"),
+            row("f", "Of Kenya, the capital is which city?", "Nairobi: the capital of Kenya.")]
+    for keep in ("longest_response", "shortest_response", "lowest_id"):
+        mem, got = both(tmp_path, recs, DedupParams(keep=keep, prefer_typical=False))
+        assert got == mem, keep
+        dropped = [json.loads(x) for x in mem[1].splitlines()]
+        assert {d["reason"] for d in dropped} == {"exact_duplicate", "paraphrase"}, keep
+        # the copy of the dropped paraphrase is no copy of the kept row: a paraphrase too, matched to it
+        para = [d for d in dropped if d["reason"] == "paraphrase"]
+        assert len(para) == 2 and {d["evidence"]["matched_id"] for d in para} == {d["evidence"]["kept_id"] for d in para}
 
 
 def test_an_input_changed_between_passes_writes_nothing(records, tmp_path, monkeypatch):

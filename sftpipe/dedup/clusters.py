@@ -379,19 +379,27 @@ def _survivors(records: list[dict], component: np.ndarray, keep: str, prefer_typ
     return survivor
 
 
+def semantic_params(dedup_params: DedupParams):
+    """The paraphrase pass's ``semantic.SemanticParams``, or None when it is off."""
+    sem = dedup_params.semantic
+    if not (dedup_params.near and sem.enabled):
+        return None
+    from .semantic import SemanticParams
+    return SemanticParams(**{k: v for k, v in sem.model_dump().items() if k != "enabled"}, seed=dedup_params.seed)
+
+
 def _semantic(records: list[dict], dedup_params: DedupParams, engine=None):
     """(pairs, cosine, evidence) of the semantic pass over ``records``, or empty ones when it is off.
     With ``dedup.engine: ray`` and a Ray ``engine``, model embeddings run on ``dedup.ray``'s actors."""
-    sem = dedup_params.semantic
-    if not (dedup_params.near and sem.enabled) or len(records) < 2:
+    params = semantic_params(dedup_params)
+    if params is None or len(records) < 2:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0), []
-    from .semantic import SemanticParams, semantic_pairs
-    knobs = {k: v for k, v in sem.model_dump().items() if k != "enabled"}
+    from .semantic import semantic_pairs
     on_ray = {}
     if dedup_params.engine == "ray" and engine is not None and hasattr(engine, "max_retries"):
         on_ray = {"engine": "ray", "actors": dedup_params.ray, "max_retries": engine.max_retries,
                   "section": "dedup.ray"}
-    return semantic_pairs(records, SemanticParams(**knobs, seed=dedup_params.seed), return_evidence=True, **on_ray)
+    return semantic_pairs(records, params, return_evidence=True, **on_ray)
 
 
 def _matches(res: DupResult, sem_pairs: np.ndarray, sem_cos: np.ndarray, sem_ev: list) -> dict:

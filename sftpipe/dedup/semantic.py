@@ -1,31 +1,42 @@
 """Semantic dedup: rows that ask the same thing in other words and get the same answer.
 
-SemDeDup-shaped (NeMo-Curator): embed, k-means, and inside each cluster every pair whose
-cosine reaches ``threshold`` is a candidate (one block of ``X_c @ X_c.T`` at a time). A
-candidate is returned only if it passes the rule below. Choosing the row to keep from each
-group is up to the caller.
+SemDeDup-shaped (NeMo-Curator: embed, then pairs at a cosine threshold inside blocks), but the blocks
+are the rule's own: a paraphrase needs the same normalized answer and the same numbers (rules 1 and 2
+below; a label answer also the same task input, rule 4), so rows are grouped on 64-bit hashes of
+those (:func:`row_keys`, :func:`candidate_groups`) and only pairs inside a group are compared: every
+pair of a group whose embedding cosine reaches ``threshold``, then rule 3. Choosing the row to keep
+from each group is up to the caller. The blocks are exact (no pair outside them can pass rule 1),
+need no fit over every row, and let the pass stream (:func:`find_pairs` reads back the rows of a
+batch of groups at a time; ``dedup/stream.py``).
 
-What is embedded: the answers (``field="response"``, the default). A paraphrase rewords
-the prompt, so the surface features of two paraphrased prompts are far apart. On the
-dupbench (seed 0), k-means over TF-IDF of the prompts put 3-11% of paraphrase/original
-pairs in one cluster, and 10-30% over prompt + answer; ``field="prompt"`` found 5% of
-the paraphrases and ``"all"`` 31% (bench/semantic_dedup.py --ablations). Equal answers
-always share a cluster: every method embeds the canonical text (NFKC, case-folded,
-runs of non-alphanumerics as one space) and each distinct text once, so their vectors are
-bit-equal and have the same nearest centroid. (With raw text, the base model put
-'a, b, c' and 'a b c' at cosine 0.93, and k-means split 52 of 300 paraphrase pairs.)
+Before, the blocks were k-means clusters of every row's embedding (round(sqrt(rows)) clusters); on
+the pipeline's 5,244 rows the pairs are the same, bit for bit, and on the dupbench (seeds 0/1/2)
+the same but one more true pair on seed 0 (a typo copy whose answer k-means had put in another
+cluster). What is embedded: the answers (``field="response"``, the default); with answer blocks any
+field works (dupbench recall: prompt 0.967, all 0.950 at thresholds 0.3/0.5; with k-means blocks
+over prompts, 0.05: a paraphrase rewords the prompt, so k-means split them). Every method embeds
+the canonical text (NFKC, case-folded, runs of non-alphanumerics as one space), each distinct text
+once, so equal texts have bit-equal vectors.
+
+Fits. The TF-IDF embedder (``tfidf``: character 1-3-grams + TruncatedSVD, seeded) and the request
+clusters of rule 3 are fitted on ``fit_rows`` rows (:func:`fit_rows_of`: all rows up to it, else
+rows evenly spaced through the input); other rows are transformed / assigned to their nearest
+cluster. Up to ``fit_rows`` rows the result is that of fitting on every row. Sampling costs recall,
+not precision: on the dupbench (4,820 rows) with ``fit_rows`` 2,000, recall 0.910/0.933/0.977 instead
+of 0.983/0.973/0.980 and precision 1.0000 (fewer request clusters, k = sqrt(fit rows), merge
+templates, so fewer template tokens and a stricter rule 3).
 
 The rule. A paraphrase is "the same request in other words WITH THE SAME ANSWER":
 
 1. **same answer**: the assistant turns are equal after :func:`normalize_text` (NFKC,
    case-folded, letters and digits only, so "a, b, c" equals "a b c"). An answer cosine
-   >= 0.98 (tfidf, 128 dims) in place of this gave precision 0.930 (>= 0.95: 0.190),
+   >= 0.98 (tfidf, 128 dims) in place of this gave precision 0.910 (>= 0.95: 0.196),
    because SVD-compressed character n-grams make unrelated long Chinese texts look alike;
 2. **same numbers**: the digit runs of request and answer are equal as multisets;
 3. **same request content**: every *content token* of each request occurs in the other
    request. Tokens are words, or single characters for CJK. A token is *template* for a
    row when it occurs in at least ``template_share`` of the requests in the row's request
-   cluster (k-means on TF-IDF of the requests, which groups the rows of one prompt
+   cluster (k-means on TF-IDF of the fit rows' requests, which groups the rows of one prompt
    template; clusters under ``min_template_rows`` rows have no template tokens). All other
    tokens are content. This rule keeps "Tom has 12 marbles and loses 4" apart from "Rosa has
    12 marbles and loses 4", although both answers read "12 - 4 = 8. There are 8 marbles
@@ -40,21 +51,23 @@ The rule. A paraphrase is "the same request in other words WITH THE SAME ANSWER"
 
 Defaults (``SemanticParams``): method ``tfidf`` (character 1-3-grams within word boundaries,
 the label-noise featurizer, + TruncatedSVD to ``dims=128``, seeded); ``n_clusters``
-round(sqrt(rows)) for both clusterings; ``threshold`` 0.9 (equal answers have cosine 1,
-so under rule 1 it only prunes candidates); ``template_share`` 0.2 (0.1: one pair that
-differs only in the name got through; 0.3: recall 0.95); ``label_rows`` 5.
+round(sqrt(fit rows)) request clusters; ``threshold`` 0.9 (equal answers have cosine 1, so
+under rule 1 it only prunes candidates); ``template_share`` 0.2 (0.1: one pair that differs only
+in the name got through; 0.3: recall 0.95); ``label_rows`` 5; ``fit_rows`` 100,000.
 
 Measured on dupbench seeds 0/1/2 (4,820 rows each, bench/semantic_dedup.py): paraphrase
 recall en 0.973/0.953/0.993, zh 0.993/0.993/0.967; precision 1.0000 on every seed;
-0 one-slot pairs; about 1 s per 1,000 rows for tfidf on 2 busy CPU cores (1.3 s at
-13,820 rows), and about 11 s per 1,000 rows for ``base_model`` with models/base on CPU.
-Typo copies are mostly not found (their answers carry typos). They are MinHash's job.
+0 one-slot pairs; 0.74 s per 1,000 rows for tfidf on 2 busy CPU cores (about 1 s with the
+k-means blocks), and about 11 s per 1,000 rows for ``base_model`` with models/base on CPU when
+every row was embedded (now only the candidate groups' rows are). Typo copies are mostly not found
+(their answers carry typos). They are MinHash's job.
 
 Everything is a pure function of the rows and ``seed`` (seeded SVD and k-means).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import unicodedata
@@ -69,8 +82,9 @@ import numpy as np
 from ..errors import UserError
 from ..schema import response_text
 
-__all__ = ["SemanticParams", "embed", "semantic_pairs", "evidence", "request_text", "answer_text",
-           "normalize_text", "task_input", "numbers", "tokens", "METHODS"]
+__all__ = ["SemanticParams", "embed", "semantic_pairs", "find_pairs", "row_keys", "RowKeys", "candidate_groups",
+           "fit_rows_of", "evidence", "request_text", "answer_text", "normalize_text", "task_input", "numbers",
+           "tokens", "METHODS"]
 
 METHODS = ("tfidf", "base_model", "sentence_transformers")
 _BLOCK_CELLS = 1 << 25      # cells per block of a cluster's similarity matrix (128 MiB of float32)
@@ -91,6 +105,7 @@ class SemanticParams:
     min_input_units: int = 3          # a shorter task input counts as none
     seed: int = 0
     batch_size: int = 64              # model methods
+    fit_rows: int = 100_000           # rows the TF-IDF embedder and the request clusters are fitted on (evenly spaced)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -101,8 +116,9 @@ class SemanticParams:
             raise UserError(f"semantic.threshold: {self.threshold} is not a cosine in [-1, 1]")
         if not 0.0 < self.template_share <= 1.0:
             raise UserError(f"semantic.template_share: {self.template_share} is not in (0, 1]")
-        if self.dims < 1 or self.batch_size < 1 or (self.n_clusters is not None and self.n_clusters < 1):
-            raise UserError("semantic.dims, semantic.batch_size and semantic.n_clusters must be >= 1")
+        if self.dims < 1 or self.batch_size < 1 or self.fit_rows < 1 or \
+                (self.n_clusters is not None and self.n_clusters < 1):
+            raise UserError("semantic.dims, semantic.batch_size, semantic.fit_rows and semantic.n_clusters must be >= 1")
 
 
 def _params(params) -> SemanticParams:
@@ -188,33 +204,51 @@ def _units(norm: str) -> int:
 
 
 def _tfidf_embed(texts: list[str], dims: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import TruncatedSVD
-
-    X = _tfidf(texts)
-    if X is None:
-        return np.zeros((len(texts), 1), dtype=np.float32)
-    k = min(dims, X.shape[1] - 1, len(texts) - 1)
-    if k < 2:
-        return X.toarray()
-    return TruncatedSVD(k, algorithm="randomized", random_state=seed).fit_transform(X)
+    return _TfidfEmbedder(texts, dims, seed).fitted
 
 
-def _tfidf(texts: list[str]):
+class _TfidfEmbedder:
+    """TF-IDF of character 1-3-grams + TruncatedSVD to ``dims``, fitted on ``texts`` (distinct). ``fitted``:
+    their rows (what ``fit_transform`` gives); calling it embeds other texts with the same fit."""
+
+    def __init__(self, texts: list[str], dims: int, seed: int):
+        from sklearn.decomposition import TruncatedSVD
+
+        self.vec, X = _tfidf(texts, fitted=True)
+        self.svd = None
+        if X is None:
+            self.fitted = np.zeros((len(texts), 1), dtype=np.float32)
+            return
+        k = min(dims, X.shape[1] - 1, len(texts) - 1)
+        if k < 2:
+            self.fitted = X.toarray()
+            return
+        self.svd = TruncatedSVD(k, algorithm="randomized", random_state=seed)
+        self.fitted = self.svd.fit_transform(X)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self.vec is None:
+            return np.zeros((len(texts), 1), dtype=np.float32)
+        X = self.vec.transform([_spaced(t) for t in texts])
+        return self.svd.transform(X) if self.svd is not None else X.toarray()
+
+
+def _tfidf(texts: list[str], fitted: bool = False):
     """Sparse TF-IDF over character 1-3-grams inside word boundaries (the label-noise featurizer;
-    works for Chinese and English alike); None when no text has a feature."""
-    from ..label_noise import tfidf_features
-
-    spaced = [_spaced(t) for t in texts]
-    try:
-        return tfidf_features(spaced) if len(spaced) > 1 else _tfidf_one(spaced)
-    except ValueError:                       # empty vocabulary: every text empty, or n-grams all once
-        return None
-
-
-def _tfidf_one(texts: list[str]):
+    works for Chinese and English alike); None when no text has a feature. ``fitted``: (vectorizer, matrix),
+    (None, None) when no text has a feature."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), dtype=np.float32).fit_transform(texts)
+    from ..label_noise import tfidf_vectorizer
+
+    spaced = [_spaced(t) for t in texts]
+    vec = tfidf_vectorizer() if len(spaced) > 1 else TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3),
+                                                                      dtype=np.float32)
+    try:
+        X = vec.fit_transform(spaced)
+    except ValueError:                       # empty vocabulary: every text empty, or n-grams all once
+        vec = X = None
+    return (vec, X) if fitted else X
 
 
 def _model_embed(texts: list[str], model: str | None, batch_size: int, engine: str = "local", actors=None,
@@ -338,7 +372,7 @@ def embed(texts: list[str], method: str = "tfidf", model: str | None = None, see
 
 
 # ---------------------------------------------------------------------------
-# Clusters
+# Request clusters (template tokens)
 
 
 def n_clusters_for(n: int, params: SemanticParams) -> int:
@@ -349,17 +383,23 @@ def n_clusters_for(n: int, params: SemanticParams) -> int:
     return max(1, min(int(k), n))
 
 
-def kmeans_labels(X, k: int, seed: int) -> np.ndarray:
-    """Seeded k-means labels (dense or sparse rows); one cluster when k <= 1."""
+def _kmeans(X, k: int, seed: int):
+    """Seeded k-means: (labels, fitted model); one cluster (model None) when k <= 1."""
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
 
     n = X.shape[0]
     if k <= 1 or n <= 1:
-        return np.zeros(n, dtype=np.int64)
+        return np.zeros(n, dtype=np.int64), None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)     # fewer distinct rows than clusters
-        return KMeans(k, n_init=1, random_state=seed).fit_predict(X).astype(np.int64)
+        model = KMeans(k, n_init=1, random_state=seed)
+        return model.fit_predict(X).astype(np.int64), model
+
+
+def kmeans_labels(X, k: int, seed: int) -> np.ndarray:
+    """Seeded k-means labels (dense or sparse rows); one cluster when k <= 1."""
+    return _kmeans(X, k, seed)[0]
 
 
 def _members(labels: np.ndarray) -> list[np.ndarray]:
@@ -368,81 +408,225 @@ def _members(labels: np.ndarray) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
 
 
+class _Templates:
+    """Rule 3's template tokens: k-means on TF-IDF of the fit rows' requests (``n_clusters_for`` their
+    number of clusters); a token is template in a cluster when it occurs in ``template_share`` of its
+    requests. A request of another row goes to its nearest cluster."""
+
+    def __init__(self, requests: list[str], params: SemanticParams):
+        self.params = params
+        self.vec, X = _tfidf(requests, fitted=True)
+        self.labels, self.model = (_kmeans(X, n_clusters_for(len(requests), params), params.seed) if X is not None
+                                   else (np.zeros(len(requests), dtype=np.int64), None))
+        toks = [set(tokens(q)) for q in requests]
+        self.template: dict[int, set] = {}
+        for members in _members(self.labels):
+            if len(members) < params.min_template_rows:
+                self.template[int(self.labels[members[0]])] = set()
+                continue
+            df = Counter(t for i in members.tolist() for t in toks[i])
+            self.template[int(self.labels[members[0]])] = {t for t, v in df.items()
+                                                           if v >= params.template_share * len(members)}
+
+    def content(self, requests: list[str], fit_pos: np.ndarray) -> list[tuple[set, set]]:
+        """(tokens, content tokens) per request; ``fit_pos``: its position among the fit rows, -1 if none."""
+        labels = np.where(fit_pos >= 0, self.labels[np.maximum(fit_pos, 0)], 0) if len(self.labels) else \
+            np.zeros(len(requests), dtype=np.int64)
+        other = np.flatnonzero(fit_pos < 0)
+        if len(other) and self.model is not None:
+            labels[other] = self.model.predict(self.vec.transform([_spaced(requests[i]) for i in other.tolist()]))
+        toks = [set(tokens(q)) for q in requests]
+        return [(t, t - self.template.get(int(c), set())) for t, c in zip(toks, labels.tolist())]
+
+
 # ---------------------------------------------------------------------------
 # The rule
 
 
-def _factorize(values) -> np.ndarray:
-    ids: dict = {}
-    return np.fromiter((ids.setdefault(v, len(ids)) for v in values), dtype=np.int64)
+def _h64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def embedded_text(request: str, answer: str, field: str) -> str:
+    """What is embedded for a row (``field``), as the embedders see it."""
+    return _spaced({"response": answer, "prompt": request}.get(field, request + "\n" + answer))
 
 
 @dataclass
-class _Keys:
-    answer: np.ndarray      # id of the normalized answer
-    nums: np.ndarray        # id of (numbers of the request, numbers of the answer)
-    inp: np.ndarray         # id of the normalized task input; -1: none
-    weak: np.ndarray        # a label: the answer alone does not vouch for the request
+class RowKeys:
+    """Per row, what the rule compares, hashed (64-bit BLAKE2b of the normalized texts)."""
+    answer: np.ndarray      # uint64: the normalized answer (rule 1)
+    nums: np.ndarray        # uint64: the numbers of request and answer (rule 2)
+    request: np.ndarray     # uint64: the normalized request (how many distinct requests an answer has: rule 4)
+    inp: np.ndarray         # uint64: the normalized task input (rule 4)
+    has_input: np.ndarray   # bool: the task input is long enough to count
+    has_text: np.ndarray    # bool: the embedded text has a letter or a digit
+
+    @classmethod
+    def concat(cls, parts: list["RowKeys"]) -> "RowKeys":
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) if parts else
+                     np.zeros(0, dtype=bool if f.name.startswith("has_") else np.uint64) for f in fields(cls)))
 
 
-def _keys(requests: list[str], answers: list[str], params: SemanticParams) -> _Keys:
-    ans_norm = [normalize_text(a) for a in answers]
-    answer = _factorize(ans_norm)
-    askers: dict[int, set] = {}             # distinct requests per answer: a label answers many
-    for a, q in zip(answer.tolist(), requests):
-        askers.setdefault(a, set()).add(normalize_text(q))
-    n_req = np.array([len(askers[a]) for a in answer.tolist()], dtype=np.int64)
-    nums = _factorize((numbers(q), numbers(a)) for q, a in zip(requests, answers))
+def row_keys(requests: list[str], answers: list[str], params: SemanticParams) -> RowKeys:
+    """:class:`RowKeys` of rows given by their requests and answers (:func:`request_text`, :func:`answer_text`)."""
+    def u64(values):
+        return np.fromiter(values, dtype=np.uint64, count=len(requests))
+
     inputs = [task_input(q) for q in requests]
-    inp = np.where([_units(s) >= params.min_input_units for s in inputs], _factorize(inputs), -1)
-    return _Keys(answer, nums, inp.astype(np.int64), n_req >= params.label_rows)
+    return RowKeys(
+        answer=u64(_h64(normalize_text(a)) for a in answers),
+        nums=u64(_h64(repr((numbers(q), numbers(a)))) for q, a in zip(requests, answers)),
+        request=u64(_h64(normalize_text(q)) for q in requests),
+        inp=u64(_h64(s) for s in inputs),
+        has_input=np.fromiter((_units(s) >= params.min_input_units for s in inputs), dtype=bool, count=len(inputs)),
+        has_text=np.fromiter((bool(embedded_text(q, a, params.field)) for q, a in zip(requests, answers)),
+                             dtype=bool, count=len(requests)))
 
 
-def _candidates(X: np.ndarray, labels: np.ndarray, keys: _Keys, threshold: float):
-    """Pairs i < j of one cluster with cosine >= threshold that pass rules 1, 2 and 4 (vectorized)."""
-    out_p, out_c = [], []
-    for rows in _members(labels):
-        if len(rows) < 2:
-            continue
-        Xc = X[rows]
-        a_all, n_all, i_all, w_all = keys.answer[rows], keys.nums[rows], keys.inp[rows], keys.weak[rows]
-        step = max(1, min(len(rows), _BLOCK_CELLS // len(rows)))
-        for s in range(0, len(rows), step):
-            e = min(s + step, len(rows))
-            S = Xc[s:e] @ Xc.T
-            ok = S >= threshold
-            ok &= np.arange(len(rows))[None, :] > np.arange(s, e)[:, None]
-            ok &= a_all[s:e, None] == a_all[None, :]
-            ok &= n_all[s:e, None] == n_all[None, :]
-            same_input = (i_all[s:e, None] == i_all[None, :]) & (i_all[s:e, None] >= 0)
-            ok &= ~(w_all[s:e, None] | w_all[None, :]) | same_input
-            a, b = np.nonzero(ok)
-            if len(a):
-                out_p.append(np.stack([rows[s + a], rows[b]], axis=1))
-                out_c.append(S[a, b].astype(np.float64))
+def candidate_groups(keys: RowKeys, params: SemanticParams):
+    """Rows that rules 1, 2 and 4 allow to pair, as groups: (rows, starts, weak). ``rows`` ascending inside each
+    group, ``starts`` where each group of two or more rows begins (and its end), ``weak`` per row: its answer
+    is a label (given to ``label_rows`` or more distinct requests), so its group also shares the task input.
+    A row whose embedded text is empty has a zero embedding: no cosine reaches a positive threshold."""
+    n = len(keys.answer)
+    asked = np.unique(np.stack([keys.answer, keys.request], axis=1), axis=0)
+    answers, askers = np.unique(asked[:, 0], return_counts=True)
+    weak = askers[np.searchsorted(answers, keys.answer)] >= params.label_rows if n else np.zeros(0, dtype=bool)
+    eligible = ~weak | keys.has_input
+    if params.threshold > 0:
+        eligible &= keys.has_text
+    idx = np.flatnonzero(eligible)
+    inp = np.where(weak[idx], keys.inp[idx], np.uint64(0))
+    order = np.lexsort((idx, inp, keys.nums[idx], keys.answer[idx]))
+    rows, inp = idx[order], inp[order]
+    a, m = keys.answer[rows], keys.nums[rows]
+    new = np.concatenate([[True], (a[1:] != a[:-1]) | (m[1:] != m[:-1]) | (inp[1:] != inp[:-1])]) if len(rows) \
+        else np.zeros(0, dtype=bool)
+    starts = np.append(np.flatnonzero(new), len(rows))
+    big = np.flatnonzero(np.diff(starts) >= 2)
+    keep = np.zeros(len(rows), dtype=bool)
+    for s, e in zip(starts[big].tolist(), starts[big + 1].tolist()):
+        keep[s:e] = True
+    rows = rows[keep]
+    sizes = np.diff(starts)[big]
+    return rows, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), weak
+
+
+def fit_rows_of(n: int, params: SemanticParams) -> np.ndarray:
+    """The rows the TF-IDF embedder and the request clusters are fitted on: every row up to ``fit_rows``,
+    else ``fit_rows`` rows evenly spaced through the input."""
+    if n <= params.fit_rows:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.arange(params.fit_rows, dtype=np.int64) * n // params.fit_rows)
+
+
+GROUP_ROWS = 32768      # candidate rows whose texts are held at once (whole groups)
+
+
+def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool = False, **engine):
+    """The semantic pairs of ``n`` rows given their :class:`RowKeys` and ``fetch(rows) -> (requests, answers)``
+    for ascending row numbers; see :func:`semantic_pairs`. Holds the texts of the fit rows
+    (:func:`fit_rows_of`) and of one batch of candidate groups at a time, never all the rows'."""
+    params = _params(params)
+    empty = (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64))
+    rows, starts, weak = candidate_groups(keys, params) if n >= 2 else (np.zeros(0, np.int64), np.zeros(1, np.int64),
+                                                                         np.zeros(n, dtype=bool))
+    if not len(rows):
+        return (*empty, []) if return_evidence else empty
+    fit = fit_rows_of(n, params)
+    fit_q, fit_a = fetch(fit)
+    embedder = None
+    if params.method == "tfidf":
+        first: dict[str, int] = {}
+        for q, a in zip(fit_q, fit_a):
+            first.setdefault(embedded_text(q, a, params.field), len(first))
+        embedder = _TfidfEmbedder(list(first), params.dims, params.seed)
+        fitted = _normalized(embedder.fitted)
+    templates = None
+    out_p, out_c, out_e = [], [], []
+    g = 0
+    while g < len(starts) - 1:
+        h = g + 1                   # groups g..h-1 make a batch of about GROUP_ROWS rows
+        while h < len(starts) - 1 and starts[h + 1] - starts[g] <= GROUP_ROWS:
+            h += 1
+        batch = rows[starts[g]:starts[h]]
+        local = np.argsort(batch, kind="stable")
+        sorted_rows = batch[local]
+        q_sorted, a_sorted = fetch(sorted_rows)
+        where = np.empty(len(batch), dtype=np.int64)
+        where[local] = np.arange(len(batch))
+        reqs = [q_sorted[k] for k in where.tolist()]
+        ans = [a_sorted[k] for k in where.tolist()]
+        texts = [embedded_text(q, a, params.field) for q, a in zip(reqs, ans)]
+        if embedder is not None:
+            X = _normalized(embedder(texts)) if len(fit) < n else fitted[[first[t] for t in texts]]
+        else:
+            X = embed(texts, params.method, params.model, params.seed, dims=params.dims,
+                      batch_size=params.batch_size, **engine)
+        cand, ccos = [], []
+        for s, e in zip(starts[g:h].tolist(), starts[g + 1:h + 1].tolist()):
+            s0 = s - starts[g]
+            p, c = _group_pairs(X[s0:e - starts[g]], params.threshold)
+            cand.append(p + s0)
+            ccos.append(c)
+        cand, ccos = np.concatenate(cand), np.concatenate(ccos)
+        if len(cand):
+            if templates is None:
+                templates = _Templates(fit_q, params)
+            used = np.unique(cand)
+            fit_pos = np.searchsorted(fit, batch[used])
+            fit_pos = np.where((fit_pos < len(fit)) & (fit[np.minimum(fit_pos, len(fit) - 1)] == batch[used]),
+                               fit_pos, -1)
+            content = dict(zip(used.tolist(), templates.content([reqs[i] for i in used.tolist()], fit_pos)))
+            ok = np.array([content[i][1] <= content[j][0] and content[j][1] <= content[i][0]
+                           for i, j in cand.tolist()], dtype=bool)
+            cand, ccos = cand[ok], ccos[ok]
+            if return_evidence:
+                out_e += [_rule(reqs[i], ans[i], bool(weak[batch[i]])) for i in cand[:, 0].tolist()]
+            out_p.append(batch[cand])
+            out_c.append(ccos)
+        g = h
     if not out_p:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64)
+        return (*empty, []) if return_evidence else empty
+    pairs, cos = np.concatenate(out_p), np.concatenate(out_c)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    pairs, cos = pairs[order], np.clip(cos[order], -1.0, 1.0)
+    if return_evidence:
+        return pairs, cos, [out_e[k] for k in order.tolist()]
+    return pairs, cos
+
+
+def _normalized(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)
+
+
+def _group_pairs(X: np.ndarray, threshold: float):
+    """Pairs a < b of one group's rows (ascending row numbers) whose cosine reaches ``threshold``, a block of
+    the group's similarity matrix at a time."""
+    m = len(X)
+    out_p, out_c = [np.zeros((0, 2), dtype=np.int64)], [np.zeros(0, dtype=np.float64)]
+    step = max(1, min(m, _BLOCK_CELLS // max(m, 1)))
+    for s in range(0, m, step):
+        e = min(s + step, m)
+        S = X[s:e] @ X.T
+        ok = (S >= threshold) & (np.arange(m)[None, :] > np.arange(s, e)[:, None])
+        a, b = np.nonzero(ok)
+        out_p.append(np.stack([s + a, b], axis=1).astype(np.int64))
+        out_c.append(S[a, b].astype(np.float64))
     return np.concatenate(out_p), np.concatenate(out_c)
 
 
-def _content(requests: list[str], rows: np.ndarray, params: SemanticParams, k: int) -> dict[int, tuple]:
-    """(tokens, content tokens) of the requests in ``rows``; template tokens come from
-    request clusters over all rows (k-means on TF-IDF of the requests)."""
-    toks = [set(tokens(q)) for q in requests]
-    X = _tfidf(requests)
-    labels = kmeans_labels(X, k, params.seed) if X is not None else np.zeros(len(requests), dtype=np.int64)
-    need = set(labels[rows].tolist())
-    template: dict[int, set] = {}
-    for members in _members(labels):
-        c = int(labels[members[0]])
-        if c not in need:
-            continue
-        if len(members) < params.min_template_rows:
-            template[c] = set()
-            continue
-        df = Counter(t for i in members.tolist() for t in toks[i])
-        template[c] = {t for t, v in df.items() if v >= params.template_share * len(members)}
-    return {i: (toks[i], toks[i] - template[int(labels[i])]) for i in rows.tolist()}
+def _rule(request: str, answer: str, weak: bool) -> dict:
+    """What the rule saw for a pair (its first row's texts): the shared normalized answer (first 60 characters),
+    the numbers, and for a label answer the shared task input."""
+    ev = {"rule": "label_same_input" if weak else "same_answer_same_content",
+          "answer": normalize_text(answer)[:60], "numbers": list(numbers(request))}
+    if weak:
+        ev["task_input"] = task_input(request)[:60]
+    return ev
 
 
 def semantic_pairs(records: list[dict], params=None, return_evidence: bool = False, **engine):
@@ -454,28 +638,13 @@ def semantic_pairs(records: list[dict], params=None, return_evidence: bool = Fal
     ``engine``, ``actors``, ``max_retries`` and ``section`` (where the model embeddings run; the same pairs).
     """
     params = _params(params)
-    n = len(records)
-    pairs, cos = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64)
-    if n >= 2:
-        requests = [request_text(r) for r in records]
-        answers = [answer_text(r) for r in records]
-        texts = {"response": answers, "prompt": requests,
-                 "all": [q + "\n" + a for q, a in zip(requests, answers)]}[params.field]
-        X = embed([_spaced(t) for t in texts], params.method, params.model, params.seed, dims=params.dims,
-                  batch_size=params.batch_size, **engine)
-        keys = _keys(requests, answers, params)
-        k = n_clusters_for(n, params)
-        cand, ccos = _candidates(X, kmeans_labels(X, k, params.seed), keys, params.threshold)
-        if len(cand):
-            content = _content(requests, np.unique(cand), params, k)
-            ok = np.array([content[i][1] <= content[j][0] and content[j][1] <= content[i][0]
-                           for i, j in cand.tolist()], dtype=bool)
-            cand, ccos = cand[ok], ccos[ok]
-            order = np.lexsort((cand[:, 1], cand[:, 0]))
-            pairs, cos = cand[order], np.clip(ccos[order], -1.0, 1.0)
-    if return_evidence:
-        return pairs, cos, (_evidence(pairs, requests, answers, keys) if len(pairs) else [])
-    return pairs, cos
+    requests = [request_text(r) for r in records]
+    answers = [answer_text(r) for r in records]
+
+    def fetch(rows):
+        return [requests[i] for i in rows.tolist()], [answers[i] for i in rows.tolist()]
+
+    return find_pairs(len(records), row_keys(requests, answers, params), fetch, params, return_evidence, **engine)
 
 
 def evidence(records: list[dict], pairs: np.ndarray, params=None) -> list[dict]:
@@ -486,17 +655,5 @@ def evidence(records: list[dict], pairs: np.ndarray, params=None) -> list[dict]:
         return []
     requests = [request_text(r) for r in records]
     answers = [answer_text(r) for r in records]
-    return _evidence(pairs, requests, answers, _keys(requests, answers, params))
-
-
-def _evidence(pairs: np.ndarray, requests: list[str], answers: list[str], keys: _Keys) -> list[dict]:
-    out = []
-    for i, j in np.asarray(pairs).tolist():
-        weak = bool(keys.weak[i] or keys.weak[j])
-        ev = {"rule": "label_same_input" if weak else "same_answer_same_content",
-              "answer": normalize_text(answers[i])[:60], "numbers": list(numbers(requests[i]))}
-        if weak:
-            ev["task_input"] = task_input(requests[i])[:60]
-        out.append(ev)
-    return out
-
+    weak = candidate_groups(row_keys(requests, answers, params), params)[2]
+    return [_rule(requests[i], answers[i], bool(weak[i])) for i in np.asarray(pairs)[:, 0].tolist()]

@@ -2,8 +2,8 @@
 
 :func:`dedup_jsonl` writes ``kept.jsonl``, ``dropped.jsonl``, ``details.json`` and the metrics
 file with the same bytes as ``clusters.dedup_records`` + ``ledger.write_filter_outputs`` on the
-same rows and params, when the semantic pass is off (:func:`streamable`). It never holds the
-records, their texts, their shingle sets or their MinHash signatures all at once:
+same rows and params. It never holds the records, their texts, their shingle sets or their
+MinHash signatures all at once:
 
 1. **scan** (one pass, ``chunk_rows`` records at a time): per row it keeps the byte offset and
    length of its line, a 128-bit BLAKE2b hash of its dedup text (exact groups), a 64-bit hash of
@@ -13,7 +13,8 @@ records, their texts, their shingle sets or their MinHash signatures all at once
    word MinHash signature (one file per band), each band of the character signature
    (:mod:`sftpipe.dedup.edits`; one file per band), the low 8 bits of every bin of that signature
    and a 64-bucket character histogram (192 bytes a row, the typo pass's prefilters) and the
-   normalized texts (UTF-8).
+   normalized texts (UTF-8); with the paraphrase pass on, the row's ``semantic.RowKeys`` (64-bit
+   hashes of its normalized answer, numbers, request and task input: 34 bytes a row).
 2. **exact groups**: rows sorted by their text hash; the first row of each group represents it,
    as ``clusters.exact_groups`` does.
 3. **word pairs**: one band at a time, :func:`lsh.candidate_pairs` over the band keys of the
@@ -27,7 +28,9 @@ records, their texts, their shingle sets or their MinHash signatures all at once
    similarity of the normalized texts, read back. A pair whose histograms already put a floor on
    its edit distance that rules the similarity out is not read back (the bag distance: exact).
 5. **slot check** and **clusters**: ``clusters.slot_reasons`` on the accepted pairs' normalized
-   texts, ``lsh.union_find`` over row numbers.
+   texts, ``lsh.union_find`` over row numbers; then the **paraphrase pass**
+   (``semantic.find_pairs``): rows grouped by their keys, the embedder and the request clusters
+   fitted on ``fit_rows`` rows read back, the candidate groups' rows read back a batch at a time.
 6. **survivors**: cluster members are read back a block of clusters at a time and
    ``clusters._survivors`` picks each cluster's kept row. With ``prefer_typical`` the rare-token
    count needs document frequencies over all rows, but only for the tokens seen in exactly one
@@ -38,8 +41,8 @@ records, their texts, their shingle sets or their MinHash signatures all at once
 
 Exact groups compare 128-bit hashes instead of texts (a false match has probability ~n^2/2^129,
 1e-25 at 10M rows). Everything else is exact: truncated values and histograms only rule out
-pairs that the full check rules out. The semantic pass (TF-IDF and k-means over every row) is
-not streamed: with it on, use the in-memory path.
+pairs that the full check rules out. The paraphrase pass runs the in-memory path's own code
+(``find_pairs``) with rows read back instead of held.
 """
 
 from __future__ import annotations
@@ -62,24 +65,20 @@ from ..config import DedupParams
 from ..errors import AccountingError, UserError
 from ..io import atomic_path, dumps, iter_jsonl, write_json
 from ..schema import full_text, text_of
-from .clusters import SIGNATURES, STAGE, _survivors, _tokens, lsh_params, sketch, slot_reasons
+from .clusters import SIGNATURES, STAGE, _survivors, _tokens, lsh_params, semantic_params, sketch, slot_reasons
 from .edits import char_ngram_hashes, edit_similarity, oph_signatures
 from .lsh import _band_keys, candidate_pairs, estimated_jaccard, exact_jaccard, union_find
 from .sketch import _encode, sorted_unique
 
-__all__ = ["dedup_jsonl", "streamable"]
+__all__ = ["dedup_jsonl", "groups_jsonl"]
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 32768          # records per scan chunk, and rows read back per block
 PAIR_BLOCK = 1 << 18        # candidate pairs examined per block
 CHECK_PAIRS = 1 << 15       # pairs whose texts are read back and compared per batch
+MATCHES = (*SIGNATURES, "semantic")    # what joined a pair: bit k of a row's match mask
 HIST_BITS = 6               # character histogram of 2**HIST_BITS buckets per row (typo pass prefilter)
-
-
-def streamable(dedup_params: DedupParams) -> bool:
-    """Whether :func:`dedup_jsonl` gives the in-memory path's output: the semantic pass is off."""
-    return not (dedup_params.near and dedup_params.semantic.enabled)
 
 
 # ---------------------------------------------------------------------------
@@ -195,6 +194,7 @@ class _Scan:
         self.near = p.near
         self.edits = p.near and p.edits.enabled
         self.keep_norm = p.near and (p.edits.enabled or p.slot_check)
+        self.sem = semantic_params(p)
         self.n = 0
 
     def word_keys(self, k: int) -> np.ndarray:
@@ -203,7 +203,7 @@ class _Scan:
     def run(self, path: Path, chunk_rows: int) -> None:
         p = self.p
         parts: dict[str, list] = {k: [] for k in ("off", "len", "text", "id", "shingled", "norm_len", "norm_bytes",
-                                                  "digit_key")}
+                                                  "digit_key", "sem")}
         words = [open(self.tmp / f"word{k}.u64", "wb") for k in range(self.bands)] if self.near else []
         sig8 = open(self.tmp / "edit_sig8.u8", "wb") if self.edits else None
         hist = open(self.tmp / "hist.u8", "wb") if self.edits else None
@@ -232,6 +232,9 @@ class _Scan:
         self.shingled, self.norm_len = cat("shingled", bool), cat("norm_len", np.int64)
         self.norm_bytes = cat("norm_bytes", np.int64)
         self.digit_key = cat("digit_key", np.uint64)
+        if self.sem is not None:
+            from .semantic import RowKeys
+            self.sem_keys = RowKeys.concat(parts.pop("sem"))
         self.n = len(self.offsets)
 
     def _chunk(self, buf, parts, words, ebands, sig8, hist, norm) -> None:
@@ -242,6 +245,9 @@ class _Scan:
         texts = [text_of(r, p.field) for r in recs]
         parts["text"].append(b"".join(_blake(t.encode("utf-8", "surrogatepass"), 16) for t in texts))
         parts["id"].append(b"".join(map(_id_hash, recs)))
+        if self.sem is not None:            # what the paraphrase pass compares, hashed
+            from .semantic import answer_text, request_text, row_keys
+            parts["sem"].append(row_keys([request_text(r) for r in recs], [answer_text(r) for r in recs], self.sem))
         del recs
         buf.clear()
         if not self.near:
@@ -490,22 +496,57 @@ def _pick_survivors(path: Path, reader: _Reader, component: np.ndarray, p: Dedup
 # Evidence
 
 
-def _best_matches(pairs: np.ndarray, kind: np.ndarray, sim: np.ndarray, survivor: np.ndarray):
-    """Per row in an accepted pair: the signatures that matched it (bit k: SIGNATURES[k]), and the
-    partner and similarity of its strongest match, as ``dedup_records`` picks them from
-    ``clusters._matches`` (one with the kept row first, then the most similar, then list order)."""
+def _best_matches(pairs: np.ndarray, kind: np.ndarray, sim: np.ndarray, survivor: np.ndarray,
+                  exact_rep: np.ndarray, rows: np.ndarray):
+    """Per row of ``rows`` (near duplicates), as ``dedup_records`` picks them from ``clusters._matches``:
+    (found, mask, partner, similarity, entry). Its matches are those of its exact group's first row, then,
+    for another row of the group, its own (semantic pairs join rows, not groups); ``mask`` has bit k set when
+    ``SIGNATURES + ("semantic",)``[k] matched it; the strongest match is one with the kept row first, then
+    the most similar, then list order (signature, then partner); ``entry`` is the index of that pair in
+    ``pairs`` (for the semantic pairs' evidence)."""
+    m = len(pairs)
     node = np.concatenate([pairs[:, 0], pairs[:, 1]])
     partner = np.concatenate([pairs[:, 1], pairs[:, 0]])
     kk = np.concatenate([kind, kind]).astype(np.int64)
     ss = np.concatenate([sim, sim])
+    entry = np.concatenate([np.arange(m), np.arange(m)])
     o = np.lexsort((partner, kk, node))         # _matches' list order: signature, then partner
-    node, partner, kk, ss = node[o], partner[o], kk[o], ss[o]
+    node, partner, kk, ss, entry = node[o], partner[o], kk[o], ss[o], entry[o]
     starts = np.flatnonzero(np.concatenate([[True], node[1:] != node[:-1]])) if len(node) else np.zeros(0, np.int64)
     mask = np.bitwise_or.reduceat(np.left_shift(1, kk), starts) if len(node) else np.zeros(0, np.int64)
-    with_kept = partner == survivor[node]
+    with_kept = (partner == survivor[node]) | (exact_rep[partner] == survivor[node])
     o2 = np.lexsort((np.arange(len(node)), -ss, ~with_kept, node))
     firsts = o2[np.flatnonzero(np.concatenate([[True], node[o2][1:] != node[o2][:-1]]))] if len(node) else starts
-    return node[starts], mask, partner[firsts], ss[firsts]
+    nodes = node[starts]
+
+    def at(x):
+        pos = np.minimum(np.searchsorted(nodes, x), max(len(nodes) - 1, 0))
+        found = (nodes[pos] == x) if len(nodes) else np.zeros(len(x), dtype=bool)
+        return found, pos
+
+    fa, pa = at(exact_rep[rows])
+    fb, pb = at(rows)
+    fb &= rows != exact_rep[rows]
+    wa, wb = with_kept[firsts[pa]] & fa, with_kept[firsts[pb]] & fb
+    sa, sb = ss[firsts[pa]], ss[firsts[pb]]
+    use_b = fb & (~fa | (wb & ~wa) | ((wb == wa) & (sb > sa)))
+    best = np.where(use_b, firsts[pb], firsts[pa])
+    out_mask = np.where(fa, mask[pa] if len(mask) else 0, 0) | np.where(fb, mask[pb] if len(mask) else 0, 0)
+    found = fa | fb
+    return found, out_mask, partner[best] if len(node) else rows, ss[best] if len(node) else np.zeros(len(rows)), \
+        entry[best] if len(node) else np.zeros(len(rows), np.int64)
+
+
+def _semantic_pairs(scan: "_Scan", reader: _Reader, n: int):
+    """The paraphrase pass (``semantic.find_pairs``) over the scanned rows' keys, their texts read back a
+    batch of candidate groups at a time: (pairs, cosine, evidence)."""
+    from .semantic import answer_text, find_pairs, request_text
+
+    def fetch(rows):
+        recs = reader.records(rows)
+        return [request_text(r) for r in recs], [answer_text(r) for r in recs]
+
+    return find_pairs(n, scan.sem_keys, fetch, scan.sem, return_evidence=True)
 
 
 def _near_evidence(reader: _Reader, near: np.ndarray, kept: np.ndarray, p: DedupParams):
@@ -628,15 +669,11 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
 
     Writes what ``ledger.write_filter_outputs("dedup", records, clusters.dedup_records(records,
     dedup_params), out_dir, metrics_path)`` writes for ``records = io.read_jsonl(inp_path)``, byte
-    for byte, holding compact per-row arrays instead of the records; needs
-    :func:`streamable` (the semantic pass off). ``chunk_rows``: records per scan chunk; spilled
+    for byte, holding compact per-row arrays instead of the records. ``chunk_rows``: records per scan chunk; spilled
     arrays go to a temporary directory under ``tmp_dir`` (default: the system's). ``stats``,
     when given, receives timings and pair counts. Returns (metrics, details).
     """
     p = dedup_params
-    if not streamable(p):
-        raise ValueError("dedup_jsonl: the semantic pass (dedup.semantic.enabled) needs every row in memory; "
-                         "use clusters.dedup_records, or switch it off")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     stats = {} if stats is None else stats
@@ -650,6 +687,12 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         found = _find(scan, reader, texts, p, stats, lap)
         exact_rep, pairs, sim, ok, kind, slot, component = (found.exact_rep, found.pairs, found.sim, found.ok,
                                                              found.kind, found.slot, found.component)
+        sem_pairs, sem_cos, sem_ev = np.zeros((0, 2), dtype=np.int64), np.zeros(0), []
+        if scan.sem is not None and n >= 2:
+            sem_pairs, sem_cos, sem_ev = _semantic_pairs(scan, reader, n)
+            if len(sem_pairs):
+                component = union_find(n, np.concatenate([np.stack([np.arange(n), component], axis=1), sem_pairs]))
+            lap("semantic")
         survivor, members, member_ids = _pick_survivors(path, reader, component, p)
         lap("survivors")
 
@@ -661,16 +704,15 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         near_rows = dropped[~exact]
         jac, est, edit = _near_evidence(reader, near_rows, survivor[near_rows], p) if p.near else ((),) * 3
         acc = np.flatnonzero(ok)
-        m_node, m_mask, m_partner, m_sim = _best_matches(pairs[acc], kind[acc], sim[acc], survivor)
+        has_match, m_mask, m_partner, m_sim, m_entry = _best_matches(
+            np.concatenate([pairs[acc], sem_pairs]), np.concatenate([kind[acc], np.full(len(sem_pairs), 2, np.int8)]),
+            np.concatenate([sim[acc], sem_cos]), survivor, exact_rep, near_rows)
+        m_entry -= len(acc)                     # >= 0: a semantic pair, its evidence is sem_ev[m_entry]
         lap("evidence")
 
         # per dropped row, in input order: its kept row's id; per near row: its strongest match
         kept_ids = id_of(survivor[dropped])
-        at = np.searchsorted(m_node, exact_rep[near_rows])
-        has_match = at < len(m_node)
-        has_match[has_match] = m_node[at[has_match]] == exact_rep[near_rows[has_match]]
-        at[~has_match] = -1
-        partner_ids = id_of(m_partner[at[has_match]])
+        partner_ids = id_of(m_partner[has_match])
         match_id = iter(partner_ids)
         size = np.bincount(component, minlength=n)
         reasons_count: Counter = Counter()
@@ -701,11 +743,12 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
                     ev["minhash_estimate"] = round(float(est[k]), 4)
                     if p.edits.enabled:
                         ev["edit_similarity"] = round(float(edit[k]), 4)
-                    a = int(at[k])
-                    if a >= 0:
-                        by = [name for b, name in enumerate(SIGNATURES) if m_mask[a] >> b & 1]
-                        ev.update(matched_by=sorted(by), matched_id=next(match_id),
-                                  similarity=round(float(m_sim[a]), 4))
+                    if has_match[k]:
+                        by = sorted(name for b, name in enumerate(MATCHES) if m_mask[k] >> b & 1)
+                        ev.update(matched_by=by, matched_id=next(match_id), similarity=round(float(m_sim[k]), 4))
+                        if by == ["semantic"]:
+                            reason = "paraphrase"
+                            ev["rule"] = sem_ev[int(m_entry[k])]
                     k += 1
                 fd.write(dumps(ledger.drop(rec, STAGE, reason, **ev)))
                 fd.write("\n")
@@ -733,7 +776,7 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         "verified_pairs": int((ok & (kind == 0)).sum()) if p.verify else 0,
         "edit_pairs": int((ok & (kind == 1)).sum()),
         "slot_rejected_pairs": int(sum(slot_count.values())),
-        "semantic_pairs": 0,
+        "semantic_pairs": int(len(sem_pairs)),
     }
     details = {"cluster_size_hist": {str(k): hist[k] for k in sorted(hist)},
                "slot_rejected_by": {k: slot_count[k] for k in sorted(slot_count)}}
