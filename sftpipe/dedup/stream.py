@@ -685,8 +685,15 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         n = stats["rows"] = scan.n
         threshold = float(p.threshold)
         found = _find(scan, reader, texts, p, stats, lap)
-        exact_rep, pairs, sim, ok, kind, slot, component = (found.exact_rep, found.pairs, found.sim, found.ok,
-                                                             found.kind, found.slot, found.component)
+        exact_rep, component, ok, kind = found.exact_rep, found.component, found.ok, found.kind
+        slot_count = Counter(r for r in found.slot if r is not None)
+        pair_counts = {"candidate_pairs": int((kind == 0).sum()), "accepted_pairs": int((ok & (kind == 0)).sum()),
+                       "verified_pairs": int((ok & (kind == 0)).sum()) if p.verify else 0,
+                       "edit_pairs": int((ok & (kind == 1)).sum()), "slot_rejected_pairs": int(sum(slot_count.values()))}
+        # from here on only the accepted pairs count (the evidence): the candidates' arrays go
+        acc = np.flatnonzero(ok)
+        pairs, sim, kind = found.pairs[acc], found.sim[acc], kind[acc]
+        del found, ok, acc
         sem_pairs, sem_cos, sem_ev = np.zeros((0, 2), dtype=np.int64), np.zeros(0), []
         if scan.sem is not None and n >= 2:
             sem_pairs, sem_cos, sem_ev = _semantic_pairs(scan, reader, n)
@@ -703,11 +710,10 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         exact = (scan.text_hash[dropped] == scan.text_hash[survivor[dropped]]).all(axis=1)
         near_rows = dropped[~exact]
         jac, est, edit = _near_evidence(reader, near_rows, survivor[near_rows], p) if p.near else ((),) * 3
-        acc = np.flatnonzero(ok)
         has_match, m_mask, m_partner, m_sim, m_entry = _best_matches(
-            np.concatenate([pairs[acc], sem_pairs]), np.concatenate([kind[acc], np.full(len(sem_pairs), 2, np.int8)]),
-            np.concatenate([sim[acc], sem_cos]), survivor, exact_rep, near_rows)
-        m_entry -= len(acc)                     # >= 0: a semantic pair, its evidence is sem_ev[m_entry]
+            np.concatenate([pairs, sem_pairs]), np.concatenate([kind, np.full(len(sem_pairs), 2, np.int8)]),
+            np.concatenate([sim, sem_cos]), survivor, exact_rep, near_rows)
+        m_entry -= len(pairs)                   # >= 0: a semantic pair, its evidence is sem_ev[m_entry]
         lap("evidence")
 
         # per dropped row, in input order: its kept row's id; per near row: its strongest match
@@ -762,7 +768,6 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
 
     cluster_sizes = size[size > 0]
     hist = Counter(cluster_sizes.tolist())
-    slot_count = Counter(r for r in slot if r is not None)
     metrics = {
         "clusters": int((cluster_sizes > 1).sum()),
         "rows_in_clusters": int(cluster_sizes[cluster_sizes > 1].sum()),
@@ -771,11 +776,7 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         "near_duplicates": reasons_count["near_duplicate"],
         "paraphrases": reasons_count["paraphrase"],
         "bands": scan.bands, "band_rows": scan.rows, "threshold": threshold,
-        "candidate_pairs": int((kind == 0).sum()),
-        "accepted_pairs": int((ok & (kind == 0)).sum()),
-        "verified_pairs": int((ok & (kind == 0)).sum()) if p.verify else 0,
-        "edit_pairs": int((ok & (kind == 1)).sum()),
-        "slot_rejected_pairs": int(sum(slot_count.values())),
+        **pair_counts,
         "semantic_pairs": int(len(sem_pairs)),
     }
     details = {"cluster_size_hist": {str(k): hist[k] for k in sorted(hist)},
