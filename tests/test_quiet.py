@@ -192,10 +192,50 @@ def test_checkpoint_readme_is_the_same_bytes_and_never_resumed_from(tmp_path):
     assert json.loads((ckpt / "fingerprint.json").read_text()) == {"fingerprint": "abc"}
     # the README next to real checkpoints of the same run is ignored, not parsed as one
     for step in (2, 4):
-        (ckpt / f"checkpoint-{step}").mkdir()
-        (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        complete_checkpoint(ckpt / f"checkpoint-{step}")
     (ckpt / "README.txt").write_bytes(first)
     assert train_module.last_checkpoint(ckpt, "abc") == str(ckpt / "checkpoint-4")
+
+
+def complete_checkpoint(d, world_size: int = 1):
+    """The files transformers writes into a checkpoint (their contents do not matter here)."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = [f"rng_state_{i}.pth" for i in range(world_size)] if world_size > 1 else ["rng_state.pth"]
+    for f in ["model.safetensors", "optimizer.pt", "scheduler.pt", *rng]:
+        (d / f).write_bytes(b"x")
+    (d / "trainer_state.json").write_text("{}")
+
+
+@pytest.mark.parametrize("damage", ["optimizer.pt", "scheduler.pt", "rng_state.pth", "model.safetensors",
+                                    "truncated_state", "other_rank_rng"])
+def test_an_incomplete_checkpoint_is_not_resumed_from(tmp_path, damage):
+    """transformers silently skips a missing optimizer, scheduler or RNG file when it resumes, so a checkpoint
+    that lost one (a kill while it was written or rotated out) would resume inexactly without a word: the
+    newest complete one is used instead."""
+    from sftpipe.model import train as train_module
+
+    ckpt = tmp_path / "ckpt"
+    world = 2 if damage == "other_rank_rng" else 1
+    for step in (5, 10):
+        complete_checkpoint(ckpt / f"checkpoint-{step}", world)
+    (ckpt / "fingerprint.json").write_text(json.dumps({"fingerprint": "abc"}))
+    assert train_module.last_checkpoint(ckpt, "abc", world) == str(ckpt / "checkpoint-10")
+    newest = ckpt / "checkpoint-10"
+    if damage == "truncated_state":
+        (newest / "trainer_state.json").write_text('{"global_step": 1')
+    elif damage == "other_rank_rng":
+        (newest / "rng_state_1.pth").unlink()
+    else:
+        (newest / damage).unlink()
+    assert train_module.last_checkpoint(ckpt, "abc", world) == str(ckpt / "checkpoint-5")
+    # FSDP's layout: the optimizer and the weights as directories
+    fsdp = ckpt / "checkpoint-15"
+    complete_checkpoint(fsdp, world)
+    for f in ("optimizer.pt", "model.safetensors"):
+        (fsdp / f).unlink()
+    (fsdp / "optimizer_0").mkdir()
+    (fsdp / "pytorch_model_fsdp_0").mkdir()
+    assert train_module.last_checkpoint(ckpt, "abc", world) == str(fsdp)
 
 
 def test_transformers_warnings_stay_off_after_transformers_is_imported():

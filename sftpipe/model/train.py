@@ -170,13 +170,32 @@ def run_parts(model_params: ModelParams, train_params: TrainParams, lora_params:
     return parts
 
 
-def last_checkpoint(ckpt_dir: Path, fp: str, world_size: int = 1) -> str | None:
-    """The newest checkpoint of a run with the same fingerprint; wipes checkpoints of other runs.
+def _resumable(ckpt: Path, world_size: int) -> bool:
+    """Whether ``ckpt`` holds all an exact resume reads. transformers writes the weights, the optimizer, the
+    scheduler and the RNG states, then ``trainer_state.json``; but when it loads one it silently skips a
+    missing optimizer, scheduler or RNG file, and the rotation (``save_total_limit``) deletes old
+    checkpoints file by file, so a kill at the wrong moment can leave a checkpoint with its state but not
+    its optimizer: it would resume, inexactly, without a word. Under several processes a checkpoint counts
+    only once every process's RNG state is in it: rank 0 writes ``trainer_state.json`` without waiting for
+    the other ranks' ``rng_state_<rank>.pth``. (FSDP saves its optimizer as ``optimizer_0/`` and its weights
+    as ``pytorch_model_fsdp_0/``: anything named ``optimizer*`` / holding weights counts.)"""
+    rng = [f"rng_state_{i}.pth" for i in range(world_size)] if world_size > 1 else ["rng_state.pth"]
+    if not all((ckpt / f).is_file() for f in ["trainer_state.json", "scheduler.pt", *rng]):
+        return False
+    names = [p.name for p in ckpt.iterdir()]
+    if not any(n.startswith("optimizer") for n in names) or \
+            not any(n.endswith(".safetensors") or n.startswith(("pytorch_model", "model.safetensors")) for n in names):
+        return False
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (ValueError, OSError):
+        return False
+    return True
 
-    Called on the main process only (it deletes and writes). Under several processes a checkpoint counts
-    only once every process's RNG state is in it: rank 0 writes ``trainer_state.json`` without waiting
-    for the other ranks' ``rng_state_<rank>.pth``, so a kill in between leaves a checkpoint that would
-    resume with fresh RNG streams on those ranks."""
+
+def last_checkpoint(ckpt_dir: Path, fp: str, world_size: int = 1) -> str | None:
+    """The newest complete checkpoint (:func:`_resumable`) of a run with the same fingerprint; wipes
+    checkpoints of other runs. Called on the main process only (it deletes and writes)."""
     stamp = ckpt_dir / "fingerprint.json"
     if ckpt_dir.exists():
         same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp
@@ -184,11 +203,14 @@ def last_checkpoint(ckpt_dir: Path, fp: str, world_size: int = 1) -> str | None:
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
-    rng = [f"rng_state_{i}.pth" for i in range(world_size)] if world_size > 1 else []
-    found = sorted((p for p in ckpt_dir.glob("checkpoint-*")
-                    if all((p / f).is_file() for f in ["trainer_state.json", *rng])),
+    steps = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[1].isdigit()),
                    key=lambda p: int(p.name.split("-")[1]))
-    return str(found[-1]) if found else None
+    for p in reversed(steps):
+        if _resumable(p, world_size):
+            log.info("resuming from %s (%s)", p.name, ", ".join(sorted(x.name for x in p.iterdir())))
+            return str(p)
+        log.warning("checkpoint %s is incomplete (a run killed while writing or deleting it): not resumed from", p.name)
+    return None
 
 
 def _callbacks():
