@@ -154,3 +154,35 @@ def test_helpers():
     assert semantic.numbers("Tom has 03 apples and ４ pears") == ("3", "4")
     ev = semantic.evidence([rec("a", "Classify: good", "positive")] * 2, np.array([[0, 1]]))
     assert ev[0]["answer"] == "positive" and ev[0]["numbers"] == []
+
+
+def test_answer_blocks_miss_no_pair_the_rule_allows(bench):
+    """The blocks are exact: every pair of rows that passes the rule when all pairs are compared (no blocks)
+    is found, and nothing else."""
+    p = SemanticParams()
+    records = bench.records[:700]
+    requests = [semantic.request_text(r) for r in records]
+    answers = [semantic.answer_text(r) for r in records]
+    texts = [semantic.embedded_text(q, a, p.field) for q, a in zip(requests, answers)]
+    X = semantic.embed(texts, seed=p.seed, dims=p.dims)
+    askers: dict = {}
+    for q, a in zip(requests, answers):
+        askers.setdefault(semantic.normalize_text(a), set()).add(semantic.normalize_text(q))
+    content = semantic._Templates(requests, p).content(requests, np.arange(len(requests)))
+    want = set()
+    for i in range(len(records)):
+        for j in range(i + 1, len(records)):
+            a = semantic.normalize_text(answers[i])
+            if a != semantic.normalize_text(answers[j]) or float(X[i] @ X[j]) < p.threshold:
+                continue
+            if (semantic.numbers(requests[i]), semantic.numbers(answers[i])) != \
+                    (semantic.numbers(requests[j]), semantic.numbers(answers[j])):
+                continue
+            if len(askers[a]) >= p.label_rows:
+                inp = semantic.task_input(requests[i])
+                if semantic._units(inp) < p.min_input_units or inp != semantic.task_input(requests[j]):
+                    continue
+            if content[i][1] <= content[j][0] and content[j][1] <= content[i][0]:
+                want.add((i, j))
+    pairs, _ = semantic_pairs(records, p)
+    assert len(want) > 20 and set(map(tuple, pairs.tolist())) == want
