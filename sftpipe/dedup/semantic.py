@@ -214,7 +214,7 @@ class _TfidfEmbedder:
     def __init__(self, texts: list[str], dims: int, seed: int):
         from sklearn.decomposition import TruncatedSVD
 
-        self.vec, X = _tfidf(texts, fitted=True)
+        self.vec, X = _tfidf(texts)
         self.svd = None
         if X is None:
             self.fitted = np.zeros((len(texts), 1), dtype=np.float32)
@@ -233,10 +233,9 @@ class _TfidfEmbedder:
         return self.svd.transform(X) if self.svd is not None else X.toarray()
 
 
-def _tfidf(texts: list[str], fitted: bool = False):
-    """Sparse TF-IDF over character 1-3-grams inside word boundaries (the label-noise featurizer;
-    works for Chinese and English alike); None when no text has a feature. ``fitted``: (vectorizer, matrix),
-    (None, None) when no text has a feature."""
+def _tfidf(texts: list[str]):
+    """(vectorizer, sparse matrix): TF-IDF over character 1-3-grams inside word boundaries (the label-noise
+    featurizer; works for Chinese and English alike); (None, None) when no text has a feature."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from ..label_noise import tfidf_vectorizer
@@ -248,7 +247,7 @@ def _tfidf(texts: list[str], fitted: bool = False):
         X = vec.fit_transform(spaced)
     except ValueError:                       # empty vocabulary: every text empty, or n-grams all once
         vec = X = None
-    return (vec, X) if fitted else X
+    return vec, X
 
 
 def _model_embed(texts: list[str], model: str | None, batch_size: int, engine: str = "local", actors=None,
@@ -366,9 +365,7 @@ def embed(texts: list[str], method: str = "tfidf", model: str | None = None, see
         X = _model_embed(uniq, model, batch_size, engine, actors, max_retries, section)
     else:
         X = _st_embed(uniq, model, batch_size)
-    X = np.asarray(X, dtype=np.float32)
-    norm = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)[inverse]
+    return _normalized(X)[inverse]
 
 
 # ---------------------------------------------------------------------------
@@ -397,11 +394,6 @@ def _kmeans(X, k: int, seed: int):
         return model.fit_predict(X).astype(np.int64), model
 
 
-def kmeans_labels(X, k: int, seed: int) -> np.ndarray:
-    """Seeded k-means labels (dense or sparse rows); one cluster when k <= 1."""
-    return _kmeans(X, k, seed)[0]
-
-
 def _members(labels: np.ndarray) -> list[np.ndarray]:
     """Row indices of each cluster, ascending."""
     order = np.argsort(labels, kind="stable")
@@ -415,7 +407,7 @@ class _Templates:
 
     def __init__(self, requests: list[str], params: SemanticParams):
         self.params = params
-        self.vec, X = _tfidf(requests, fitted=True)
+        self.vec, X = _tfidf(requests)
         self.labels, self.model = (_kmeans(X, n_clusters_for(len(requests), params), params.seed) if X is not None
                                    else (np.zeros(len(requests), dtype=np.int64), None))
         toks = [set(tokens(q)) for q in requests]
@@ -504,12 +496,9 @@ def candidate_groups(keys: RowKeys, params: SemanticParams):
     new = np.concatenate([[True], (a[1:] != a[:-1]) | (m[1:] != m[:-1]) | (inp[1:] != inp[:-1])]) if len(rows) \
         else np.zeros(0, dtype=bool)
     starts = np.append(np.flatnonzero(new), len(rows))
-    big = np.flatnonzero(np.diff(starts) >= 2)
-    keep = np.zeros(len(rows), dtype=bool)
-    for s, e in zip(starts[big].tolist(), starts[big + 1].tolist()):
-        keep[s:e] = True
-    rows = rows[keep]
-    sizes = np.diff(starts)[big]
+    sizes = np.diff(starts)
+    rows = rows[np.repeat(sizes >= 2, sizes)]
+    sizes = sizes[sizes >= 2]
     return rows, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), weak
 
 
