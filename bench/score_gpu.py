@@ -14,8 +14,14 @@ over the replies alone). Tokens/s counts the tokens the model reads (prompt and 
 ``max_length``). The batched scores are checked against the one-row-at-a-time scores (bf16: the largest
 relative difference is printed).
 
+``--ray 1x1,2x0.5`` then scores the same rows through ``perplexity.engine: ray``'s actor pool
+(:class:`sftpipe.perplexity.RayModelPool`, a local Ray; ``AxG``: A actors of G GPUs each, one model
+copy per actor) at the last batch size, warmed up first, against the in-process run: tokens/s ratio and
+the largest relative score difference (the same batches on the same GPU, so 0 is expected).
+
     PYTHONPATH=. python bench/score_gpu.py              # GPU, ~1 min
-    PYTHONPATH=. python bench/score_gpu.py --tiny       # CPU check, small model, fp32
+    PYTHONPATH=. python bench/score_gpu.py --ray 1x1,2x0.5,4x0.25   # also through Ray actors sharing the GPU
+    PYTHONPATH=. python bench/score_gpu.py --tiny       # CPU check, small model, fp32 (--ray 1x0,2x0: CPU actors)
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ def parse(argv=None):
     ap.add_argument("--median", type=float, default=None, help="median row tokens (default 150; tiny 20)")
     ap.add_argument("--max-length", type=int, default=512, help="perplexity.max_length (params default 512)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ray", default="", help="comma list of AxG actor pools (A actors, G GPUs each), e.g. 1x1,2x0.5")
     args = ap.parse_args(argv)
     t = args.tiny
     args.rows = args.rows or (64 if t else 8192)
@@ -96,7 +103,50 @@ def main(argv=None) -> None:
               f"| {peak:.1f} |")
         ok = sum(1 for x in ifd if x is not None and math.isfinite(x))
         print(f"IFD finite for {ok}/{len(ifd)} rows")
+        if args.ray:
+            again, dt_local, _ = cuda_timed(lambda: score_rows(model, tok, records,
+                                                                pp.model_copy(update={"batch_size": bs})))
+            assert again == scores, "in-process scores changed between two runs"
+            ray_runs(args, Path(tmp) / "model", tok, records, pp.model_copy(update={"batch_size": bs}),
+                     precision, scores, sum(n_tok), dt_local)
 
+
+def ray_runs(args, model_dir: Path, tok, records, pp, precision: str, local: list, tokens: int,
+             dt_local: float) -> None:
+    """Score ``records`` through RayModelPool for each AxG pool in ``args.ray`` (a local Ray); print the
+    rate against the in-process run (``dt_local`` seconds for the same rows and batch size) and the
+    largest relative difference from its scores ``local``."""
+    import time
+
+    import ray
+
+    from sftpipe.config import ModelParams, RayParams
+    from sftpipe.perplexity import RayModelPool, score_rows
+    from sftpipe.ray_session import ray_session
+
+    mp = ModelParams(name_or_path=str(model_dir))
+    with ray_session(RayParams(), "bench"):
+        res = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        print(f"\nRay {ray.__version__}, local cluster {res}; in-process batch {pp.batch_size}: "
+              f"{tokens / dt_local:,.0f} tokens/s")
+        print("| Ray actor pool | actors' start s | tokens/s | vs in-process | max rel. diff vs in-process |")
+        print("|---|---:|---:|---:|---:|")
+        for spec in args.ray.split(","):
+            a, g = spec.split("x")
+            rp = pp.ray.model_copy(update={"actors": int(a), "num_gpus_per_actor": float(g)})
+            p = pp.model_copy(update={"ray": rp, "precision": precision})
+            t0 = time.perf_counter()
+            with RayModelPool(mp, p, RayParams()) as pool:
+                # small batches, so that every actor gets one and has loaded its model before the timed run
+                score_rows(pool, tok, records[: 16 * int(a)], p.model_copy(update={"batch_size": 8}))
+                t_start = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                got = score_rows(pool, tok, records, p)
+                dt = time.perf_counter() - t1
+            diff = max((abs(x - y) / abs(y) for x, y in zip(got, local) if x is not None and y is not None),
+                       default=0.0)
+            print(f"| {a} actor(s) x {float(g):g} GPU | {t_start:.1f} | {tokens / dt:,.0f} | {dt_local / dt:.2f}x | "
+                  f"{diff:.2g} |")
 
 if __name__ == "__main__":
     main()
