@@ -46,6 +46,8 @@ def parse(argv=None):
     ap.add_argument("--median", type=float, default=None, help="median row tokens (default 150; tiny 20)")
     ap.add_argument("--max-length", type=int, default=512, help="perplexity.max_length (params default 512)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rerun-check", action="store_true",
+                    help="only: score the rows twice per numeric setting and count bit-identical scores")
     ap.add_argument("--ray", default="", help="comma list of AxG actor pools (A actors, G GPUs each), e.g. 1x1,2x0.5")
     args = ap.parse_args(argv)
     t = args.tiny
@@ -80,6 +82,9 @@ def main(argv=None) -> None:
               f"{model.config._attn_implementation}; {len(records)} rows, {sum(n_tok)} tokens "
               f"(mean {sum(n_tok) / len(n_tok):.0f}), perplexity.mode {pp.mode}, template {pp.template}")
         score_rows(model, tok, records[:64], pp.model_copy(update={"batch_size": 32}))  # warm-up
+        if args.rerun_check:
+            rerun_check(model, tok, records, pp.model_copy(update={"batch_size": args.batch_sizes[-1]}))
+            return
 
         def rel_diff(a, b):
             return max(abs(x - y) / abs(y) for x, y in zip(a, b) if x is not None and y is not None)
@@ -111,6 +116,47 @@ def main(argv=None) -> None:
                   f"max rel. diff {rel_diff(again, scores):.2g}")
             ray_runs(args, Path(tmp) / "model", tok, records, pp.model_copy(update={"batch_size": bs}),
                      precision, scores, sum(n_tok), dt_local)
+
+
+def rerun_check(model, tok, records, pp) -> None:
+    """Is the perplexity stage's scoring bit-reproducible on this device? The rows are scored twice in a
+    row per setting (bf16 as the stage runs on a GPU; with torch's deterministic algorithms; with SDPA's
+    math kernel; fp32); prints how many scores are bit-identical between the two runs."""
+    import contextlib
+    import os
+    import time
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from sftpipe.perplexity import score_rows
+
+    print(f"\nrerun check, {len(records)} rows, batch {pp.batch_size}, "
+          f"CUBLAS_WORKSPACE_CONFIG={os.environ.get('CUBLAS_WORKSPACE_CONFIG')}")
+    print("| setting | bit-identical scores, run 2 vs run 1 | max rel. diff | seconds a run |")
+    print("|---|---:|---:|---:|")
+    settings = [("bf16 (the stage on a GPU)", contextlib.nullcontext, False, None),
+                ("bf16, torch.use_deterministic_algorithms", contextlib.nullcontext, True, None),
+                ("bf16, SDPA math kernel", lambda: sdpa_kernel(SDPBackend.MATH), False, None),
+                ("fp32", contextlib.nullcontext, False, torch.float32),
+                ("fp32, deterministic algorithms", contextlib.nullcontext, True, torch.float32)]
+    for name, ctx, det, dtype in settings:
+        if dtype is not None:
+            model = model.to(dtype)
+        torch.use_deterministic_algorithms(det)
+        runs = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with ctx():
+                runs.append(score_rows(model, tok, records, pp))
+            dt = time.perf_counter() - t0
+            junk = torch.empty(int(1e7) + len(runs), device=next(model.parameters()).device)   # move the allocator
+        del junk
+        a, b = runs
+        same = sum(x == y for x, y in zip(a, b))
+        diff = max((abs(x - y) / abs(y) for x, y in zip(a, b) if x is not None and y is not None), default=0.0)
+        print(f"| {name} | {same}/{len(a)} | {diff:.2g} | {dt:.1f} |")
+    torch.use_deterministic_algorithms(False)
 
 
 def ray_runs(args, model_dir: Path, tok, records, pp, precision: str, local: list, tokens: int,
