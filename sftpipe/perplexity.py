@@ -155,10 +155,15 @@ def _batch_nll(model, pad: int, batch: list[tuple[list[int], list[bool]]]) -> li
         shift_t = tgt[:, 1:].to(dev)
         keep = shift_t != IGNORE
         nll = _scored_nll(model, ids.to(dev), att.to(dev), keep, shift_t[keep])
-        row_of = torch.arange(len(idx), device=dev)[:, None].expand_as(keep)[keep]
+        # The per-row sums run on the CPU, where index_add_ adds in index order: on a GPU it adds with
+        # atomics in whatever order threads finish, and the same rows scored twice on an H100 gave
+        # different bits for half of them (bench/score_gpu.py --rerun-check), so data/perplexity's md5
+        # would change on every rerun. The copy is one float per scored token.
+        keep, nll = keep.cpu(), nll.cpu()
+        row_of = torch.arange(len(idx))[:, None].expand_as(keep)[keep]
         n = keep.sum(1)
-        total = torch.zeros(len(idx), device=dev, dtype=nll.dtype).index_add_(0, row_of, nll)
-        mean = (total / n.clamp(min=1)).cpu().tolist()
+        total = torch.zeros(len(idx), dtype=nll.dtype).index_add_(0, row_of, nll)
+        mean = (total / n.clamp(min=1)).tolist()
     for row, k in enumerate(idx):
         out[k] = mean[row]
     return out

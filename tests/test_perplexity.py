@@ -272,6 +272,24 @@ def test_scores_on_an_accelerator_equal_cpu_scores(lm):
     assert gpu == pytest.approx(score_rows(model, tok, ROWS, p), rel=1e-3)
 
 
+def test_scores_on_an_accelerator_are_the_same_bits_on_a_rerun(lm):
+    """data/perplexity holds the scores, so a rerun must give the same bits: on an H100 the per-row sums
+    in GPU atomics differed for half of 2,048 rows between two runs (bench/score_gpu.py --rerun-check)."""
+    import copy
+
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model, tok = lm
+    gpu = copy.deepcopy(model).to("cuda")
+    rows = [dict(r, id=f"{r['id']}-{k}") for k in range(40) for r in ROWS]
+    p = PerplexityParams(batch_size=64, max_length=128)
+    first = score_rows(gpu, tok, rows, p)
+    torch.empty(10**7, device="cuda")     # another allocator state for the second run
+    assert score_rows(gpu, tok, rows, p) == first
+
+
 def test_a_model_that_softcaps_its_logits_is_scored_with_its_own_forward(tiny_tokenizer):
     """Gemma-2 soft-caps the logits after the LM head: the scores must be the model's own loss."""
     import torch
