@@ -2,8 +2,9 @@
 
 Input: ``--rows`` N canonical records (the stage's input schema) of the sample's task families
 (sftpipe.sample.tasks: short English and Chinese instruction rows, a system prompt on 10%), labelled
-by family, with 5% of the labels drawn at random (noise for cleanlab to find). Files are cached under
-``--data-dir``.
+by family, with 5% of the labels drawn at random (noise for cleanlab to find; the family is kept in
+``meta.family``, and label_noise's drops are scored against it: precision, recall, F1). Files are cached
+under ``--data-dir``.
 
 Each measurement runs in a freshly spawned process, which reports its own peak RSS (``VmHWM``) and
 wall time, files included:
@@ -18,6 +19,8 @@ and the outputs of the two paths are compared byte for byte (for perplexity only
 ``chunk_rows``: beyond it the batches differ, so scores may differ in their last bits). Params: params.yaml.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python bench/back_memory.py --rows 100000 300000 --stages label_noise
+    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/back_memory.py --rows 300000 1000000 --stages label_noise \
+        --paths stream --fit-rows 100000      # past label_noise.fit_rows: fitted on a sample
     OMP_NUM_THREADS=1 PYTHONPATH=. python bench/back_memory.py --rows 20000 100000 --stages perplexity \
         --chunk-rows 20000
 """
@@ -61,11 +64,30 @@ def write_rows(path: Path, rows: int, seed: int) -> None:
             msgs += [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": item.response}]
             label = rng.choice(cats) if rng.random() < NOISE else cat
             fh.write(dumps({"id": f"gen:{i:09d}", "messages": msgs, "source": "gen", "label": label,
-                            "meta": {"lang": lang}}) + "\n")
+                            "meta": {"lang": lang, "family": cat}}) + "\n")
     os.replace(tmp, path)
 
 
-def child(mode: str, inp: Path, out: Path, chunk_rows: int) -> dict:
+def noisy_ids(path: Path) -> set[str]:
+    """The rows whose label is not their task family (the truth label_noise is scored against)."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        return {r["id"] for r in map(json.loads, fh) if r["label"] != r["meta"]["family"]}
+
+
+def scored(out: Path, noisy: set[str]) -> str:
+    """Precision / recall / F1 of the rows label_noise dropped, against the rows whose label was drawn wrong."""
+    import json
+
+    with open(out / "dropped.jsonl", encoding="utf-8") as fh:
+        found = {json.loads(line)["id"] for line in fh}
+    tp = len(found & noisy)
+    p, r = tp / max(len(found), 1), tp / max(len(noisy), 1)
+    return f"P {p:.3f} R {r:.3f} F1 {2 * p * r / max(p + r, 1e-9):.3f} ({len(noisy)} wrong labels)"
+
+
+def child(mode: str, inp: Path, out: Path, chunk_rows: int, fit_rows: int | None = None) -> dict:
     """One measurement in this (fresh) process."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from sftpipe.config import load_params
@@ -73,6 +95,8 @@ def child(mode: str, inp: Path, out: Path, chunk_rows: int) -> dict:
     from sftpipe.ledger import write_filter_outputs
 
     params = load_params(ROOT / "params.yaml")
+    if fit_rows:
+        params = params.model_copy(update={"label_noise": params.label_noise.model_copy(update={"fit_rows": fit_rows})})
     t = time.perf_counter()
     if mode == "label_noise-stream":
         from sftpipe.label_noise import label_noise_jsonl
@@ -104,10 +128,10 @@ def child(mode: str, inp: Path, out: Path, chunk_rows: int) -> dict:
     return {"mode": mode, "rows": m["rows_in"], "secs": time.perf_counter() - t, "peak_mb": _hwm_mb(), "metrics": m}
 
 
-def run_child(mode: str, inp: Path, out: Path, chunk_rows: int) -> dict:
+def run_child(mode: str, inp: Path, out: Path, chunk_rows: int, fit_rows: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(child, mode, inp, out, chunk_rows).result()
+        return pool.submit(child, mode, inp, out, chunk_rows, fit_rows).result()
 
 
 def main(argv=None) -> int:
@@ -116,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", nargs="+", choices=("label_noise", "perplexity"), default=["label_noise", "perplexity"])
     ap.add_argument("--paths", nargs="+", choices=("memory", "stream"), default=["memory", "stream"])
     ap.add_argument("--chunk-rows", type=int, default=None, help="perplexity.chunk_rows (default: params.yaml)")
+    ap.add_argument("--fit-rows", type=int, default=None,
+                    help="label_noise.fit_rows (default: params.yaml); rows past it are scored by the fold models")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default="/tmp/backmem")
     args = ap.parse_args(argv)
@@ -134,11 +160,16 @@ def main(argv=None) -> int:
             print(f"generated {n} rows ({src.stat().st_size / 1e6:.0f} MB)", flush=True)
         for stage in args.stages:
             for path in args.paths:
-                r = run_child(f"{stage}-{path}", src, data / f"run-{stage}-{path}-{n}", chunk_rows)
+                r = run_child(f"{stage}-{path}", src, data / f"run-{stage}-{path}-{n}", chunk_rows, args.fit_rows)
                 results.append(r)
                 m = r["metrics"]
+                quality = ""
+                if stage == "label_noise":
+                    quality = (f"; fit on {m.get('fit_rows', m['checked'])} rows; "
+                               f"{scored(data / f'run-{stage}-{path}-{n}', noisy_ids(src))}")
                 print(f"{r['mode']:20s} {n:>9d} rows  {r['secs']:7.0f} s  {r['rows'] / r['secs']:7.0f} rows/s  "
-                      f"peak RSS {r['peak_mb']:7.0f} MB  out {m['kept']} kept, {m['dropped']} dropped", flush=True)
+                      f"peak RSS {r['peak_mb']:7.0f} MB  out {m['kept']} kept, {m['dropped']} dropped{quality}",
+                      flush=True)
             if len(args.paths) == 2 and (stage == "label_noise" or n <= chunk_rows):
                 a, b = (data / f"run-{stage}-{p}-{n}" for p in args.paths)
                 same = all(filecmp.cmp(a / f, b / f, shallow=False) for f in OUTPUTS)

@@ -297,6 +297,9 @@ class LabelNoiseParams(Section):
     C: float = Field(10.0, gt=0.0)
     tol: float = Field(1e-4, gt=0.0)         # the logistic regression's stopping tolerance
     min_class_size: int = Field(10, ge=2)
+    # checked rows the featurizer and the classifier are fitted on (each class's share, evenly spaced; the
+    # other rows are scored by the fold models); all of them below it
+    fit_rows: int = Field(100_000, ge=100)
     seed: int = 0
 
 

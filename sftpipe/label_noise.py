@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import LabelNoiseParams
 from .errors import UserError
-from .io import write_json
+from .io import iter_jsonl, write_json
 from .ledger import FilterResult, IdTally, drop
 from .schema import text_of
 from .twopass import DROP, KEEP, chunks, route
@@ -117,55 +117,148 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, noise_params: LabelNoiseP
 
 @dataclass
 class Verdicts:
-    """What the stage decided, by row number: (issue?, label quality, predicted class) for each checked row."""
-    info: dict[int, tuple[bool, float, str]]
-    metrics: dict
+    """What the stage decided, by row number: for each checked row (``rows``, ascending) whether it is an
+    issue, its label quality and its predicted class (an index into ``classes``). Arrays, not a dict per
+    row, so that ten million rows cost ~170 MB."""
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    issues: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    quality: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    classes: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        self._pos = {}
+        if len(self.rows):
+            self._pos = np.full(int(self.rows[-1]) + 1, -1, np.int64)
+            self._pos[self.rows] = np.arange(len(self.rows))
 
-def label_verdicts(labels: list, text_at: Callable[[int], str], noise_params: LabelNoiseParams) -> Verdicts:
+    def get(self, i: int) -> tuple[bool, float, str] | None:
+        """(issue?, label quality, predicted class) of row i, None when it was not checked."""
+        k = self._pos[i] if 0 <= i < len(self._pos) else -1
+        if k < 0:
+            return None
+        return bool(self.issues[k]), float(self.quality[k]), self.classes[self.predicted[k]]
+
+
+def fit_sample(y: np.ndarray, n_classes: int, noise_params: LabelNoiseParams) -> np.ndarray:
+    """Positions (into the checked rows, ascending) the classifier is fitted on: all of them up to
+    ``fit_rows``; else each class's share of ``fit_rows``, but at least ``2 x folds`` rows of a class
+    (all of a smaller class), evenly spaced through that class's rows."""
+    n = len(y)
+    if n <= noise_params.fit_rows:
+        return np.arange(n, dtype=np.int64)
+    parts = []
+    for c in range(n_classes):
+        at = np.flatnonzero(y == c)
+        quota = min(len(at), max(2 * noise_params.folds, round(noise_params.fit_rows * len(at) / n)))
+        parts.append(at[np.unique(np.arange(quota, dtype=np.int64) * len(at) // quota)])
+    return np.sort(np.concatenate(parts))
+
+
+class _Featurizer:
+    """TF-IDF fitted on the fit rows, or a local model's embeddings: ``fit_transform`` once, ``transform``
+    for the other rows' chunks."""
+
+    def __init__(self, noise_params: LabelNoiseParams):
+        self.params = noise_params
+        if noise_params.featurizer != "tfidf" and not noise_params.embedding_model:
+            raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
+        self.vectorizer = None
+
+    def fit_transform(self, texts: list[str]):
+        if self.params.featurizer == "tfidf":
+            self.vectorizer = tfidf_vectorizer()
+            return self.vectorizer.fit_transform(texts)
+        return embedding_features(texts, self.params.embedding_model)
+
+    def transform(self, texts: list[str]):
+        if self.vectorizer is not None:
+            return self.vectorizer.transform(texts)
+        return embedding_features(texts, self.params.embedding_model)
+
+
+def sampled_probs(X, y: np.ndarray, folds: int, noise_params: LabelNoiseParams, rest) -> tuple[np.ndarray, np.ndarray]:
+    """(out-of-fold probabilities of the fit rows, probabilities of the other rows): the same folds and
+    fits as :func:`out_of_fold_probs`, and each other row scored by the mean of the ``folds`` fold models
+    (none of which saw it). ``rest``: an iterable of feature matrices, the other rows in order."""
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
+
+    clf = LogisticRegression(C=noise_params.C, tol=noise_params.tol, max_iter=10_000)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=noise_params.seed)
+    X = X.astype(np.float64, copy=False)
+    oof = np.zeros((len(y), int(y.max()) + 1))
+    models = []
+    with threadpool_limits(1):
+        for train, test in cv.split(X, y):
+            m = clone(clf).fit(X[train], y[train])
+            oof[test] = m.predict_proba(X[test])
+            models.append(m)
+        others = [sum(m.predict_proba(Xc.astype(np.float64, copy=False)) for m in models) / len(models)
+                  for Xc in rest]
+    return oof, (np.concatenate(others) if others else np.zeros((0, oof.shape[1])))
+
+
+def label_verdicts(labels: list, texts_of: Callable, noise_params: LabelNoiseParams,
+                   chunk_rows: int = 50_000) -> Verdicts:
     """Check the rows whose class has at least ``min_class_size`` labelled rows; the rest pass untouched.
-    ``labels``: each row's label (None: none); ``text_at(i)``: row i's featurized text (asked only for
-    the rows checked)."""
+    ``labels``: each row's label (None: none); ``texts_of(rows, chunk)``: the featurized texts of the
+    given rows (ascending row numbers), as lists of at most ``chunk`` texts in that order (asked only for
+    the rows checked). Past ``fit_rows`` checked rows, the featurizer and the classifier are fitted on
+    :func:`fit_sample` and the other rows scored by the fold models, ``chunk_rows`` at a time."""
     counts = Counter(lab for lab in labels if lab is not None)
     classes = sorted(c for c, n in counts.items() if n >= noise_params.min_class_size)
-    checked = [i for i, lab in enumerate(labels) if lab in classes]
+    index = {c: k for k, c in enumerate(classes)}
+    checked = np.array([i for i, lab in enumerate(labels) if lab in index], dtype=np.int64)
     base = {"checked": len(checked), "classes": len(classes), "issues": 0}
     if not noise_params.enabled or len(classes) < 2:
         why = "disabled" if not noise_params.enabled else (
             "no label field in the data" if not counts
             else f"fewer than 2 classes with >= {noise_params.min_class_size} rows")
         log.info("label_noise: passing all %d rows through (%s)", len(labels), why)
-        return Verdicts({}, {**base, "checked": 0, "skipped": why})
-    index = {c: k for k, c in enumerate(classes)}
-    y = np.array([index[labels[i]] for i in checked])
+        return Verdicts(metrics={**base, "checked": 0, "skipped": why})
+    y = np.array([index[labels[i]] for i in checked], dtype=np.int64)
     folds = min(noise_params.folds, int(np.bincount(y).min()))
-    texts = [text_at(i) for i in checked]
-    if noise_params.featurizer == "tfidf":
-        X = tfidf_features(texts)
-    else:
-        if not noise_params.embedding_model:
-            raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
-        X = embedding_features(texts, noise_params.embedding_model)
+    fit = fit_sample(y, len(classes), noise_params)
+    feat = _Featurizer(noise_params)
+    texts = [t for part in texts_of(checked[fit], len(fit)) for t in part]
+    X = feat.fit_transform(texts)
     del texts
     X = X.astype(np.float64)   # the fit's dtype (out_of_fold_probs), made here so the float32 copy is freed
-    probs = out_of_fold_probs(X, y, folds, noise_params.C, noise_params.seed, noise_params.tol)
+    if len(fit) == len(checked):
+        probs = out_of_fold_probs(X, y, folds, noise_params.C, noise_params.seed, noise_params.tol)
+    else:
+        rest = np.setdiff1d(np.arange(len(checked)), fit)
+        log.info("label_noise: fitting on %d of %d checked rows (label_noise.fit_rows), scoring the rest",
+                 len(fit), len(checked))
+        oof, others = sampled_probs(X, y[fit], folds, noise_params,
+                                    (feat.transform(part) for part in texts_of(checked[rest], chunk_rows)))
+        probs = np.zeros((len(checked), len(classes)))
+        probs[fit], probs[rest] = oof, others
+    del X
     issues, quality = find_issues(y, probs, noise_params)
     predicted = probs.argmax(1)
-    info = {i: (bool(issues[k]), float(quality[k]), classes[predicted[k]]) for k, i in enumerate(checked)}
-    per_class = {c: {"rows": int(counts[c]), "issues": int(sum(issues[y == index[c]]))} for c in classes}
+    per_class = {c: {"rows": int(counts[c]), "issues": int(issues[y == index[c]].sum())} for c in classes}
     acc = float((predicted == y).mean())
-    return Verdicts(info, {**base, "issues": int(issues.sum()), "oof_accuracy": round(acc, 4), "folds": folds},
-                    {"per_class": per_class})
+    metrics = {**base, "issues": int(issues.sum()), "oof_accuracy": round(acc, 4), "folds": folds}
+    if len(fit) < len(checked):
+        metrics["fit_rows"] = len(fit)
+    return Verdicts(checked, np.asarray(issues, bool), np.asarray(quality, np.float64), predicted, classes,
+                    metrics, {"per_class": per_class})
 
 
 def apply_verdict(i: int, rec: dict, verdicts: Verdicts, noise_params: LabelNoiseParams) -> tuple[str, dict]:
     """Row i as the stage writes it: (KEEP, record) with its label quality (and flag or new label),
     or (DROP, ledger row)."""
     rec = {**rec, "meta": dict(rec["meta"])}
-    if i not in verdicts.info:
+    verdict = verdicts.get(i)
+    if verdict is None:
         return KEEP, rec
-    is_issue, q, pred = verdicts.info[i]
+    is_issue, q, pred = verdict
     rec["meta"]["label_quality"] = round(q, 4)
     if not is_issue:
         return KEEP, rec
@@ -183,8 +276,11 @@ def apply_verdict(i: int, rec: dict, verdicts: Verdicts, noise_params: LabelNois
 
 def label_noise_records(records: list[dict], noise_params: LabelNoiseParams) -> FilterResult:
     """The stage on rows in memory (:func:`label_noise_jsonl` streams a file to the same bytes)."""
-    verdicts = label_verdicts([r.get("label") for r in records],
-                              lambda i: text_of(records[i], noise_params.field), noise_params)
+    def texts_of(rows, chunk):
+        for at in range(0, len(rows), chunk):
+            yield [text_of(records[i], noise_params.field) for i in rows[at:at + chunk]]
+
+    verdicts = label_verdicts([r.get("label") for r in records], texts_of, noise_params)
     kept, dropped = [], []
     for i, rec in enumerate(records):
         kind, row = apply_verdict(i, rec, verdicts, noise_params)
@@ -199,15 +295,32 @@ def label_noise_jsonl(inp_path, out_dir, metrics_path, noise_params: LabelNoiseP
     details), with the bytes :func:`label_noise_records` + ``write_filter_outputs`` write."""
     ids = IdTally()
     labels: list = []
-    texts: dict[int, str] = {}
+    same: dict = {}     # one object per distinct label: ten million rows hold a pointer each
     for chunk in chunks(inp_path, chunk_rows, ids):
         for rec in chunk:
             lab = rec.get("label")
-            if lab is not None:
-                texts[len(labels)] = text_of(rec, noise_params.field)
-            labels.append(lab)
-    verdicts = label_verdicts(labels, texts.__getitem__, noise_params)
-    del texts
+            labels.append(lab if lab is None or not isinstance(lab, str) else same.setdefault(lab, lab))
+
+    def texts_of(rows, chunk):
+        """The texts of ``rows`` (ascending), read back from the file in one pass, ``chunk`` at a time."""
+        want, part = iter(rows.tolist()), []
+        nxt = next(want, None)
+        for i, rec in enumerate(iter_jsonl(inp_path)):
+            if i == nxt:
+                part.append(text_of(rec, noise_params.field))
+                nxt = next(want, None)
+                if len(part) == chunk:
+                    yield part
+                    part = []
+                if nxt is None:
+                    break
+        if nxt is not None:
+            raise UserError(f"label_noise: {inp_path} changed while the stage read it (row {nxt + 1} is gone)")
+        if part:
+            yield part
+
+    verdicts = label_verdicts(labels, texts_of, noise_params, chunk_rows)
+    del labels
     out = route("label_noise", inp_path, out_dir, ids, lambda i, rec: apply_verdict(i, rec, verdicts, noise_params))
     if verdicts.details:
         write_json(Path(out_dir) / "details.json", verdicts.details)

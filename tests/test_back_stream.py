@@ -60,7 +60,7 @@ def in_memory(d: Path, stage: str, records: list[dict], result) -> dict[str, byt
 
 
 @pytest.mark.parametrize("kw", [{}, {"action": "flag"}, {"action": "relabel", "min_class_size": 40},
-                                {"enabled": False}, {"min_class_size": 10_000}])
+                                {"enabled": False}, {"min_class_size": 10_000}, {"fit_rows": 300}])
 @pytest.mark.parametrize("chunk_rows", [1, 97])
 def test_label_noise_streamed_writes_the_in_memory_bytes(rows_file, tmp_path, kw, chunk_rows):
     p = LabelNoiseParams(**kw)
@@ -70,6 +70,7 @@ def test_label_noise_streamed_writes_the_in_memory_bytes(rows_file, tmp_path, kw
                                    chunk_rows=chunk_rows)
     assert files(tmp_path / "s") == want
     assert m["kept"] + m["dropped"] == len(records)
+    assert ("fit_rows" in m) == ("fit_rows" in kw)
     if not kw:   # the default checks, and drops, something: the comparison is not of two empty ledgers
         assert m["dropped"] > 5 and m["checked"] > 200
         assert set(details["per_class"]) == {r["label"] for r in records if r.get("label") not in (None, "rare")}
