@@ -4,7 +4,7 @@
 # PARTS picks and orders the parts (default below); each part has its own time limit (seconds, env
 # <PART>_S) so that one slow part cannot cost the others.
 # Packages may also travel as pre-installed site folders packed with tar -cJ (smaller than wheels: the
-# pipeline's 92 packages are 23 MB this way, 40 MB as wheels): SITES="a.tar.xz b.tar.xz", each holding one
+# pipeline's 93 packages are 23 MB this way, 40 MB as wheels): SITES="a.tar.xz b.tar.xz", each holding one
 # top folder that is unpacked under /tmp and put on PYTHONPATH.
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
