@@ -75,9 +75,13 @@ def embedding_batches(n: int, batch_size: int) -> list[range]:
     return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
-def embedding_features(texts: list[str], model_path: str, batch_size: int = 64):
-    """Mean-pooled last hidden states of a local encoder or decoder (no hub access needed)."""
-    tok, model = load_embedder(model_path)
+EMBED_BATCH = 64     # texts per embedding batch (a batch pads to its longest text)
+
+
+def embedding_features(texts: list[str], model_path: str, batch_size: int = EMBED_BATCH, embedder=None):
+    """Mean-pooled last hidden states of a local encoder or decoder (no hub access needed); ``embedder``:
+    :func:`load_embedder`'s (tokenizer, model), loaded from ``model_path`` when not given."""
+    tok, model = embedder or load_embedder(model_path)
     return np.concatenate([embed_batch(tok, model, [texts[i] for i in b]) for b in embedding_batches(len(texts),
                                                                                                    batch_size)])
 
@@ -92,14 +96,21 @@ def out_of_fold_probs(X, y: np.ndarray, folds: int, C: float, seed: int, tol: fl
     A tighter ``tol`` gets closer to the optimum but lets the two kernel families part ways in the last
     iterations (bench/cross_cpu.py).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import cross_val_predict
     from threadpoolctl import threadpool_limits
 
-    clf = LogisticRegression(C=C, tol=tol, max_iter=10_000)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    clf, cv = _classifier_and_folds(folds, C, seed, tol)
     with threadpool_limits(1):
         return cross_val_predict(clf, X.astype(np.float64, copy=False), y, cv=cv, method="predict_proba")
+
+
+def _classifier_and_folds(folds: int, C: float, seed: int, tol: float):
+    """The logistic regression and the stratified folds every fit of the stage uses."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    return (LogisticRegression(C=C, tol=tol, max_iter=10_000),
+            StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
 
 
 def find_issues(labels: np.ndarray, probs: np.ndarray, noise_params: LabelNoiseParams) -> tuple[np.ndarray, np.ndarray]:
@@ -165,18 +176,19 @@ class _Featurizer:
         self.params = noise_params
         if noise_params.featurizer != "tfidf" and not noise_params.embedding_model:
             raise UserError("label_noise.featurizer is 'embeddings' but label_noise.embedding_model is not set")
-        self.vectorizer = None
+        self.vectorizer = self.embedder = None
 
     def fit_transform(self, texts: list[str]):
         if self.params.featurizer == "tfidf":
             self.vectorizer = tfidf_vectorizer()
             return self.vectorizer.fit_transform(texts)
-        return embedding_features(texts, self.params.embedding_model)
+        return self.transform(texts)
 
     def transform(self, texts: list[str]):
         if self.vectorizer is not None:
             return self.vectorizer.transform(texts)
-        return embedding_features(texts, self.params.embedding_model)
+        self.embedder = self.embedder or load_embedder(self.params.embedding_model)   # loaded once
+        return embedding_features(texts, self.params.embedding_model, embedder=self.embedder)
 
 
 def sampled_probs(X, y: np.ndarray, folds: int, noise_params: LabelNoiseParams, rest) -> tuple[np.ndarray, np.ndarray]:
@@ -184,12 +196,9 @@ def sampled_probs(X, y: np.ndarray, folds: int, noise_params: LabelNoiseParams, 
     fits as :func:`out_of_fold_probs`, and each other row scored by the mean of the ``folds`` fold models
     (none of which saw it). ``rest``: an iterable of feature matrices, the other rows in order."""
     from sklearn.base import clone
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
-    clf = LogisticRegression(C=noise_params.C, tol=noise_params.tol, max_iter=10_000)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=noise_params.seed)
+    clf, cv = _classifier_and_folds(folds, noise_params.C, noise_params.seed, noise_params.tol)
     X = X.astype(np.float64, copy=False)
     oof = np.zeros((len(y), int(y.max()) + 1))
     models = []
@@ -233,10 +242,12 @@ def label_verdicts(labels: list, texts_of: Callable, noise_params: LabelNoisePar
         probs = out_of_fold_probs(X, y, folds, noise_params.C, noise_params.seed, noise_params.tol)
     else:
         rest = np.setdiff1d(np.arange(len(checked)), fit)
+        # whole embedding batches, so that the batches (and their padding) are the same at any chunk size
+        step = -(-chunk_rows // EMBED_BATCH) * EMBED_BATCH
         log.info("label_noise: fitting on %d of %d checked rows (label_noise.fit_rows), scoring the rest",
                  len(fit), len(checked))
         oof, others = sampled_probs(X, y[fit], folds, noise_params,
-                                    (feat.transform(part) for part in texts_of(checked[rest], chunk_rows)))
+                                    (feat.transform(part) for part in texts_of(checked[rest], step)))
         probs = np.zeros((len(checked), len(classes)))
         probs[fit], probs[rest] = oof, others
     del X

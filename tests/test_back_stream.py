@@ -76,6 +76,24 @@ def test_label_noise_streamed_writes_the_in_memory_bytes(rows_file, tmp_path, kw
         assert set(details["per_class"]) == {r["label"] for r in records if r.get("label") not in (None, "rare")}
 
 
+def test_label_noise_sampled_fit_on_embeddings_streams_to_the_in_memory_bytes(rows_file, tmp_path, tiny_model_dir,
+                                                                              monkeypatch):
+    """featurizer embeddings past fit_rows: the fit rows, then the other rows a chunk at a time, the model
+    loaded once per run, and the same bytes whatever the chunk size."""
+    import sftpipe.label_noise as ln
+
+    loads = []
+    real = ln.load_embedder
+    monkeypatch.setattr(ln, "load_embedder", lambda path: loads.append(path) or real(path))
+    p = LabelNoiseParams(featurizer="embeddings", embedding_model=str(tiny_model_dir), fit_rows=300)
+    records = read_jsonl(rows_file)
+    want = in_memory(tmp_path / "mem", "label_noise", records, label_noise_records(records, p))
+    assert len(loads) == 1
+    m, _ = label_noise_jsonl(rows_file, tmp_path / "s" / "out", tmp_path / "s" / "metrics.json", p, chunk_rows=97)
+    assert files(tmp_path / "s") == want and len(loads) == 2
+    assert m["fit_rows"] < m["checked"] and m["kept"] + m["dropped"] == len(records)
+
+
 # ------------------------------------------------------------------------------------------ perplexity
 
 
