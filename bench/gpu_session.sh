@@ -48,7 +48,9 @@ for part in ${PARTS:-env profile score tests train generate}; do
     score) timeout "${SCORE_S:-120}" python3 bench/score_gpu.py ${SCORE_ARGS:-} 2>&1 | quiet | tee "$OUT/score_gpu.txt" ;;
     repro) repro_part 2>&1 | tee "$OUT/repro.txt" ;;
     tests) timeout "${TESTS_S:-60}" python3 -m pytest -q -p no:cacheprovider -x \
-             "tests/test_perplexity.py::test_scores_on_an_accelerator_equal_cpu_scores" 2>&1 | tee "$OUT/tests_gpu.txt" ;;
+             "tests/test_perplexity.py::test_scores_on_an_accelerator_equal_cpu_scores" \
+             "tests/test_perplexity.py::test_scores_on_an_accelerator_are_the_same_bits_on_a_rerun" \
+             2>&1 | tee "$OUT/tests_gpu.txt" ;;
     train) timeout "${TRAIN_S:-340}" python3 bench/train_gpu.py --repeats "${REPEATS:-2}" ${TRAIN_ARGS:-} \
              --configs "${CONFIGS:-ours_padded,ours_pf,trl,ours_dense}" 2>&1 | quiet | tee "$OUT/train_gpu.txt" ;;
     generate) timeout "${GEN_S:-150}" python3 bench/generate_gpu.py --prompts 128 --loop-prompts 8 \
