@@ -14,6 +14,7 @@ records again as decided; :func:`label_noise_records` is the same on a list.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,10 +38,6 @@ def tfidf_vectorizer():
 
     return TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=2, sublinear_tf=True,
                            max_features=200_000, dtype=np.float32)
-
-
-def tfidf_features(texts: list[str]):
-    return tfidf_vectorizer().fit_transform(texts)
 
 
 def load_embedder(model_path: str):
@@ -140,10 +137,8 @@ class Verdicts:
     details: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self._pos = {}
-        if len(self.rows):
-            self._pos = np.full(int(self.rows[-1]) + 1, -1, np.int64)
-            self._pos[self.rows] = np.arange(len(self.rows))
+        self._pos = np.full(int(self.rows[-1]) + 1 if len(self.rows) else 0, -1, np.int64)   # row -> its index
+        self._pos[self.rows] = np.arange(len(self.rows))
 
     def get(self, i: int) -> tuple[bool, float, str] | None:
         """(issue?, label quality, predicted class) of row i, None when it was not checked."""
@@ -306,11 +301,10 @@ def label_noise_jsonl(inp_path, out_dir, metrics_path, noise_params: LabelNoiseP
     details), with the bytes :func:`label_noise_records` + ``write_filter_outputs`` write."""
     ids = IdTally()
     labels: list = []
-    same: dict = {}     # one object per distinct label: ten million rows hold a pointer each
     for chunk in chunks(inp_path, chunk_rows, ids):
         for rec in chunk:
-            lab = rec.get("label")
-            labels.append(lab if lab is None or not isinstance(lab, str) else same.setdefault(lab, lab))
+            lab = rec.get("label")   # interned: ten million rows hold a pointer each, one string per label
+            labels.append(sys.intern(lab) if isinstance(lab, str) else lab)
 
     def texts_of(rows, chunk):
         """The texts of ``rows`` (ascending), read back from the file in one pass, ``chunk`` at a time."""

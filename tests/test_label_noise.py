@@ -8,7 +8,7 @@ import pytest
 
 from sftpipe.collect.sources import collect
 from sftpipe.config import CollectParams, LabelNoiseParams, SampleParams, Source
-from sftpipe.label_noise import fit_sample, label_noise_records, out_of_fold_probs, tfidf_features
+from sftpipe.label_noise import fit_sample, label_noise_records, out_of_fold_probs, tfidf_vectorizer
 from sftpipe.sample import SOURCES, generate
 from sftpipe.schema import text_of
 
@@ -61,7 +61,7 @@ def test_probabilities_do_not_depend_on_blas_threads(flipped):
     from threadpoolctl import threadpool_limits
 
     records, _ = flipped
-    X = tfidf_features([text_of(r, "all") for r in records])
+    X = tfidf_vectorizer().fit_transform([text_of(r, "all") for r in records])
     classes = sorted({r["label"] for r in records})
     y = np.array([classes.index(r["label"]) for r in records])
     p = LabelNoiseParams()
