@@ -158,6 +158,7 @@ def main(argv=None) -> int:
         if not src.exists():
             write_rows(src, n, args.seed)
             print(f"generated {n} rows ({src.stat().st_size / 1e6:.0f} MB)", flush=True)
+        noisy = noisy_ids(src) if "label_noise" in args.stages else set()
         for stage in args.stages:
             for path in args.paths:
                 r = run_child(f"{stage}-{path}", src, data / f"run-{stage}-{path}-{n}", chunk_rows, args.fit_rows)
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
                 quality = ""
                 if stage == "label_noise":
                     quality = (f"; fit on {m.get('fit_rows', m['checked'])} rows; "
-                               f"{scored(data / f'run-{stage}-{path}-{n}', noisy_ids(src))}")
+                               f"{scored(data / f'run-{stage}-{path}-{n}', noisy)}")
                 print(f"{r['mode']:20s} {n:>9d} rows  {r['secs']:7.0f} s  {r['rows'] / r['secs']:7.0f} rows/s  "
                       f"peak RSS {r['peak_mb']:7.0f} MB  out {m['kept']} kept, {m['dropped']} dropped{quality}",
                       flush=True)
