@@ -9,9 +9,11 @@ its failure handling, and the test hook that kills workers.
 Test hook: ``SFTPIPE_RAY_FAULT=<step>:<marker file>`` (read on the driver, handed to the workers)
 makes the first attempt of one ``step`` task kill its worker process with ``os._exit(1)``, after
 creating the marker so that the retry succeeds; ``<step>:always`` kills every attempt. Steps:
-``sketch`` (dedup: the first chunk's task), ``bands`` (dedup: the first band group's task),
+``sketch`` (dedup: the first chunk's task), ``bands`` (dedup: the first band group's task), ``pairs``
+(dedup: the first block's task of each pair check),
 ``score`` (perplexity: the first batch an actor of :class:`sftpipe.perplexity.RayModelPool` gets),
-``embed`` (the first batch an embedding actor of :mod:`sftpipe.dedup.semantic` gets).
+``embed`` (the first batch an embedding actor of :mod:`sftpipe.dedup.semantic` gets), ``groups`` (the first
+task of the paraphrase pass's group checks, :mod:`sftpipe.dedup.semantic`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ import ray
 from sftpipe.config import (CleanParams, CollectParams, DedupRayParams, ModelParams, PerplexityParams,
                             PerplexityRayParams, RayParams, SampleParams, Source, parse_params)
 from sftpipe.dedup import clusters, lsh
-from sftpipe.dedup.ray_engine import FAULT_ENV, RayEngine
+from sftpipe.dedup import ray_engine
+from sftpipe.dedup.ray_engine import FAULT_ENV, RayEngine, pair_blocks
 from sftpipe.errors import UserError
 from sftpipe.io import write_jsonl
 
@@ -44,8 +45,10 @@ def sample_rows(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    """Many signature chunks (the local and Ray engines cut the same ones), so that several tasks run."""
+    """Many signature chunks (the local and Ray engines cut the same ones) and pair-check blocks of a few
+    hundred pairs, so that several tasks run."""
     monkeypatch.setattr(clusters, "_CHUNK_ROWS", 128)
+    monkeypatch.setattr(ray_engine, "PAIRS_PER_TASK", (50, 400))
 
 
 def params_file(d: Path, **sections) -> Path:
@@ -117,6 +120,67 @@ def test_band_tasks_give_the_local_candidate_pairs(local_ray):
     assert len(lsh.candidate_pairs(sig, 5, 3)) > 1000
 
 
+def test_pair_blocks_cover_the_pairs_once_in_order(monkeypatch):
+    monkeypatch.setattr(ray_engine, "PAIRS_PER_TASK", (10, 100))
+    for m, slots, want in [(1, 4, 1), (19, 4, 1), (20, 4, 2), (95, 4, 8), (1000, 2, 10), (1001, 2, 11), (0, 2, 0)]:
+        blocks = pair_blocks(m, slots)
+        assert len(blocks) == want, (m, slots, blocks)
+        assert [a for a, _ in blocks] == [0] + [b for _, b in blocks[:-1]] if m else blocks == []
+        assert not m or blocks[-1][1] == m
+        assert all(b > a for a, b in blocks)
+
+
+def test_pair_check_tasks_give_the_local_answers(local_ray, sample_rows):
+    """Exact Jaccard, edit similarity and the slot check, cut into blocks of tasks, answer each pair as the local
+    check does (the same floats, the same reasons), for any number of workers."""
+    from sftpipe.config import DedupParams
+    from sftpipe.schema import text_of
+
+    p = DedupParams(slot_check=True)
+    sk = clusters.sketch([text_of(r, p.field) for r in sample_rows], p)
+    n = len(sk.sizes)
+    rng = np.random.default_rng(1)
+    pairs = np.sort(rng.integers(0, n, size=(1500, 2)), axis=1)
+    # the real candidates too: they hold the near pairs (high similarity, slot changes)
+    bands, rows = clusters.lsh_params(p)
+    cand = lsh.candidate_pairs(sk.sig, bands, rows, np.flatnonzero(sk.sizes > 0))
+    pairs = np.concatenate([pairs, cand])
+    for workers in (1, 2, None):
+        engine = RayEngine(DedupRayParams(workers=workers))
+        for kind, data in (("jaccard", (sk.flat, sk.offsets)), ("edits", sk.norm), ("slots", sk.norm)):
+            want, got = clusters.check_pairs(kind, data, pairs), engine.check_pairs(kind, data, pairs)
+            if kind == "slots":
+                assert got == want
+            else:
+                assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert (clusters.check_pairs("jaccard", (sk.flat, sk.offsets), cand) >= p.threshold).sum() > 10
+    assert sum(r is not None for r in clusters.check_pairs("slots", sk.norm, cand)) > 0
+    assert len(pair_blocks(len(pairs), 2)) == 4                   # several tasks answered
+    assert RayEngine().check_pairs("edits", sk.norm, np.zeros((0, 2), dtype=np.int64)).shape == (0,)
+
+
+@pytest.mark.parametrize("fit_rows", [None, 300])
+def test_paraphrase_group_tasks_give_the_local_pairs(local_ray, monkeypatch, fit_rows):
+    """The paraphrase pass's group checks, one Ray task per batch of groups (batches of ~20 rows here, so many
+    tasks): the same pairs, cosines and evidence as the local pass, with every row in the TF-IDF fit and
+    with rows past the fit embedded inside the tasks."""
+    from sftpipe.dedup import semantic
+    from sftpipe.dedup.semantic import SemanticParams, semantic_pairs
+    from sftpipe.sample import dupbench
+
+    b = dupbench.generate(n_per_lang=150, n_long=20, n_typo=5, n_para=30, seed=4)
+    params = SemanticParams() if fit_rows is None else SemanticParams(fit_rows=fit_rows)
+    monkeypatch.setattr(semantic, "GROUP_ROWS", 20)
+    want = semantic_pairs(b.records, params, return_evidence=True)
+    got = semantic_pairs(b.records, params, return_evidence=True, engine="ray", max_retries=1, section="dedup.ray")
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+    assert len(want[0]) > 20                                            # paraphrases were paired
+    keys = semantic.row_keys([semantic.request_text(r) for r in b.records],
+                             [semantic.answer_text(r) for r in b.records], params)
+    _, starts, _ = semantic.candidate_groups(keys, params)
+    assert starts[-1] > 5 * 20                                          # several batches, so several tasks
+
+
 @pytest.fixture(scope="module")
 def dedup_local(sample_rows, tmp_path_factory):
     """The dedup stage's output files with the local engine (chunks of 128 rows, as every run here)."""
@@ -143,7 +207,7 @@ def test_dedup_stage_on_ray_writes_the_local_bytes(local_ray, sample_rows, dedup
     assert len(sample_rows) > 6 * 128          # several signature chunks, so several tasks
 
 
-@pytest.mark.parametrize("step", ["sketch", "bands"])
+@pytest.mark.parametrize("step", ["sketch", "bands", "pairs", "groups"])
 def test_a_killed_dedup_worker_is_retried_and_the_output_is_the_same(local_ray, sample_rows, dedup_local, tmp_path,
                                                                      monkeypatch, step):
     marker = tmp_path / "died"

@@ -12,6 +12,8 @@ Pipeline for a list of texts (:func:`find_duplicates`):
    datasketch's ``MinHashLSH`` buckets would give, found by sorting;
 4. check: with ``verify`` a candidate is kept only if the EXACT Jaccard of its
    shingle sets reaches the threshold (without it, the MinHash estimate must);
+   the per-pair checks (exact Jaccard, edit similarity, slot check) go through
+   the engine's ``check_pairs``, one pair independent of every other;
 5. clusters: connected components of the kept pairs (union-find). Texts with
    no shingle (empty after normalization) never join a cluster.
 
@@ -39,7 +41,7 @@ from .lsh import candidate_pairs, estimated_jaccard, exact_jaccard, union_find
 from .sketch import Sketches, normalize, sketch_batch, sorted_unique
 
 __all__ = ["normalize", "lsh_params", "sketch", "find_duplicates", "DupResult", "dedup_records",
-           "near_duplicate_groups", "exact_groups", "cluster_sketches", "LocalEngine"]
+           "near_duplicate_groups", "exact_groups", "cluster_sketches", "check_pairs", "LocalEngine"]
 
 STAGE = "dedup"
 # LSH weights (false positive, false negative) for datasketch's parameter optimizer.
@@ -158,31 +160,60 @@ def exact_groups(texts: list[str]) -> np.ndarray:
 SIGNATURES = ("word_jaccard", "char_edits")     # what joined a pair: DupResult.signature indexes this
 
 
+def check_pairs(kind: str, data, pairs: np.ndarray):
+    """One of the per-pair checks of :func:`find_duplicates` on ``pairs`` (int64 (m, 2), rows of ``data``):
+
+    * ``"jaccard"``: the exact Jaccard of the shingle sets, ``data`` = (``flat``, ``offsets``) of a
+      :class:`Sketches` (float64 array);
+    * ``"edits"``: the edit similarity of the normalized texts, ``data`` = ``Sketches.norm`` (float64 array);
+    * ``"slots"``: :func:`slot_reasons`, ``data`` = ``Sketches.norm`` (a list, None where the slot check
+      passes).
+
+    Each pair's answer depends on its two rows only, so any split of ``pairs`` into blocks, checked
+    anywhere, gives the same answers (what :class:`sftpipe.dedup.ray_engine.RayEngine` relies on)."""
+    from .edits import edit_similarity
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if kind == "jaccard":
+        return exact_jaccard(pairs, *data)
+    if kind == "edits":
+        return edit_similarity([data[i] for i in pairs[:, 0].tolist()], [data[j] for j in pairs[:, 1].tolist()])
+    if kind == "slots":
+        return slot_reasons(_Norm(data), pairs)
+    raise ValueError(f"unknown pair check {kind!r}")
+
+
+@dataclass(frozen=True)
+class _Norm:
+    """What :func:`slot_reasons` reads of a :class:`Sketches`: the normalized texts."""
+    norm: list
+
+
 def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, verify: bool,
-                     pairs_fn=candidate_pairs):
+                     pairs_fn=candidate_pairs, check=check_pairs):
     """Candidate pairs, their similarity, which pass, and the component of each row.
 
     ``similarity`` is the exact Jaccard with ``verify``, else the MinHash
     estimate; a pair passes when it reaches ``threshold``. Rows without
     shingles take no part. ``pairs_fn``: :func:`~sftpipe.dedup.lsh.candidate_pairs`
-    or an engine's equivalent. Returns (pairs, similarity, accepted, component).
+    or an engine's equivalent; ``check``: :func:`check_pairs` or an engine's equivalent.
+    Returns (pairs, similarity, accepted, component).
     """
     valid = np.flatnonzero(sk.sizes > 0)
     pairs = pairs_fn(sk.sig, bands, rows, valid)
-    sim = exact_jaccard(pairs, sk.flat, sk.offsets) if verify else estimated_jaccard(pairs, sk.sig)
+    sim = check("jaccard", (sk.flat, sk.offsets), pairs) if verify else estimated_jaccard(pairs, sk.sig)
     ok = sim >= threshold
     return pairs, sim, ok, union_find(len(sk.sizes), pairs[ok])
 
 
-def edit_candidates(sk: Sketches, edits, pairs_fn=candidate_pairs, slot_check: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def edit_candidates(sk: Sketches, edits, pairs_fn=candidate_pairs, slot_check: bool = False,
+                    check=check_pairs) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of the character signature's bands whose normalized texts are within
     ``edits.min_similarity`` (1 - Levenshtein / max length), with that similarity.
 
     Band buckets of more than ``edits.bucket_cap`` rows give each member's ``edits.window``
     neighbours only (:func:`sftpipe.dedup.lsh.candidate_pairs`); with ``slot_check`` and
     ``edits.digit_key``, rows whose digit runs differ (which the slot check would keep apart)
-    never share a bucket."""
-    from .edits import edit_similarity
+    never share a bucket. ``check``: :func:`check_pairs` or an engine's equivalent."""
     lens = np.fromiter(map(len, sk.norm), dtype=np.int64, count=len(sk.norm))
     extra = sk.digit_key if slot_check and edits.digit_key else None
     pairs = pairs_fn(sk.edit_sig, edits.bands, edits.rows, np.flatnonzero(lens > 0),
@@ -197,7 +228,7 @@ def edit_candidates(sk: Sketches, edits, pairs_fn=candidate_pairs, slot_check: b
     long = np.flatnonzero(~keep)
     keep[long] = estimated_jaccard(pairs[long], sk.edit_sig) >= edits.min_estimate
     pairs = pairs[keep]
-    sim = edit_similarity([sk.norm[i] for i in pairs[:, 0].tolist()], [sk.norm[j] for j in pairs[:, 1].tolist()])
+    sim = check("edits", sk.norm, pairs)
     ok = sim >= edits.min_similarity
     return pairs[ok], sim[ok]
 
@@ -247,8 +278,9 @@ class DupResult:
 
 
 class LocalEngine:
-    """Where :func:`find_duplicates` runs its two heavy steps: here, in this process (and the
-    ``num_proc`` pool). :class:`sftpipe.dedup.ray_engine.RayEngine` runs the same steps on Ray."""
+    """Where :func:`find_duplicates` runs its heavy steps (signatures, band candidates, per-pair checks):
+    here, in this process (and the ``num_proc`` pool). :class:`sftpipe.dedup.ray_engine.RayEngine` runs
+    the same steps on Ray."""
 
     def sketch(self, texts: list[str], dedup_params: DedupParams) -> Sketches:
         return sketch(texts, dedup_params)
@@ -256,6 +288,10 @@ class LocalEngine:
     def candidate_pairs(self, sig: np.ndarray, bands: int, rows: int, valid=None, **bucketing) -> np.ndarray:
         """:func:`~sftpipe.dedup.lsh.candidate_pairs`; ``bucketing``: its cap, window and extra."""
         return candidate_pairs(sig, bands, rows, valid, **bucketing)
+
+    def check_pairs(self, kind: str, data, pairs: np.ndarray):
+        """:func:`check_pairs`."""
+        return check_pairs(kind, data, pairs)
 
 
 def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: float | None = None,
@@ -265,7 +301,7 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
     ``threshold`` overrides ``dedup.threshold`` (bands/rows are then derived from it
     unless ``dedup.bands``/``dedup.rows`` are set). Deterministic: the same texts and
     params give the same clusters whatever ``num_proc`` or ``engine`` (None: a
-    :class:`LocalEngine`) computes the sketches and the band candidates.
+    :class:`LocalEngine`) computes the sketches, the band candidates and the pair checks.
     """
     engine = LocalEngine() if engine is None else engine
     t = float(dedup_params.threshold if threshold is None else threshold)
@@ -280,10 +316,12 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
                          threshold=t, verify=dedup_params.verify)
     uniq = np.flatnonzero(exact_rep == np.arange(n))
     sk = engine.sketch([texts[i] for i in uniq.tolist()], dedup_params)
-    pairs, sim, ok, _ = cluster_sketches(sk, bands, rows, t, dedup_params.verify, engine.candidate_pairs)
+    pairs, sim, ok, _ = cluster_sketches(sk, bands, rows, t, dedup_params.verify, engine.candidate_pairs,
+                                         engine.check_pairs)
     kind = np.zeros(len(pairs), dtype=np.int8)
     if dedup_params.edits.enabled:
-        pe, se = edit_candidates(sk, dedup_params.edits, engine.candidate_pairs, dedup_params.slot_check)
+        pe, se = edit_candidates(sk, dedup_params.edits, engine.candidate_pairs, dedup_params.slot_check,
+                                 engine.check_pairs)
         pairs, sim = np.concatenate([pairs, pe]), np.concatenate([sim, se])
         ok = np.concatenate([ok, np.ones(len(pe), dtype=bool)])
         kind = np.concatenate([kind, np.ones(len(pe), dtype=np.int8)])
@@ -292,7 +330,7 @@ def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: floa
         idx = np.flatnonzero(ok)
         # both passes can propose a pair: check each distinct pair once
         distinct, inverse = np.unique(pairs[idx], axis=0, return_inverse=True)
-        reasons = slot_reasons(sk, distinct)
+        reasons = engine.check_pairs("slots", sk.norm, distinct)
         for k, r in zip(idx.tolist(), inverse.ravel().tolist()):
             slot[k] = reasons[r]
         ok[idx] = [slot[k] is None for k in idx.tolist()]

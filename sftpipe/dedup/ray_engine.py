@@ -1,9 +1,9 @@
 """dedup on Ray (``dedup.engine: ray``). The Ray session every ``engine: ray`` stage shares, its one-line
 errors and the test hook live in :mod:`sftpipe.ray_session` (imported back here under the same names).
 
-:class:`RayEngine` runs the two heavy steps of :func:`sftpipe.dedup.clusters.find_duplicates` as Ray
-tasks and leaves the rest (exact-Jaccard and edit checks, the slot check, union-find, the survivor
-policy, the ledger) to the same driver code as the local engine:
+:class:`RayEngine` runs the three heavy steps of :func:`sftpipe.dedup.clusters.find_duplicates` as Ray
+tasks and leaves the rest (union-find, the survivor policy, the ledger) to the same driver code as the
+local engine:
 
 * signatures: one task per chunk, the chunks :func:`~sftpipe.dedup.clusters.sketch_chunks` cuts for
   the local engine, each running the local chunk function; results are joined in chunk order by the
@@ -11,7 +11,11 @@ policy, the ledger) to the same driver code as the local engine:
 * candidate pairs: LSH bands in groups, two tasks per worker, each running
   :func:`sftpipe.dedup.lsh.candidate_pairs` on its bands of the signature (put once in the object
   store); the driver takes the sorted union of the pair codes, which is exactly what
-  ``candidate_pairs`` returns for all bands at once, whatever the grouping.
+  ``candidate_pairs`` returns for all bands at once, whatever the grouping;
+* pair checks (exact Jaccard, edit similarity, slot check): the candidate pairs cut into consecutive
+  blocks, one task each running :func:`sftpipe.dedup.clusters.check_pairs` on its block, the data the
+  check reads (shingle sets or normalized texts) put once in the object store; the answers are joined
+  in block order. A pair's answer depends on its two rows only, so it is the local one.
 
 So the outputs are the local engine's, byte for byte, whatever the number of workers or the order in
 which tasks finish. ``dedup.ray.workers`` caps the tasks in flight (None: as many as Ray schedules).
@@ -21,7 +25,7 @@ that, or when the cluster cannot be reached, the stage fails with one line (:cla
 before writing anything (outputs are written after the compute, atomically). A Python error inside
 a task is raised again on the driver as itself.
 
-Test hook: ``SFTPIPE_RAY_FAULT`` (:mod:`sftpipe.ray_session`), steps ``sketch`` and ``bands`` here.
+Test hook: ``SFTPIPE_RAY_FAULT`` (:mod:`sftpipe.ray_session`), steps ``sketch``, ``bands`` and ``pairs`` here.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 from ..config import DedupParams, DedupRayParams, RayParams
 from ..ray_session import (CONNECT_TIMEOUT_S, FAULT_ENV, _check_reachable, die_if_asked, fault_for, in_order, ray,
                            ray_errors, ray_session)
-from .clusters import _assemble, _sketch_chunk, sketch_chunks
+from .clusters import _assemble, _sketch_chunk, check_pairs, sketch_chunks
 from .lsh import candidate_pairs
 from .sketch import Sketches, sorted_unique
 
@@ -56,6 +60,23 @@ def _band_task(sig: np.ndarray, valid: np.ndarray, bands: int, first: int, stop:
     return pairs[:, 0] * sig.shape[1] + pairs[:, 1]
 
 
+def _pairs_task(kind: str, data, pairs: np.ndarray, fault: str | None):
+    die_if_asked(fault)
+    return check_pairs(kind, data, pairs)
+
+
+PAIRS_PER_TASK = (4096, 262144)     # a pair-check task's block: at least (task overhead), at most (its memory)
+
+
+def pair_blocks(m: int, slots: int) -> list[tuple[int, int]]:
+    """``m`` pairs cut into consecutive blocks [start, stop): two per worker slot, each within
+    :data:`PAIRS_PER_TASK` (fewer, larger ones below its minimum; more past its maximum)."""
+    low, high = PAIRS_PER_TASK
+    k = min(max(2 * slots, -(-m // high)), max(1, m // low))
+    edges = np.linspace(0, m, k + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
 class RayEngine:
     """:class:`sftpipe.dedup.clusters.LocalEngine`'s two steps as Ray tasks; the same results.
 
@@ -66,6 +87,10 @@ class RayEngine:
         self.max_retries = ray_params.max_retries
         self._sketch = ray.remote(num_cpus=1)(_sketch_task).options(max_retries=self.max_retries)
         self._band = ray.remote(num_cpus=1)(_band_task).options(max_retries=self.max_retries)
+        self._pairs = ray.remote(num_cpus=1)(_pairs_task).options(max_retries=self.max_retries)
+
+    def _slots(self) -> int:
+        return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def sketch(self, texts: list[str], dedup_params: DedupParams) -> Sketches:
         chunks = sketch_chunks(texts)
@@ -87,8 +112,7 @@ class RayEngine:
         bucketing_ref = ray.put(bucketing)
         fault = fault_for("bands")
         # two tasks per worker (a task costs a few ms of overhead; bands cost about the same each)
-        slots = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        groups = [g for g in np.array_split(np.arange(bands), min(bands, 2 * slots)) if len(g)]
+        groups = [g for g in np.array_split(np.arange(bands), min(bands, 2 * self._slots())) if len(g)]
 
         def submit(k: int):
             g = groups[k]
@@ -101,3 +125,23 @@ class RayEngine:
             return np.zeros((0, 2), dtype=np.int64)
         u = sorted_unique(np.concatenate(codes))
         return np.stack([u // n, u % n], axis=1)
+
+    def check_pairs(self, kind: str, data, pairs: np.ndarray):
+        """:func:`sftpipe.dedup.clusters.check_pairs` over blocks of ``pairs`` (:func:`pair_blocks`), one
+        task each; the answers in pair order (an array, or a list for ``"slots"``)."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        if not len(pairs):
+            return check_pairs(kind, data, pairs)
+        data_ref = ray.put(data)
+        blocks = pair_blocks(len(pairs), self._slots())
+        fault = fault_for("pairs")
+
+        def submit(k: int):
+            a, b = blocks[k]
+            return self._pairs.remote(kind, data_ref, pairs[a:b], fault if k == 0 else None)
+
+        with ray_errors("dedup", f"checking candidate pairs ({kind})", self.max_retries):
+            parts = list(in_order(submit, range(len(blocks)), self.workers))
+        if kind == "slots":
+            return [r for part in parts for r in part]
+        return np.concatenate(parts)

@@ -516,7 +516,13 @@ GROUP_ROWS = 32768      # candidate rows whose texts are held at once (whole gro
 def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool = False, **engine):
     """The semantic pairs of ``n`` rows given their :class:`RowKeys` and ``fetch(rows) -> (requests, answers)``
     for ascending row numbers; see :func:`semantic_pairs`. Holds the texts of the fit rows
-    (:func:`fit_rows_of`) and of one batch of candidate groups at a time, never all the rows'."""
+    (:func:`fit_rows_of`) and of one batch of candidate groups at a time, never all the rows'.
+
+    With ``engine="ray"`` (a connected Ray: the dedup stage's session) each batch's checks
+    (:func:`_batch_pairs`: the TF-IDF embedding of rows past the fit, the cosines inside each group, the
+    template rule) run as one Ray task, a few in flight, their answers taken in batch order: the pairs
+    are the local ones. The driver keeps the grouping, reading the texts back and model embeddings
+    (``base_model`` on the actor pool)."""
     params = _params(params)
     empty = (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64))
     rows, starts, weak = candidate_groups(keys, params) if n >= 2 else (np.zeros(0, np.int64), np.zeros(1, np.int64),
@@ -525,57 +531,51 @@ def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool 
         return (*empty, []) if return_evidence else empty
     fit = fit_rows_of(n, params)
     fit_q, fit_a = fetch(fit)
-    embedder = None
+    embedder = first = fitted = None
     if params.method == "tfidf":
-        first: dict[str, int] = {}
+        first = {}
         for q, a in zip(fit_q, fit_a):
             first.setdefault(embedded_text(q, a, params.field), len(first))
         embedder = _TfidfEmbedder(list(first), params.dims, params.seed)
         fitted = _normalized(embedder.fitted)
-    templates = None
+    templates = _LazyTemplates(fit_q, params)
+
+    def batches():
+        g = 0
+        while g < len(starts) - 1:
+            h = g + 1                   # groups g..h-1 make a batch of about GROUP_ROWS rows
+            while h < len(starts) - 1 and starts[h + 1] - starts[g] <= GROUP_ROWS:
+                h += 1
+            batch = rows[starts[g]:starts[h]]
+            local = np.argsort(batch, kind="stable")
+            q_sorted, a_sorted = fetch(batch[local])
+            where = np.empty(len(batch), dtype=np.int64)
+            where[local] = np.arange(len(batch))
+            reqs = [q_sorted[k] for k in where.tolist()]
+            ans = [a_sorted[k] for k in where.tolist()]
+            X = None                    # None: _batch_pairs embeds with the fitted TF-IDF
+            if embedder is None:
+                X = embed([embedded_text(q, a, params.field) for q, a in zip(reqs, ans)], params.method, params.model,
+                          params.seed, dims=params.dims, batch_size=params.batch_size, **engine)
+            elif len(fit) == n:
+                X = fitted[[first[embedded_text(q, a, params.field)] for q, a in zip(reqs, ans)]]
+            pos = np.minimum(np.searchsorted(fit, batch), len(fit) - 1)
+            fit_pos = np.where(fit[pos] == batch, pos, -1)
+            yield batch, (reqs, ans, weak[batch], starts[g:h + 1] - starts[g], fit_pos, X)
+            g = h
+
+    if engine.get("engine") == "ray":
+        answers = _ray_batch_pairs(batches(), embedder, templates, params, return_evidence,
+                                   engine.get("max_retries", 3), engine.get("section", "semantic.ray"))
+    else:
+        answers = ((batch, _batch_pairs(*args, embedder, templates, params, return_evidence))
+                   for batch, args in batches())
     out_p, out_c, out_e = [], [], []
-    g = 0
-    while g < len(starts) - 1:
-        h = g + 1                   # groups g..h-1 make a batch of about GROUP_ROWS rows
-        while h < len(starts) - 1 and starts[h + 1] - starts[g] <= GROUP_ROWS:
-            h += 1
-        batch = rows[starts[g]:starts[h]]
-        local = np.argsort(batch, kind="stable")
-        sorted_rows = batch[local]
-        q_sorted, a_sorted = fetch(sorted_rows)
-        where = np.empty(len(batch), dtype=np.int64)
-        where[local] = np.arange(len(batch))
-        reqs = [q_sorted[k] for k in where.tolist()]
-        ans = [a_sorted[k] for k in where.tolist()]
-        texts = [embedded_text(q, a, params.field) for q, a in zip(reqs, ans)]
-        if embedder is not None:
-            X = _normalized(embedder(texts)) if len(fit) < n else fitted[[first[t] for t in texts]]
-        else:
-            X = embed(texts, params.method, params.model, params.seed, dims=params.dims,
-                      batch_size=params.batch_size, **engine)
-        cand, ccos = [], []
-        for s, e in zip(starts[g:h].tolist(), starts[g + 1:h + 1].tolist()):
-            s0 = s - starts[g]
-            p, c = _group_pairs(X[s0:e - starts[g]], params.threshold)
-            cand.append(p + s0)
-            ccos.append(c)
-        cand, ccos = np.concatenate(cand), np.concatenate(ccos)
+    for batch, (cand, ccos, ev) in answers:
         if len(cand):
-            if templates is None:
-                templates = _Templates(fit_q, params)
-            used = np.unique(cand)
-            fit_pos = np.searchsorted(fit, batch[used])
-            fit_pos = np.where((fit_pos < len(fit)) & (fit[np.minimum(fit_pos, len(fit) - 1)] == batch[used]),
-                               fit_pos, -1)
-            content = dict(zip(used.tolist(), templates.content([reqs[i] for i in used.tolist()], fit_pos)))
-            ok = np.array([content[i][1] <= content[j][0] and content[j][1] <= content[i][0]
-                           for i, j in cand.tolist()], dtype=bool)
-            cand, ccos = cand[ok], ccos[ok]
-            if return_evidence:
-                out_e += [_rule(reqs[i], ans[i], bool(weak[batch[i]])) for i in cand[:, 0].tolist()]
             out_p.append(batch[cand])
             out_c.append(ccos)
-        g = h
+            out_e += ev
     if not out_p:
         return (*empty, []) if return_evidence else empty
     pairs, cos = np.concatenate(out_p), np.concatenate(out_c)
@@ -584,6 +584,80 @@ def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool 
     if return_evidence:
         return pairs, cos, [out_e[k] for k in order.tolist()]
     return pairs, cos
+
+
+class _LazyTemplates:
+    """The :class:`_Templates` of the fit rows' requests, fitted on the first call (a local pass without
+    candidates never fits them)."""
+
+    def __init__(self, fit_q: list[str], params: SemanticParams):
+        self.fit_q, self.params, self._t = fit_q, params, None
+
+    def __call__(self) -> "_Templates":
+        if self._t is None:
+            self._t = _Templates(self.fit_q, self.params)
+        return self._t
+
+
+def _batch_pairs(reqs: list[str], ans: list[str], weak: np.ndarray, bounds: np.ndarray, fit_pos: np.ndarray, X,
+                 embedder, templates, params: SemanticParams, return_evidence: bool):
+    """The checks of one batch of candidate groups (rows ``bounds[k]..bounds[k+1]-1`` make group k; ``fit_pos``:
+    each row's position among the fit rows, -1 if none; ``X``: the rows' embeddings, or None to embed them
+    with ``embedder``; ``templates()``: the :class:`_Templates`): (pairs as batch positions, their cosines,
+    the evidence of each pair when asked for). Depends on the batch alone, wherever it runs."""
+    if X is None:
+        X = _normalized(embedder([embedded_text(q, a, params.field) for q, a in zip(reqs, ans)]))
+    cand, ccos = [], []
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        p, c = _group_pairs(X[s:e], params.threshold)
+        cand.append(p + s)
+        ccos.append(c)
+    cand, ccos = np.concatenate(cand), np.concatenate(ccos)
+    if not len(cand):
+        return cand, ccos, []
+    used = np.unique(cand)
+    content = dict(zip(used.tolist(), templates().content([reqs[i] for i in used.tolist()], fit_pos[used])))
+    ok = np.array([content[i][1] <= content[j][0] and content[j][1] <= content[i][0]
+                   for i, j in cand.tolist()], dtype=bool)
+    cand, ccos = cand[ok], ccos[ok]
+    ev = [_rule(reqs[i], ans[i], bool(weak[i])) for i in cand[:, 0].tolist()] if return_evidence else []
+    return cand, ccos, ev
+
+
+def _batch_task(args, embedder, templates, params, return_evidence, fault):
+    from ..ray_session import die_if_asked
+
+    die_if_asked(fault)
+    return _batch_pairs(*args, embedder, lambda: templates, params, return_evidence)
+
+
+def _ray_batch_pairs(batches, embedder, templates: _LazyTemplates, params, return_evidence: bool, max_retries: int,
+                     section: str):
+    """(batch, :func:`_batch_pairs`' answer) of each of ``batches`` (batch rows, its arguments), the checks
+    run as Ray tasks (the embedder and the templates put once in the object store), at most two per CPU in
+    flight, the answers in batch order. A task whose worker dies is run again, up to ``max_retries`` times.
+    Uses the connected Ray (the stage's ``ray_session``), else starts a local one for the pass."""
+    from collections import deque
+
+    from ..config import RayParams
+    from ..ray_session import fault_for, in_order, ray, ray_errors, ray_session
+
+    stage = section.split(".")[0]
+    with ray_session(RayParams(max_retries=max_retries), stage):
+        task = ray.remote(num_cpus=1)(_batch_task).options(max_retries=max_retries)
+        shared = [ray.put(x) for x in (embedder, templates(), params)]
+        fault = fault_for("groups")
+        waiting: deque = deque()        # the rows of each batch submitted, in order
+
+        def submit(item):
+            k, (batch, args) = item
+            waiting.append(batch)
+            return task.remote(args, *shared, return_evidence, fault if k == 0 else None)
+
+        limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        with ray_errors(stage, "checking paraphrase groups", max_retries):
+            for answer in in_order(submit, enumerate(batches), limit):
+                yield waiting.popleft(), answer
 
 
 def _normalized(X) -> np.ndarray:
