@@ -6,8 +6,10 @@ local Ray started once here, interleaved with its local baseline:
 
 * dedup: ``dedup_records`` (the stage's compute, params.yaml's defaults: edits, slot check and the semantic
   pass on) on the sample, with the local engine at num_proc 1 (the baseline) and 2, and with ``RayEngine``
-  at ``dedup.ray.workers`` 1 and 2. The semantic pass and the checks after the candidates stay on the
-  driver in both engines, so they bound what Ray can gain here. Then the part the engine changes,
+  at ``dedup.ray.workers`` 1 and 2. With Ray the signatures, bands, pair checks and the paraphrase pass's
+  group checks are tasks; the driver keeps reading the rows, the grouping, union-find and the survivors.
+  "driver CPU s" is this process's CPU time in the run (``time.process_time``): with the local engine at
+  num_proc 1 all of the work, with Ray what stays on the driver. Then the part the engine changes,
   ``find_duplicates`` (exact groups, signatures, LSH bands, checks, union-find), on ``--texts`` generated
   near-duplicate texts (sftpipe.sample.neardup, as bench/dedup_throughput.py), same four configurations;
 * perplexity: ``score_rows`` on ``--ppl-rows`` rows with the model in this process at ``--threads``
@@ -83,12 +85,12 @@ def main() -> None:
 
         def dedup_run(params, engine=None):
             def run():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 res = dedup_records(records, params, engine=engine)
-                s = time.perf_counter() - t
+                s, cpu = time.perf_counter() - t, time.process_time() - c
                 if dump(res) != want:
                     raise SystemExit("dedup on Ray differs from the local engine")
-                return {"seconds": s, "rows_per_s": n / s}
+                return {"seconds": s, "rows_per_s": n / s, "driver_cpu_s": cpu}
             run.engine = engine
             return run
 
@@ -98,9 +100,10 @@ def main() -> None:
         print(f"dedup: {n} rows, {args.repeats} repeats")
         d = interleave(runs, args.repeats)
         base = d["local num_proc 1"]
-        lines.append(table(["dedup (dedup_records)", "rows/s", "vs local num_proc 1"],
-                           [[k, median_of(v, "rows_per_s"), spread(ratios(v, base, "rows_per_s"))]
-                            for k, v in d.items()], title=f"dedup, {n} rows, outputs identical: yes"))
+        lines.append(table(["dedup (dedup_records)", "rows/s", "vs local num_proc 1", "driver CPU s"],
+                           [[k, median_of(v, "rows_per_s"), spread(ratios(v, base, "rows_per_s")),
+                             f"{median_of(v, 'driver_cpu_s'):.2f}"] for k, v in d.items()],
+                           title=f"dedup, {n} rows, outputs identical: yes"))
         rss["after dedup"] = peak_rss_mb()
 
         texts = neardup.generate(args.texts, seed=0, dup_share=0.1, max_rate=0.1).texts
@@ -108,21 +111,21 @@ def main() -> None:
 
         def fd_run(params, engine=None):
             def run():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 res = find_duplicates(texts, params, engine=engine)
-                s = time.perf_counter() - t
+                s, cpu = time.perf_counter() - t, time.process_time() - c
                 if not (np.array_equal(res.component, ref.component) and np.array_equal(res.pairs, ref.pairs)
                         and np.array_equal(res.similarity, ref.similarity) and res.slot == ref.slot):
                     raise SystemExit("find_duplicates on Ray differs from the local engine")
-                return {"seconds": s, "rows_per_s": len(texts) / s}
+                return {"seconds": s, "rows_per_s": len(texts) / s, "driver_cpu_s": cpu}
             return run
 
         print(f"find_duplicates: {len(texts)} texts, {args.repeats} repeats")
         f = interleave({k: fd_run(P.model_copy(update={"num_proc": 2}) if k == "local num_proc 2" else P,
                                   getattr(runs[k], "engine", None)) for k in runs}, args.repeats)
-        lines.append(table(["find_duplicates", "rows/s", "vs local num_proc 1"],
-                           [[k, median_of(v, "rows_per_s"), spread(ratios(v, f["local num_proc 1"], "rows_per_s"))]
-                            for k, v in f.items()],
+        lines.append(table(["find_duplicates", "rows/s", "vs local num_proc 1", "driver CPU s"],
+                           [[k, median_of(v, "rows_per_s"), spread(ratios(v, f["local num_proc 1"], "rows_per_s")),
+                             f"{median_of(v, 'driver_cpu_s'):.2f}"] for k, v in f.items()],
                            title=f"find_duplicates (the engine's part), {len(texts)} texts, clusters, pairs and "
                                  f"similarities identical: yes"))
         rss["after find_duplicates"] = peak_rss_mb()

@@ -12,29 +12,19 @@ from stages._common import log, stage
 @click.option("--plot", default="metrics/plots/dedup_clusters.csv", show_default=True)
 @click.option("--picture", default="metrics/plots/dedup_clusters.png", show_default=True)
 def cli(params, inp, out, metrics, plot, picture):
-    from sftpipe.dedup.clusters import dedup_records
     from sftpipe.dedup.stream import dedup_jsonl
-    from sftpipe.io import read_jsonl
-    from sftpipe.ledger import write_filter_outputs
 
-    if params.dedup.engine == "local":
-        # the stage streams: the in-memory path's bytes in bounded memory (sftpipe/dedup/stream.py)
-        log.info("streaming %s", inp)
-        m, details = dedup_jsonl(inp, out, metrics, params.dedup)
-        _plots(details["cluster_size_hist"], plot, picture)
-        log.info("%d rows in, %d kept, dropped %s", m["rows_in"], m["kept"], m["dropped_by_reason"])
-        return
-    records = read_jsonl(inp)
+    # the stage streams: the in-memory path's bytes in bounded memory (sftpipe/dedup/stream.py), on either engine
+    log.info("streaming %s (engine %s)", inp, params.dedup.engine)
     if params.dedup.engine == "ray":
         from sftpipe.dedup.ray_engine import RayEngine
         from sftpipe.ray_session import ray_session
 
         with ray_session(params.ray, "dedup", log=log.info):
-            result = dedup_records(records, params.dedup, engine=RayEngine(params.dedup.ray, params.ray))
+            m, details = dedup_jsonl(inp, out, metrics, params.dedup, engine=RayEngine(params.dedup.ray, params.ray))
     else:
-        result = dedup_records(records, params.dedup)
-    m = write_filter_outputs("dedup", records, result, out, metrics)
-    _plots(result.details["cluster_size_hist"], plot, picture)
+        m, details = dedup_jsonl(inp, out, metrics, params.dedup)
+    _plots(details["cluster_size_hist"], plot, picture)
     log.info("%d rows in, %d kept, dropped %s", m["rows_in"], m["kept"], m["dropped_by_reason"])
 
 

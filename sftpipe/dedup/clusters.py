@@ -426,18 +426,22 @@ def semantic_params(dedup_params: DedupParams):
     return SemanticParams(**{k: v for k, v in sem.model_dump().items() if k != "enabled"}, seed=dedup_params.seed)
 
 
+def semantic_engine(dedup_params: DedupParams, engine=None) -> dict:
+    """Where the paraphrase pass runs (``semantic.find_pairs``' engine arguments): with a Ray ``engine``
+    its group checks are Ray tasks and model embeddings run on ``dedup.ray``'s actors; else here."""
+    if engine is None or not hasattr(engine, "max_retries"):
+        return {}
+    return {"engine": "ray", "actors": dedup_params.ray, "max_retries": engine.max_retries, "section": "dedup.ray"}
+
+
 def _semantic(records: list[dict], dedup_params: DedupParams, engine=None):
-    """(pairs, cosine, evidence) of the semantic pass over ``records``, or empty ones when it is off.
-    With ``dedup.engine: ray`` and a Ray ``engine``, model embeddings run on ``dedup.ray``'s actors."""
+    """(pairs, cosine, evidence) of the semantic pass over ``records``, or empty ones when it is off
+    (:func:`semantic_engine`: where it runs)."""
     params = semantic_params(dedup_params)
     if params is None or len(records) < 2:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0), []
     from .semantic import semantic_pairs
-    on_ray = {}
-    if dedup_params.engine == "ray" and engine is not None and hasattr(engine, "max_retries"):
-        on_ray = {"engine": "ray", "actors": dedup_params.ray, "max_retries": engine.max_retries,
-                  "section": "dedup.ray"}
-    return semantic_pairs(records, params, return_evidence=True, **on_ray)
+    return semantic_pairs(records, params, return_evidence=True, **semantic_engine(dedup_params, engine))
 
 
 def _matches(res: DupResult, sem_pairs: np.ndarray, sem_cos: np.ndarray, sem_ev: list) -> dict:

@@ -39,6 +39,12 @@ MinHash signatures all at once:
    a last pass over the file writes kept and dropped rows in input order, both files atomically,
    after checking that every input row went to exactly one of them with its id.
 
+**Engines**: the signatures (the scan's chunks and the rows read back), the pair checks (exact
+Jaccard, edit similarity, slot check) and the paraphrase pass's group checks go through the engine
+``dedup_jsonl`` is given: ``clusters.LocalEngine`` (this process) or ``ray_engine.RayEngine`` (Ray
+tasks, ``dedup.engine: ray``). Reading, the spill files, the band candidates, union-find, the
+survivors and the outputs stay in this process; the bytes are the same on either engine.
+
 Exact groups compare 128-bit hashes instead of texts (a false match has probability ~n^2/2^129,
 1e-25 at 10M rows). Everything else is exact: truncated values and histograms only rule out
 pairs that the full check rules out. The paraphrase pass runs the in-memory path's own code
@@ -65,9 +71,10 @@ from ..config import DedupParams
 from ..errors import AccountingError, UserError
 from ..io import atomic_path, dumps, iter_jsonl, write_json
 from ..schema import full_text, text_of
-from .clusters import SIGNATURES, STAGE, _survivors, _tokens, lsh_params, semantic_params, sketch, slot_reasons
-from .edits import char_ngram_hashes, edit_similarity, oph_signatures
-from .lsh import _band_keys, candidate_pairs, estimated_jaccard, exact_jaccard, union_find
+from .clusters import (SIGNATURES, STAGE, LocalEngine, _survivors, _tokens, lsh_params, semantic_engine,
+                       semantic_params)
+from .edits import char_ngram_hashes, oph_signatures
+from .lsh import _band_keys, candidate_pairs, estimated_jaccard, union_find
 from .sketch import _encode, sorted_unique
 
 __all__ = ["dedup_jsonl", "groups_jsonl"]
@@ -188,8 +195,9 @@ def _id_hash(rec: dict) -> bytes:
 class _Scan:
     """What the scan keeps per row (arrays) and where it spilled the rest (files under ``tmp``)."""
 
-    def __init__(self, tmp: Path, p: DedupParams):
+    def __init__(self, tmp: Path, p: DedupParams, engine=None):
         self.tmp, self.p = tmp, p
+        self.engine = LocalEngine() if engine is None else engine
         self.bands, self.rows = lsh_params(p)
         self.near = p.near
         self.edits = p.near and p.edits.enabled
@@ -252,7 +260,7 @@ class _Scan:
         buf.clear()
         if not self.near:
             return
-        sk = sketch(texts, p)
+        sk = self.engine.sketch(texts, p)
         for k, fh in enumerate(words):
             _band_keys(sk.sig[k * self.rows:(k + 1) * self.rows]).tofile(fh)
         parts["shingled"].append(sk.sizes > 0)
@@ -331,11 +339,12 @@ def _word_pairs(scan: _Scan, reader: _Reader, valid: np.ndarray, stats: dict):
     for s in range(0, len(pairs), step):
         blk = pairs[s:s + step]
         rows = sorted_unique(blk.ravel())
-        sk = sketch([text_of(r, p.field) for r in reader.records(rows)], words_only)
+        sk = scan.engine.sketch([text_of(r, p.field) for r in reader.records(rows)], words_only)
         loc = _local(rows, blk)
         a, b = sk.sig[:br, loc[:, 0]], sk.sig[:br, loc[:, 1]]
         true[s:s + step] = (a == b).reshape(scan.bands, scan.rows, -1).all(axis=1).any(axis=0)
-        sim[s:s + step] = exact_jaccard(loc, sk.flat, sk.offsets) if p.verify else estimated_jaccard(loc, sk.sig)
+        sim[s:s + step] = (scan.engine.check_pairs("jaccard", (sk.flat, sk.offsets), loc) if p.verify
+                           else estimated_jaccard(loc, sk.sig))
     return pairs[true], sim[true]
 
 
@@ -365,10 +374,11 @@ def _edit_sigs(norm: list[str], ed) -> np.ndarray:
     return out
 
 
-def _check_edit_pairs(texts: _Texts, pi: np.ndarray, qi: np.ndarray, long: np.ndarray, ed):
+def _check_edit_pairs(texts: _Texts, pi: np.ndarray, qi: np.ndarray, long: np.ndarray, ed, engine):
     """Of candidate pairs (pi, qi), those ``clusters.edit_candidates`` keeps, and their edit
     similarity: long rows' estimate reaches ``min_estimate`` (full signatures, recomputed from the
-    normalized texts), the edit similarity of the normalized texts reaches ``min_similarity``."""
+    normalized texts), the edit similarity of the normalized texts reaches ``min_similarity``
+    (``engine.check_pairs``: here or on Ray)."""
     rows = sorted_unique(np.concatenate([pi, qi]))
     norm = texts.get(rows)
     loc = _local(rows, np.stack([pi, qi], axis=1))
@@ -379,7 +389,7 @@ def _check_edit_pairs(texts: _Texts, pi: np.ndarray, qi: np.ndarray, long: np.nd
         sig = _edit_sigs([norm[i] for i in need.tolist()], ed)
         keep[lg] = estimated_jaccard(np.searchsorted(need, loc[lg]), sig) >= ed.min_estimate
     loc = loc[keep]
-    sim = edit_similarity([norm[i] for i in loc[:, 0].tolist()], [norm[j] for j in loc[:, 1].tolist()])
+    sim = engine.check_pairs("edits", norm, loc)
     ok = sim >= ed.min_similarity
     return rows[loc[ok]], sim[ok]
 
@@ -418,7 +428,7 @@ def _edit_pairs(scan: _Scan, texts: _Texts, valid: np.ndarray, stats: dict):
         checked += len(pi)
         for c in range(0, len(pi), CHECK_PAIRS):
             pairs, sim = _check_edit_pairs(texts, pi[c:c + CHECK_PAIRS], qi[c:c + CHECK_PAIRS],
-                                           long[c:c + CHECK_PAIRS], ed)
+                                           long[c:c + CHECK_PAIRS], ed, scan.engine)
             out_p.append(pairs)
             out_s.append(sim)
     stats["edit_pairs_checked"] = checked
@@ -546,10 +556,10 @@ def _semantic_pairs(scan: "_Scan", reader: _Reader, n: int):
         recs = reader.records(rows)
         return [request_text(r) for r in recs], [answer_text(r) for r in recs]
 
-    return find_pairs(n, scan.sem_keys, fetch, scan.sem, return_evidence=True)
+    return find_pairs(n, scan.sem_keys, fetch, scan.sem, return_evidence=True, **semantic_engine(scan.p, scan.engine))
 
 
-def _near_evidence(reader: _Reader, near: np.ndarray, kept: np.ndarray, p: DedupParams):
+def _near_evidence(reader: _Reader, near: np.ndarray, kept: np.ndarray, p: DedupParams, engine):
     """Exact Jaccard, MinHash estimate and (edits on) edit similarity of each near row and its kept row."""
     q = p.model_copy(update={"edits": p.edits.model_copy(update={"enabled": False}), "slot_check": True})
     jac = np.zeros(len(near))
@@ -559,13 +569,12 @@ def _near_evidence(reader: _Reader, near: np.ndarray, kept: np.ndarray, p: Dedup
     for s in range(0, len(near), step):
         blk = np.stack([near[s:s + step], kept[s:s + step]], axis=1)
         rows = sorted_unique(blk.ravel())
-        sk = sketch([text_of(r, p.field) for r in reader.records(rows)], q)
+        sk = engine.sketch([text_of(r, p.field) for r in reader.records(rows)], q)
         loc = _local(rows, blk)
-        jac[s:s + step] = exact_jaccard(loc, sk.flat, sk.offsets)
+        jac[s:s + step] = engine.check_pairs("jaccard", (sk.flat, sk.offsets), loc)
         est[s:s + step] = estimated_jaccard(loc, sk.sig)
         if p.edits.enabled:
-            edit[s:s + step] = edit_similarity([sk.norm[i] for i in loc[:, 0].tolist()],
-                                               [sk.norm[j] for j in loc[:, 1].tolist()])
+            edit[s:s + step] = engine.check_pairs("edits", sk.norm, loc)
     return jac, est, edit
 
 
@@ -588,13 +597,13 @@ class _Laps:
 
 
 @contextlib.contextmanager
-def _scanned(path: Path, p: DedupParams, chunk_rows: int, tmp_dir, lap):
+def _scanned(path: Path, p: DedupParams, chunk_rows: int, tmp_dir, lap, engine=None):
     """(scan, reader, texts) of ``path``, its spill files in a temporary directory removed on the way out."""
     from ..io import sweep_stale
 
     sweep_stale(tmp_dir or tempfile.gettempdir(), "sftpipe-dedup-")   # spill files of a killed run
     with tempfile.TemporaryDirectory(prefix=f"sftpipe-dedup-{os.getpid()}.", dir=tmp_dir) as tmp:
-        scan = _Scan(Path(tmp), p)
+        scan = _Scan(Path(tmp), p, engine)
         scan.run(path, chunk_rows)
         lap("scan")
         reader = _Reader(path, scan.offsets, scan.lengths)
@@ -653,7 +662,7 @@ def _find(scan: _Scan, reader: _Reader, texts, p: DedupParams, stats: dict, lap)
             for s in range(0, len(distinct), CHUNK_ROWS):
                 blk = distinct[s:s + CHUNK_ROWS]
                 rows = sorted_unique(blk.ravel())
-                reasons += slot_reasons(SimpleNamespace(norm=texts.get(rows)), _local(rows, blk))
+                reasons += scan.engine.check_pairs("slots", texts.get(rows), _local(rows, blk))
             for k, r in zip(idx.tolist(), inverse.ravel().tolist()):
                 slot[k] = reasons[r]
             ok[idx] = [slot[k] is None for k in idx.tolist()]
@@ -664,14 +673,17 @@ def _find(scan: _Scan, reader: _Reader, texts, p: DedupParams, stats: dict, lap)
 
 
 def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chunk_rows: int = CHUNK_ROWS,
-                tmp_dir=None, stats: dict | None = None) -> tuple[dict, dict]:
+                tmp_dir=None, stats: dict | None = None, engine=None) -> tuple[dict, dict]:
     """The dedup stage from ``inp_path`` (JSONL) to ``out_dir`` and ``metrics_path``, streaming.
 
     Writes what ``ledger.write_filter_outputs("dedup", records, clusters.dedup_records(records,
     dedup_params), out_dir, metrics_path)`` writes for ``records = io.read_jsonl(inp_path)``, byte
     for byte, holding compact per-row arrays instead of the records. ``chunk_rows``: records per scan chunk; spilled
     arrays go to a temporary directory under ``tmp_dir`` (default: the system's). ``stats``,
-    when given, receives timings and pair counts. Returns (metrics, details).
+    when given, receives timings and pair counts. ``engine``: where the heavy steps run (None: a
+    ``clusters.LocalEngine``; a ``ray_engine.RayEngine`` runs the signatures of the scan and of the rows
+    read back, the pair checks and the paraphrase pass's group checks as Ray tasks); the same bytes
+    either way. Returns (metrics, details).
     """
     p = dedup_params
     if chunk_rows < 1:
@@ -681,7 +693,7 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
     if not path.is_file():
         _reader_error(path)
     lap = _Laps(stats)
-    with _scanned(path, p, chunk_rows, tmp_dir, lap) as (scan, reader, texts):
+    with _scanned(path, p, chunk_rows, tmp_dir, lap, engine) as (scan, reader, texts):
         n = stats["rows"] = scan.n
         threshold = float(p.threshold)
         found = _find(scan, reader, texts, p, stats, lap)
@@ -709,7 +721,8 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
         dropped = np.flatnonzero(survivor != np.arange(n))
         exact = (scan.text_hash[dropped] == scan.text_hash[survivor[dropped]]).all(axis=1)
         near_rows = dropped[~exact]
-        jac, est, edit = _near_evidence(reader, near_rows, survivor[near_rows], p) if p.near else ((),) * 3
+        jac, est, edit = _near_evidence(reader, near_rows, survivor[near_rows], p, scan.engine) if p.near \
+            else ((),) * 3
         has_match, m_mask, m_partner, m_sim, m_entry = _best_matches(
             np.concatenate([pairs, sem_pairs]), np.concatenate([kind, np.full(len(sem_pairs), 2, np.int8)]),
             np.concatenate([sim, sem_cos]), survivor, exact_rep, near_rows)
