@@ -12,6 +12,10 @@ Each measurement runs in a fresh child process (``--child``), which reports its 
 (``VmHWM``; the file generation happens in another process) and wall time:
 
 * ``stream``: sftpipe.dedup.stream.dedup_jsonl, input file -> output files, everything included;
+* ``ray`` (with ``--ray``): the same streamed stage with ``dedup.engine: ray`` (a local Ray of ``--ray-cpus``
+  CPUs started in the child before the clock starts; its start is reported apart), outputs compared byte
+  for byte with ``stream``. The child is Ray's driver: its peak RSS and CPU seconds are the driver's, the
+  workers are other processes (not counted);
 * ``memory``: the stage's in-memory path, io.read_jsonl + clusters.dedup_records +
   ledger.write_filter_outputs (by default at the smallest N only, ``--memory-rows``), and the
   outputs of the two are compared byte for byte.
@@ -120,11 +124,20 @@ def child(mode: str, inp: Path, out: Path, limit: int = 0) -> dict:
     from sftpipe.dedup import sketch
     p = params()
     sketch._tables()                  # per-process lookup tables (~0.3 s), outside the timing
-    t = time.perf_counter()
     stats: dict = {}
-    if mode == "stream":
+    if mode == "ray":
+        from sftpipe.config import DedupRayParams, RayParams
+        from sftpipe.dedup.ray_engine import RayEngine
+        from sftpipe.ray_session import ray_session
+        session = ray_session(RayParams(num_cpus=int(os.environ["DEDUP_MEMORY_RAY_CPUS"])), "bench")
+        t = time.perf_counter()
+        session.__enter__()
+        stats["ray_start_s"] = round(time.perf_counter() - t, 1)
+    t, cpu = time.perf_counter(), time.process_time()
+    if mode in ("stream", "ray"):
         from sftpipe.dedup.stream import dedup_jsonl
-        m, _ = dedup_jsonl(inp, out / "out", out / "metrics.json", p, tmp_dir=out, stats=stats)
+        engine = RayEngine(DedupRayParams(), RayParams()) if mode == "ray" else None
+        m, _ = dedup_jsonl(inp, out / "out", out / "metrics.json", p, tmp_dir=out, stats=stats, engine=engine)
     elif mode == "memory":
         from sftpipe.dedup.clusters import dedup_records
         from sftpipe.io import read_jsonl
@@ -145,8 +158,11 @@ def child(mode: str, inp: Path, out: Path, limit: int = 0) -> dict:
         m = {"rows_in": len(records), "semantic_pairs": len(pairs)}
     else:
         raise ValueError(mode)
-    secs = time.perf_counter() - t
-    return {"mode": mode, "rows": m["rows_in"], "secs": secs, "peak_mb": _hwm_mb(), "metrics": m, "stats": stats}
+    secs, cpu = time.perf_counter() - t, time.process_time() - cpu
+    if mode == "ray":
+        session.__exit__(None, None, None)
+    return {"mode": mode, "rows": m["rows_in"], "secs": secs, "cpu_s": round(cpu, 1), "peak_mb": _hwm_mb(),
+            "metrics": m, "stats": stats}
 
 
 def run_child(mode: str, inp: Path, out: Path, timeout: float, limit: int = 0) -> dict:
@@ -172,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--semantic-rows", type=int, nargs="*", default=[],
                     help="also time the semantic pass alone, in memory, on this many rows of the smallest file")
     ap.add_argument("--no-paraphrases", action="store_true", help="the paraphrase pass off (semantic.enabled false)")
+    ap.add_argument("--ray", action="store_true", help="also the streamed stage on a local Ray (dedup.engine: ray)")
+    ap.add_argument("--ray-cpus", type=int, default=2, help="CPUs of that local Ray")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default="/tmp/dedupmem")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds per child")
@@ -186,6 +204,7 @@ def main(argv=None) -> int:
         return 0
 
     os.environ["DEDUP_MEMORY_PARAPHRASES"] = "0" if args.no_paraphrases else "1"      # the children read it
+    os.environ["DEDUP_MEMORY_RAY_CPUS"] = str(args.ray_cpus)
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     mem_rows = set(args.memory_rows if args.memory_rows is not None else [min(args.rows)])
@@ -202,12 +221,16 @@ def main(argv=None) -> int:
             write_rows(inp, n, args.seed)
             print(f"generated {n} rows ({inp.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s",
                   flush=True)
-        for mode in (["memory"] if n in mem_rows else []) + ["stream"]:
+        for mode in (["memory"] if n in mem_rows else []) + ["stream"] + (["ray"] if args.ray else []):
             r = run_child(mode, inp, data / f"run-{mode}-{n}", args.timeout)
             results.append(r)
             m = r["metrics"]
-            print(f"{mode:7s} {n:>10d} rows  {r['secs']:8.0f} s  {n / r['secs']:8.0f} rows/s  peak RSS "
-                  f"{r['peak_mb']:8.0f} MB  dropped {m['dropped_by_reason']}  stats {r['stats']}", flush=True)
+            print(f"{mode:7s} {n:>10d} rows  {r['secs']:8.0f} s  {n / r['secs']:8.0f} rows/s  driver CPU "
+                  f"{r['cpu_s']:7.0f} s  peak RSS {r['peak_mb']:8.0f} MB  dropped {m['dropped_by_reason']}  stats {r['stats']}", flush=True)
+        if args.ray:
+            same = same_outputs(data / f"run-stream-{n}", data / f"run-ray-{n}")
+            print(f"        {n:>10d} rows  ray vs local engine outputs byte-identical: {'yes' if same else 'NO'}",
+                  flush=True)
         if n in mem_rows:
             same = same_outputs(data / f"run-memory-{n}", data / f"run-stream-{n}")
             print(f"        {n:>10d} rows  stream vs memory outputs byte-identical: {'yes' if same else 'NO'}",
@@ -218,14 +241,16 @@ def main(argv=None) -> int:
         print(f"semantic pass alone (in memory, tfidf) {k:>9d} rows  {r['secs']:7.0f} s  peak RSS "
               f"{r['peak_mb']:7.0f} MB  ({r['stats']['read_s']} s of it reading)  pairs {r['metrics']['semantic_pairs']}",
               flush=True)
-    print(f"\n{'path':8s} {'rows':>10s} {'seconds':>8s} {'rows/s':>8s} {'peak RSS MB':>12s}")
+    print(f"\n{'path':8s} {'rows':>10s} {'seconds':>8s} {'rows/s':>8s} {'driver CPU s':>12s} {'peak RSS MB':>12s}")
     for r in results:
-        print(f"{r['mode']:8s} {r['rows']:>10d} {r['secs']:8.0f} {r['rows'] / r['secs']:8.0f} {r['peak_mb']:12.0f}")
+        print(f"{r['mode']:8s} {r['rows']:>10d} {r['secs']:8.0f} {r['rows'] / r['secs']:8.0f} {r['cpu_s']:12.0f} "
+              f"{r['peak_mb']:12.0f}")
     print("\nOMP_NUM_THREADS=1 PYTHONPATH=. python bench/dedup_memory.py " + " ".join(
         ["--rows", *map(str, args.rows)] + (["--memory-rows", *map(str, sorted(mem_rows))]
                                             if args.memory_rows is not None else [])
         + (["--semantic-rows", *map(str, args.semantic_rows)] if args.semantic_rows else [])
-        + (["--no-paraphrases"] if args.no_paraphrases else [])))
+        + (["--no-paraphrases"] if args.no_paraphrases else [])
+        + (["--ray", "--ray-cpus", str(args.ray_cpus)] if args.ray else [])))
     if not args.keep:
         import shutil
         for x in data.glob("run-*"):

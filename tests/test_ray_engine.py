@@ -121,7 +121,7 @@ def test_band_tasks_give_the_local_candidate_pairs(local_ray):
 
 
 def test_a_killed_band_task_is_retried_and_the_candidates_are_the_same(local_ray, tmp_path, monkeypatch):
-    """The band tasks (dedup_records on Ray; the streamed stage searches its band files in the driver)."""
+    """The band-group tasks of dedup_records (the in-memory path) on Ray."""
     marker = tmp_path / "died"
     monkeypatch.setenv(FAULT_ENV, f"bands:{marker}")
     sig = np.random.default_rng(2).integers(0, 3, size=(16, 300), dtype=np.uint32)
@@ -139,6 +139,39 @@ def test_in_memory_dedup_on_ray_gives_the_local_result(local_ray, sample_rows):
     assert (got.kept, got.dropped, got.extra_metrics, got.details) == (want.kept, want.dropped, want.extra_metrics,
                                                                       want.details)
     assert len(want.dropped) > 20
+
+
+@pytest.mark.parametrize("bands", [1, 2, 5])
+def test_band_search_tasks_give_the_local_candidates(local_ray, bands):
+    """The streamed stage's band search, one task per band (bands read on demand, as from its spill files): the
+    local candidates, with buckets over the cap (ordered by the next two bands, circularly), a digit key and a
+    subset of valid columns, and for one-row uint64 band keys (the word pass)."""
+    from sftpipe.dedup.clusters import LocalEngine
+
+    rng = np.random.default_rng(bands)
+    n, rows = 500, 3
+    sig = rng.integers(0, 3, size=(bands * rows, n), dtype=np.uint32)     # big buckets
+    read: list[int] = []
+
+    def band_of(k):
+        read.append(k)
+        return sig[k * rows:(k + 1) * rows]
+
+    extra = rng.integers(0, 2, size=n).astype(np.uint64)
+    for workers in (1, None):
+        engine = RayEngine(DedupRayParams(workers=workers))
+        for valid in (np.arange(n), np.arange(0, n, 3)):
+            for bucketing in ({}, {"cap": 8, "window": 2}, {"cap": 8, "window": 2, "extra": extra}):
+                want = LocalEngine().band_candidates(band_of, bands, rows, n, valid, **bucketing)
+                got = engine.band_candidates(band_of, bands, rows, n, valid, **bucketing)
+                assert got.dtype == want.dtype and np.array_equal(got, want), (workers, bucketing)
+                assert np.array_equal(want, lsh.candidate_pairs(sig, bands, rows, valid, **bucketing))
+        keys = rng.integers(0, 40, size=(bands, n)).astype(np.uint64)
+        one_row = engine.band_candidates(lambda k: keys[k][None, :], bands, 1, n, np.arange(n))
+        assert np.array_equal(one_row, lsh.candidate_pairs(keys, bands, 1)) and len(one_row) > 1000
+    assert set(read) == set(range(bands))
+    # the cap really cut the buckets: fewer pairs than the uncapped search
+    assert len(lsh.candidate_pairs(sig, bands, rows, cap=8, window=2)) < len(lsh.candidate_pairs(sig, bands, rows)) / 2
 
 
 def test_pair_blocks_cover_the_pairs_once_in_order(monkeypatch):
@@ -228,7 +261,7 @@ def test_dedup_stage_on_ray_writes_the_local_bytes(local_ray, sample_rows, dedup
     assert len(sample_rows) > 6 * 128          # several signature chunks, so several tasks
 
 
-@pytest.mark.parametrize("step", ["sketch", "pairs", "groups"])
+@pytest.mark.parametrize("step", ["sketch", "bands", "pairs", "groups"])
 def test_a_killed_dedup_worker_is_retried_and_the_output_is_the_same(local_ray, sample_rows, dedup_local, tmp_path,
                                                                      monkeypatch, step):
     marker = tmp_path / "died"

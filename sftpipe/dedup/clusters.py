@@ -37,7 +37,7 @@ from ..config import DedupParams
 from ..ledger import FilterResult
 from ..schema import full_text, response_text, text_of
 from .edits import _CJK_CHAR
-from .lsh import candidate_pairs, estimated_jaccard, exact_jaccard, union_find
+from .lsh import LazyBands, candidate_pairs, estimated_jaccard, exact_jaccard, union_find
 from .sketch import Sketches, normalize, sketch_batch, sorted_unique
 
 __all__ = ["normalize", "lsh_params", "sketch", "find_duplicates", "DupResult", "dedup_records",
@@ -292,6 +292,11 @@ class LocalEngine:
     def check_pairs(self, kind: str, data, pairs: np.ndarray):
         """:func:`check_pairs`."""
         return check_pairs(kind, data, pairs)
+
+    def band_candidates(self, band_of, bands: int, rows: int, n: int, valid, **bucketing) -> np.ndarray:
+        """:func:`~sftpipe.dedup.lsh.candidate_pairs` over ``bands`` bands of ``n`` columns, band k given by
+        ``band_of(k)`` ((rows, n) array, read when needed: the streamed path's spill files)."""
+        return candidate_pairs(LazyBands(band_of, n, bands, rows), bands, rows, valid, **bucketing)
 
 
 def find_duplicates(texts: list[str], dedup_params: DedupParams, threshold: float | None = None,

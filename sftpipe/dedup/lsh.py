@@ -153,6 +153,22 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | 
     return np.stack([u // n, u % n], axis=1)
 
 
+class LazyBands:
+    """A signature matrix as :func:`candidate_pairs` reads it (``shape`` and ``sig[k*rows:(k+1)*rows]``, band k),
+    each band produced on demand by ``band_of(k)`` ((rows, n) array: a band read from a spill file, say), so
+    that no more than the bands in use are in memory."""
+
+    def __init__(self, band_of, n: int, bands: int, rows: int):
+        self.band_of, self.rows = band_of, rows
+        self.shape = (bands * rows, n)
+
+    def __getitem__(self, band: slice) -> np.ndarray:
+        k, rest = divmod(band.start, self.rows)
+        if rest or band.stop - band.start != self.rows or band.step not in (None, 1):
+            raise IndexError(f"not a band of {self.rows} rows: {band}")
+        return self.band_of(k)
+
+
 def _band(sig: np.ndarray, k: int, rows: int, cols: np.ndarray | None) -> np.ndarray:
     """Band k of the columns ``cols`` (None: all, a view where ``sig`` is an array)."""
     band = sig[k * rows:(k + 1) * rows]

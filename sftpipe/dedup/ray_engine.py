@@ -60,6 +60,15 @@ def _band_task(sig: np.ndarray, valid: np.ndarray, bands: int, first: int, stop:
     return pairs[:, 0] * sig.shape[1] + pairs[:, 1]
 
 
+def _band_search_task(rows: int, valid: np.ndarray, bucketing: dict, fault: str | None, *band: np.ndarray) -> np.ndarray:
+    """Pair codes of the first of ``band`` (band k; with a capped bucket also bands k+1 and k+2, which order
+    it), as :func:`candidate_pairs` finds them for band k of the whole signature."""
+    die_if_asked(fault)
+    sig = band[0] if len(band) == 1 else np.concatenate(band)
+    pairs = candidate_pairs(sig, len(band), rows, valid, band_range=(0, 1), **bucketing)
+    return pairs[:, 0] * sig.shape[1] + pairs[:, 1]
+
+
 def _pairs_task(kind: str, data, pairs: np.ndarray, fault: str | None):
     die_if_asked(fault)
     return check_pairs(kind, data, pairs)
@@ -88,6 +97,7 @@ class RayEngine:
         self._sketch = ray.remote(num_cpus=1)(_sketch_task).options(max_retries=self.max_retries)
         self._band = ray.remote(num_cpus=1)(_band_task).options(max_retries=self.max_retries)
         self._pairs = ray.remote(num_cpus=1)(_pairs_task).options(max_retries=self.max_retries)
+        self._band_search = ray.remote(num_cpus=1)(_band_search_task).options(max_retries=self.max_retries)
 
     def _slots(self) -> int:
         return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -145,3 +155,35 @@ class RayEngine:
         if kind == "slots":
             return [r for part in parts for r in part]
         return np.concatenate(parts)
+
+    def band_candidates(self, band_of, bands: int, rows: int, n: int, valid, **bucketing) -> np.ndarray:
+        """:meth:`sftpipe.dedup.clusters.LocalEngine.band_candidates` with one task per band: band k read here
+        (``band_of(k)``) and put in the object store once, shipped to its task (and, when a bucket is over
+        ``cap``, to the tasks of bands k-1 and k-2, which order their capped buckets by it); the sorted union of
+        the tasks' pairs, what one search over all bands returns."""
+        valid = np.asarray(valid, dtype=np.int64)
+        if len(valid) < 2:
+            return np.zeros((0, 2), dtype=np.int64)
+        capped = bucketing.get("cap") is not None and len(valid) > bucketing["cap"]
+        refs: dict = {}
+        valid_ref, bucketing_ref = ray.put(valid), ray.put(bucketing)
+        fault = fault_for("bands")
+
+        def submit(k: int):
+            need = [k, (k + 1) % bands, (k + 2) % bands] if capped else [k]
+            for j in need:
+                if j not in refs:
+                    refs[j] = ray.put(np.ascontiguousarray(band_of(j)))
+            task = self._band_search.remote(rows, valid_ref, bucketing_ref, fault if k == 0 else None,
+                                            *(refs[j] for j in need))
+            if k >= 2:
+                refs.pop(k, None)       # no later task needs band k (bands 0 and 1 go to the last two)
+            return task
+
+        with ray_errors("dedup", "finding candidate pairs", self.max_retries):
+            # a few bands in flight: each is a copy of n keys in the object store
+            codes = [c for c in in_order(submit, range(bands), self.workers or 2 * self._slots()) if len(c)]
+        if not codes:
+            return np.zeros((0, 2), dtype=np.int64)
+        u = sorted_unique(np.concatenate(codes))
+        return np.stack([u // n, u % n], axis=1)

@@ -74,7 +74,7 @@ from ..schema import full_text, text_of
 from .clusters import (SIGNATURES, STAGE, LocalEngine, _survivors, _tokens, lsh_params, semantic_engine,
                        semantic_params)
 from .edits import char_ngram_hashes, oph_signatures
-from .lsh import _band_keys, candidate_pairs, estimated_jaccard, union_find
+from .lsh import _band_keys, estimated_jaccard, union_find
 from .sketch import _encode, sorted_unique
 
 __all__ = ["dedup_jsonl", "groups_jsonl"]
@@ -323,13 +323,8 @@ def _word_pairs(scan: _Scan, reader: _Reader, valid: np.ndarray, stats: dict):
     """Word MinHash candidates among ``valid`` rows, as ``clusters.cluster_sketches`` gives them:
     (pairs sorted, similarity)."""
     p, n = scan.p, scan.n
-    codes = []
-    for k in range(scan.bands):
-        pr = candidate_pairs(scan.word_keys(k)[None, :], 1, 1, valid)
-        if len(pr):
-            codes.append(pr[:, 0] * n + pr[:, 1])
-    u = sorted_unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
-    pairs = np.stack([u // n, u % n], axis=1)
+    # each band's 64-bit key as a one-row band: the pairs of equal keys, band by band
+    pairs = scan.engine.band_candidates(lambda k: scan.word_keys(k)[None, :], scan.bands, 1, n, valid)
     stats["word_key_pairs"] = len(pairs)
     words_only = p.model_copy(update={"edits": p.edits.model_copy(update={"enabled": False}), "slot_check": False})
     br = scan.bands * scan.rows
@@ -348,19 +343,9 @@ def _word_pairs(scan: _Scan, reader: _Reader, valid: np.ndarray, stats: dict):
     return pairs[true], sim[true]
 
 
-class _BandFiles:
-    """The scan's character signatures as ``lsh.candidate_pairs`` reads a signature matrix
-    (``shape[1]`` and ``sig[k*rows:(k+1)*rows]``, band k), one band file loaded per read."""
-
-    def __init__(self, tmp: Path, n: int, bands: int, rows: int):
-        self.tmp, self.n, self.rows = tmp, n, rows
-        self.shape = (bands * rows, n)
-
-    def __getitem__(self, band: slice) -> np.ndarray:
-        k, rest = divmod(band.start, self.rows)
-        if rest or band.stop - band.start != self.rows or band.step not in (None, 1):
-            raise IndexError(f"not a band of {self.rows} rows: {band}")
-        return np.fromfile(self.tmp / f"edit{k}.u32", dtype=np.uint32).reshape(self.n, self.rows).T
+def _edit_band(tmp: Path, n: int, rows: int):
+    """band_of(k) of the scan's character signature files: band k as a (rows, n) array."""
+    return lambda k: np.fromfile(tmp / f"edit{k}.u32", dtype=np.uint32).reshape(n, rows).T
 
 
 def _edit_sigs(norm: list[str], ed) -> np.ndarray:
@@ -402,8 +387,8 @@ def _edit_pairs(scan: _Scan, texts: _Texts, valid: np.ndarray, stats: dict):
     ed = p.edits
     n, bins = scan.n, ed.bins
     extra = scan.digit_key if p.slot_check and ed.digit_key else None
-    cand = candidate_pairs(_BandFiles(scan.tmp, n, ed.bands, ed.rows), ed.bands, ed.rows, valid,
-                           cap=ed.bucket_cap, window=ed.window, extra=extra)
+    cand = scan.engine.band_candidates(_edit_band(scan.tmp, n, ed.rows), ed.bands, ed.rows, n, valid,
+                                       cap=ed.bucket_cap, window=ed.window, extra=extra)
     stats["edit_candidates"] = len(cand)
     sig8 = np.fromfile(scan.tmp / "edit_sig8.u8", dtype=np.uint8).reshape(n, bins)
     hist = np.fromfile(scan.tmp / "hist.u8", dtype=np.uint8).reshape(n, 1 << HIST_BITS)
