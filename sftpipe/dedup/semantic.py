@@ -408,6 +408,11 @@ class _Templates:
     def __init__(self, requests: list[str], params: SemanticParams):
         self.params = params
         self.vec, X = _tfidf(requests)
+        if X is not None:
+            # the vectorizer's column remap leaves each row's indices unsorted, and k-means++ then sorts a copy
+            # of its rows at every centre it draws (45 of 73 s of the init at 100k rows); sorted once, the
+            # centres and labels are the same bits (checked on the sample and on 30k generated rows)
+            X.sort_indices()
         self.labels, self.model = (_kmeans(X, n_clusters_for(len(requests), params), params.seed) if X is not None
                                    else (np.zeros(len(requests), dtype=np.int64), None))
         toks = [set(tokens(q)) for q in requests]
