@@ -523,11 +523,23 @@ def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool 
     for ascending row numbers; see :func:`semantic_pairs`. Holds the texts of the fit rows
     (:func:`fit_rows_of`) and of one batch of candidate groups at a time, never all the rows'.
 
-    With ``engine="ray"`` (a connected Ray: the dedup stage's session) each batch's checks
-    (:func:`_batch_pairs`: the TF-IDF embedding of rows past the fit, the cosines inside each group, the
-    template rule) run as one Ray task, a few in flight, their answers taken in batch order: the pairs
-    are the local ones. The driver keeps the grouping, reading the texts back and model embeddings
-    (``base_model`` on the actor pool)."""
+    With ``engine="ray"`` (the connected Ray of the dedup stage's session, else a local one for the call)
+    the request templates are fitted in a Ray task while the driver fits the TF-IDF embedder, and each
+    batch's checks (:func:`_batch_pairs`: the TF-IDF embedding of rows past the fit, the cosines inside
+    each group, the template rule) run as one Ray task, a few in flight, their answers taken in batch
+    order: the pairs are the local ones. The driver keeps the grouping, reading the texts back, the
+    embedder's fit and model embeddings (``base_model`` on the actor pool)."""
+    if engine.get("engine") == "ray":
+        from ..config import RayParams
+        from ..ray_session import ray_session
+
+        with ray_session(RayParams(max_retries=engine.get("max_retries", 3)),
+                         engine.get("section", "semantic.ray").split(".")[0]):
+            return _find_pairs(n, keys, fetch, params, return_evidence, engine)
+    return _find_pairs(n, keys, fetch, params, return_evidence, engine)
+
+
+def _find_pairs(n: int, keys: RowKeys, fetch, params, return_evidence: bool, engine: dict):
     params = _params(params)
     empty = (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64))
     rows, starts, weak = candidate_groups(keys, params) if n >= 2 else (np.zeros(0, np.int64), np.zeros(1, np.int64),
@@ -536,6 +548,10 @@ def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool 
         return (*empty, []) if return_evidence else empty
     fit = fit_rows_of(n, params)
     fit_q, fit_a = fetch(fit)
+    on_ray = engine.get("engine") == "ray"
+    max_retries, section = engine.get("max_retries", 3), engine.get("section", "semantic.ray")
+    # on Ray the templates fit in a task, beside the embedder's fit here; locally when first needed
+    templates = _templates_on_ray(fit_q, params, max_retries) if on_ray else _LazyTemplates(fit_q, params)
     embedder = first = fitted = None
     if params.method == "tfidf":
         first = {}
@@ -543,7 +559,6 @@ def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool 
             first.setdefault(embedded_text(q, a, params.field), len(first))
         embedder = _TfidfEmbedder(list(first), params.dims, params.seed)
         fitted = _normalized(embedder.fitted)
-    templates = _LazyTemplates(fit_q, params)
 
     def batches():
         g = 0
@@ -569,9 +584,8 @@ def find_pairs(n: int, keys: RowKeys, fetch, params=None, return_evidence: bool 
             yield batch, (reqs, ans, weak[batch], starts[g:h + 1] - starts[g], fit_pos, X)
             g = h
 
-    if engine.get("engine") == "ray":
-        answers = _ray_batch_pairs(batches(), embedder, templates, params, return_evidence,
-                                   engine.get("max_retries", 3), engine.get("section", "semantic.ray"))
+    if on_ray:
+        answers = _ray_batch_pairs(batches(), embedder, templates, params, return_evidence, max_retries, section)
     else:
         answers = ((batch, _batch_pairs(*args, embedder, templates, params, return_evidence))
                    for batch, args in batches())
@@ -636,33 +650,41 @@ def _batch_task(args, embedder, templates, params, return_evidence, fault):
     return _batch_pairs(*args, embedder, lambda: templates, params, return_evidence)
 
 
-def _ray_batch_pairs(batches, embedder, templates: _LazyTemplates, params, return_evidence: bool, max_retries: int,
-                     section: str):
+def _templates_on_ray(fit_q: list[str], params: SemanticParams, max_retries: int):
+    """A Ray task fitting :class:`_Templates` on ``fit_q``: its object ref (the batch tasks take it as it is)."""
+    from ..ray_session import ray
+
+    return ray.remote(num_cpus=1)(_fit_templates).options(max_retries=max_retries).remote(fit_q, params)
+
+
+def _fit_templates(fit_q: list[str], params: SemanticParams) -> "_Templates":
+    return _Templates(fit_q, params)
+
+
+def _ray_batch_pairs(batches, embedder, templates, params, return_evidence: bool, max_retries: int, section: str):
     """(batch, :func:`_batch_pairs`' answer) of each of ``batches`` (batch rows, its arguments), the checks
-    run as Ray tasks (the embedder and the templates put once in the object store), at most two per CPU in
-    flight, the answers in batch order. A task whose worker dies is run again, up to ``max_retries`` times.
-    Uses the connected Ray (the stage's ``ray_session``), else starts a local one for the pass."""
+    run as Ray tasks (the embedder put once in the object store; ``templates``: the ref of their fitting
+    task), at most two per CPU in flight, the answers in batch order. A task whose worker dies is run
+    again, up to ``max_retries`` times. Needs a connected Ray."""
     from collections import deque
 
-    from ..config import RayParams
-    from ..ray_session import fault_for, in_order, ray, ray_errors, ray_session
+    from ..ray_session import fault_for, in_order, ray, ray_errors
 
     stage = section.split(".")[0]
-    with ray_session(RayParams(max_retries=max_retries), stage):
-        task = ray.remote(num_cpus=1)(_batch_task).options(max_retries=max_retries)
-        shared = [ray.put(x) for x in (embedder, templates(), params)]
-        fault = fault_for("groups")
-        waiting: deque = deque()        # the rows of each batch submitted, in order
+    task = ray.remote(num_cpus=1)(_batch_task).options(max_retries=max_retries)
+    shared = [ray.put(embedder), templates, ray.put(params)]
+    fault = fault_for("groups")
+    waiting: deque = deque()        # the rows of each batch submitted, in order
 
-        def submit(item):
-            k, (batch, args) = item
-            waiting.append(batch)
-            return task.remote(args, *shared, return_evidence, fault if k == 0 else None)
+    def submit(item):
+        k, (batch, args) = item
+        waiting.append(batch)
+        return task.remote(args, *shared, return_evidence, fault if k == 0 else None)
 
-        limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        with ray_errors(stage, "checking paraphrase groups", max_retries):
-            for answer in in_order(submit, enumerate(batches), limit):
-                yield waiting.popleft(), answer
+    limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    with ray_errors(stage, "checking paraphrase groups", max_retries):
+        for answer in in_order(submit, enumerate(batches), limit):
+            yield waiting.popleft(), answer
 
 
 def _normalized(X) -> np.ndarray:
