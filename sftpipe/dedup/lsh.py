@@ -147,6 +147,13 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | 
             codes.append(pr[:, 0] * n + pr[:, 1])
         if k >= 2:
             cache.pop(k, None)     # bands 0 and 1 are needed again by the last two
+    return pairs_of_codes(codes, n)
+
+
+def pairs_of_codes(codes: list[np.ndarray], n: int) -> np.ndarray:
+    """The distinct pairs (i, j), sorted, int64 (m, 2), of pair codes ``i * n + j`` given in any number of
+    arrays (a band's, a task's): how the band searches take the union of their bands."""
+    codes = [c for c in codes if len(c)]
     if not codes:
         return np.zeros((0, 2), dtype=np.int64)
     u = sorted_unique(np.concatenate(codes))

@@ -1,9 +1,9 @@
 """dedup on Ray (``dedup.engine: ray``). The Ray session every ``engine: ray`` stage shares, its one-line
 errors and the test hook live in :mod:`sftpipe.ray_session` (imported back here under the same names).
 
-:class:`RayEngine` runs the three heavy steps of :func:`sftpipe.dedup.clusters.find_duplicates` as Ray
-tasks and leaves the rest (union-find, the survivor policy, the ledger) to the same driver code as the
-local engine:
+:class:`RayEngine` runs the heavy steps of :func:`sftpipe.dedup.clusters.find_duplicates` (the in-memory
+path) and of :func:`sftpipe.dedup.stream.dedup_jsonl` (the stage, streamed) as Ray tasks and leaves the
+rest (reading, union-find, the survivor policy, the ledger) to the same driver code as the local engine:
 
 * signatures: one task per chunk, the chunks :func:`~sftpipe.dedup.clusters.sketch_chunks` cuts for
   the local engine, each running the local chunk function; results are joined in chunk order by the
@@ -11,7 +11,8 @@ local engine:
 * candidate pairs: LSH bands in groups, two tasks per worker, each running
   :func:`sftpipe.dedup.lsh.candidate_pairs` on its bands of the signature (put once in the object
   store); the driver takes the sorted union of the pair codes, which is exactly what
-  ``candidate_pairs`` returns for all bands at once, whatever the grouping;
+  ``candidate_pairs`` returns for all bands at once, whatever the grouping; the streamed path's bands
+  (read from its spill files one at a time) go one task per band (:meth:`RayEngine.band_candidates`);
 * pair checks (exact Jaccard, edit similarity, slot check): the candidate pairs cut into consecutive
   blocks, one task each running :func:`sftpipe.dedup.clusters.check_pairs` on its block, the data the
   check reads (shingle sets or normalized texts) put once in the object store; the answers are joined
@@ -36,8 +37,8 @@ from ..config import DedupParams, DedupRayParams, RayParams
 from ..ray_session import (CONNECT_TIMEOUT_S, FAULT_ENV, _check_reachable, die_if_asked, fault_for, in_order, ray,
                            ray_errors, ray_session)
 from .clusters import _assemble, _sketch_chunk, check_pairs, sketch_chunks
-from .lsh import candidate_pairs
-from .sketch import Sketches, sorted_unique
+from .lsh import candidate_pairs, pairs_of_codes
+from .sketch import Sketches
 
 # the session helpers moved to sftpipe.ray_session; imported back under their old names
 __all__ = ["RayEngine", "CONNECT_TIMEOUT_S", "FAULT_ENV", "_check_reachable", "die_if_asked", "fault_for", "in_order",
@@ -87,7 +88,7 @@ def pair_blocks(m: int, slots: int) -> list[tuple[int, int]]:
 
 
 class RayEngine:
-    """:class:`sftpipe.dedup.clusters.LocalEngine`'s two steps as Ray tasks; the same results.
+    """:class:`sftpipe.dedup.clusters.LocalEngine`'s steps as Ray tasks; the same results.
 
     Needs a Ray connection (:func:`ray_session`) while :func:`find_duplicates` runs."""
 
@@ -130,11 +131,7 @@ class RayEngine:
                                      fault if k == 0 else None)
 
         with ray_errors("dedup", "finding candidate pairs", self.max_retries):
-            codes = [c for c in in_order(submit, range(len(groups)), self.workers) if len(c)]
-        if not codes:
-            return np.zeros((0, 2), dtype=np.int64)
-        u = sorted_unique(np.concatenate(codes))
-        return np.stack([u // n, u % n], axis=1)
+            return pairs_of_codes(list(in_order(submit, range(len(groups)), self.workers)), n)
 
     def check_pairs(self, kind: str, data, pairs: np.ndarray):
         """:func:`sftpipe.dedup.clusters.check_pairs` over blocks of ``pairs`` (:func:`pair_blocks`), one
@@ -182,8 +179,4 @@ class RayEngine:
 
         with ray_errors("dedup", "finding candidate pairs", self.max_retries):
             # a few bands in flight: each is a copy of n keys in the object store
-            codes = [c for c in in_order(submit, range(bands), self.workers or 2 * self._slots()) if len(c)]
-        if not codes:
-            return np.zeros((0, 2), dtype=np.int64)
-        u = sorted_unique(np.concatenate(codes))
-        return np.stack([u // n, u % n], axis=1)
+            return pairs_of_codes(list(in_order(submit, range(bands), self.workers or 2 * self._slots())), n)
