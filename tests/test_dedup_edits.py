@@ -235,7 +235,7 @@ def test_the_digit_key_drops_only_pairs_the_slot_check_rejects():
     sk = dedup.sketch(texts, P)
     with_key, sim = dedup.edit_candidates(sk, e, slot_check=True)
     without, _ = dedup.edit_candidates(sk, e.model_copy(update={"digit_key": False}), slot_check=True)
-    reasons = dedup.slot_reasons(sk, without)
+    reasons = dedup.slot_reasons(sk.norm, without)
     kept = {tuple(p) for p, r in zip(without.tolist(), reasons) if r != "number"}
     assert {tuple(p) for p in with_key.tolist()} == kept and len(with_key) < len(without) / 10
     assert dedup.find_duplicates(texts, P).component[-2:].tolist() == [63, 63]     # 12 + 13 and its copies
@@ -271,9 +271,9 @@ def test_slot_check_with_precomputed_stats_gives_the_same_reasons():
     n = len(texts)
     pairs = np.array([(i, j) for i in range(n) for j in range(i + 1, n) if (i * 7 + j) % 5 == 0 or i >= n - 7])
     expect = [slot_change(sk.norm[i], sk.norm[j]) for i, j in pairs.tolist()]
-    got = dedup.slot_reasons(sk, pairs)
+    got = dedup.slot_reasons(sk.norm, pairs)
     assert got == expect and {"number", "substitution", None} <= set(got)
     content, digit = text_stats(sk.norm)
     assert content.tolist() == [_content(t) for t in sk.norm]
     assert digit.tolist() == [bool(_DIGITS.search(t)) for t in sk.norm]
-    assert dedup.slot_reasons(sk, np.zeros((0, 2), dtype=np.int64)) == []
+    assert dedup.slot_reasons(sk.norm, np.zeros((0, 2), dtype=np.int64)) == []

@@ -178,14 +178,8 @@ def check_pairs(kind: str, data, pairs: np.ndarray):
     if kind == "edits":
         return edit_similarity([data[i] for i in pairs[:, 0].tolist()], [data[j] for j in pairs[:, 1].tolist()])
     if kind == "slots":
-        return slot_reasons(_Norm(data), pairs)
+        return slot_reasons(data, pairs)
     raise ValueError(f"unknown pair check {kind!r}")
-
-
-@dataclass(frozen=True)
-class _Norm:
-    """What :func:`slot_reasons` reads of a :class:`Sketches`: the normalized texts."""
-    norm: list
 
 
 def cluster_sketches(sk: Sketches, bands: int, rows: int, threshold: float, verify: bool,
@@ -233,16 +227,16 @@ def edit_candidates(sk: Sketches, edits, pairs_fn=candidate_pairs, slot_check: b
     return pairs[ok], sim[ok]
 
 
-def slot_reasons(sk: Sketches, pairs: np.ndarray) -> list[str | None]:
-    """:func:`sftpipe.dedup.edits.slot_change` of each pair's normalized texts (``sk.norm``,
-    kept by the sketch when the slot check is on)."""
+def slot_reasons(norm: list[str], pairs: np.ndarray) -> list[str | None]:
+    """:func:`sftpipe.dedup.edits.slot_change` of each pair of rows of ``norm``, the normalized texts
+    (``Sketches.norm``, kept by the sketch when the slot check is on)."""
     from .edits import slot_change, text_stats
     if not len(pairs):
         return []
     rows = sorted_unique(np.asarray(pairs, dtype=np.int64).ravel())
-    content, digit = text_stats([sk.norm[r] for r in rows.tolist()])
+    content, digit = text_stats([norm[r] for r in rows.tolist()])
     at = np.searchsorted(rows, pairs)
-    return [slot_change(sk.norm[i], sk.norm[j], stats=(content[x], content[y], digit[x], digit[y]))
+    return [slot_change(norm[i], norm[j], stats=(content[x], content[y], digit[x], digit[y]))
             for (i, j), (x, y) in zip(pairs.tolist(), at.tolist())]
 
 

@@ -39,11 +39,12 @@ MinHash signatures all at once:
    a last pass over the file writes kept and dropped rows in input order, both files atomically,
    after checking that every input row went to exactly one of them with its id.
 
-**Engines**: the signatures (the scan's chunks and the rows read back), the pair checks (exact
-Jaccard, edit similarity, slot check) and the paraphrase pass's group checks go through the engine
-``dedup_jsonl`` is given: ``clusters.LocalEngine`` (this process) or ``ray_engine.RayEngine`` (Ray
-tasks, ``dedup.engine: ray``). Reading, the spill files, the band candidates, union-find, the
-survivors and the outputs stay in this process; the bytes are the same on either engine.
+**Engines**: the signatures (the scan's chunks and the rows read back), the band candidates (bands
+read from the spill files), the pair checks (exact Jaccard, edit similarity, slot check) and the
+paraphrase pass's request clusters and group checks go through the engine ``dedup_jsonl`` is given:
+``clusters.LocalEngine`` (this process) or ``ray_engine.RayEngine`` (Ray tasks, ``dedup.engine:
+ray``). Reading, the spill files, union-find, the survivors and the outputs stay in this process;
+the bytes are the same on either engine.
 
 Exact groups compare 128-bit hashes instead of texts (a false match has probability ~n^2/2^129,
 1e-25 at 10M rows). Everything else is exact: truncated values and histograms only rule out
@@ -667,8 +668,8 @@ def dedup_jsonl(inp_path, out_dir, metrics_path, dedup_params: DedupParams, chun
     arrays go to a temporary directory under ``tmp_dir`` (default: the system's). ``stats``,
     when given, receives timings and pair counts. ``engine``: where the heavy steps run (None: a
     ``clusters.LocalEngine``; a ``ray_engine.RayEngine`` runs the signatures of the scan and of the rows
-    read back, the pair checks and the paraphrase pass's group checks as Ray tasks); the same bytes
-    either way. Returns (metrics, details).
+    read back, the band candidates, the pair checks and the paraphrase pass's request clusters and group
+    checks as Ray tasks); the same bytes either way. Returns (metrics, details).
     """
     p = dedup_params
     if chunk_rows < 1:
