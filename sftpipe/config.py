@@ -664,6 +664,16 @@ class TrainParams(Section):
     early_stopping_patience: int | None = Field(None, ge=1)
     num_virtual_tokens: int = Field(16, ge=1)
     merge: bool = False
+    # method full: every decoder layer followed by grow_depth - 1 copies whose output projections are zero, so
+    # training starts from the same function in a model grow_depth times as deep (sftpipe/model/growth.py)
+    grow_depth: int = Field(1, ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _growth(self):
+        if self.grow_depth > 1 and self.method != "full":
+            raise ValueError(f"grow_depth {self.grow_depth} needs method full (got {self.method}): an adapter "
+                             "would not load on the ungrown base")
+        return self
 
     @field_validator("num_processes", mode="before")
     @classmethod

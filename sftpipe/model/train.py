@@ -357,6 +357,7 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
                               PrinterCallback, TrainingArguments, set_seed)
     from transformers.integrations import DVCLiveCallback
 
+    from .growth import grow_depth
     from .loading import (attn_implementation, dtype_for, fit_embeddings, load_model, load_tokenizer,
                           weights_precision)
 
@@ -365,6 +366,11 @@ def fit(train_rows: list[dict], val_rows: list[dict], model_params: ModelParams,
     template = apply_template(tokenizer, model_params.template)
     model = load_model(model_params, precision=weights_precision(train_params.method, train_params.precision))
     new_ids = fit_embeddings(model, tokenizer)
+    if train_params.grow_depth > 1:
+        layers = model.config.num_hidden_layers
+        grow_depth(model, train_params.grow_depth)
+        log.info("train: grew %d decoder layers to %d (grow_depth %d: copies with zeroed output projections)",
+                 layers, model.config.num_hidden_layers, train_params.grow_depth)
     train_ds, stats = tokenize_rows(train_rows, tokenizer, train_params)
     val_ds, _ = tokenize_rows(val_rows, tokenizer, train_params) if val_rows else (None, None)
     if len(train_ds) == 0:
@@ -467,6 +473,8 @@ def save(model, tokenizer, train_params: TrainParams, model_params: ModelParams,
         tokenizer.save_pretrained(tmp)
         info = {"method": train_params.method, "base_model": model_params.name_or_path, "template": template,
                 "adapter": train_params.method != "full", "merged": False}
+        if train_params.grow_depth > 1:      # only then, so an ungrown run's bytes are what they were
+            info["grow_depth"] = train_params.grow_depth
         if train_params.merge and train_params.method in ADAPTER_METHODS:
             merged = model.merge_and_unload()
             merged.save_pretrained(tmp / "merged", safe_serialization=True)
