@@ -173,6 +173,11 @@ def without_rules(ppl_params):
 def variants(label: str, records, truth, scores, ifd, ppl_params, keep, extra) -> list[list]:
     """The stage's filter on one reference's scores: bounds only, + text rules, + the IFD cap (defaults)."""
     rules_only = ppl_params.model_copy(update={"max_ifd": None})
+    if keep is not None and ifd is not None:     # per row, to try other IFD caps on
+        with open(keep / f"ifd {label}.jsonl", "w", encoding="utf-8") as fh:
+            for r, s, f in zip(records, scores, ifd):
+                fh.write(json.dumps({"id": r["id"], "garbage": truth[r["id"]], "lang": r["meta"]["lang"], "ppl": s,
+                                     "ifd": f}) + "\n")
     return [measure(label + ", perplexity only", records, truth, scores, without_rules(ppl_params), keep) + extra,
             measure("  + text rules", records, truth, scores, rules_only) + ["", "", ""],
             measure(f"  + text rules + IFD > {ppl_params.max_ifd} (the stage's defaults)", records, truth, scores,
