@@ -10,32 +10,37 @@ from sftpipe.errors import UserError
 from sftpipe.model.growth import grow_depth
 
 
-def _tiny(layers=2, seed=0):
+def _tiny(layers=2, seed=0, arch="llama"):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg).eval()
+    # Qwen2 (the README's hub example) adds q/k/v biases and a per-layer layer_types list to LLaMA's shape
+    name = {"llama": "Llama", "qwen2": "Qwen2"}[arch]
+    cfg = getattr(transformers, f"{name}Config")(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+    model = getattr(transformers, f"{name}ForCausalLM")(cfg).eval()
     with torch.no_grad():       # non-zero biases-free weights everywhere, incl. the projections that get zeroed
         for p in model.parameters():
             p.normal_(0, 0.2)
     return model
 
 
-@pytest.mark.parametrize("factor", [2, 3])
-def test_grown_model_has_the_same_logits_and_generations(tmp_path, factor):
+@pytest.mark.parametrize("factor,arch", [(2, "llama"), (3, "llama"), (2, "qwen2")])
+def test_grown_model_has_the_same_logits_and_generations(tmp_path, factor, arch):
     import torch
     from transformers import AutoModelForCausalLM
 
-    base = _tiny()
+    base = _tiny(arch=arch)
     ids = torch.randint(0, 64, (3, 17), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = base(input_ids=ids).logits
         want_gen = base.generate(ids[:, :5], max_new_tokens=8, do_sample=False, pad_token_id=0)
-    grown = grow_depth(_tiny(), factor)
+    grown = grow_depth(_tiny(arch=arch), factor)
     assert grown.config.num_hidden_layers == 2 * factor and len(grown.model.layers) == 2 * factor
+    if arch == "qwen2":
+        assert grown.config.layer_types == base.config.layer_types * factor
     assert [layer.self_attn.layer_idx for layer in grown.model.layers] == list(range(2 * factor))
     # copies sit right after their layer, with the same weights but for the zeroed output projections
     first, twin = grown.model.layers[0], grown.model.layers[1]
