@@ -141,6 +141,17 @@ def test_in_memory_dedup_on_ray_gives_the_local_result(local_ray, sample_rows):
     assert len(want.dropped) > 20
 
 
+def test_the_paraphrase_pass_runs_where_the_engine_runs(local_ray):
+    """semantic_engine: on Ray (group checks as tasks, embeddings on dedup.ray's actors, the cluster's retries)
+    with a Ray engine, here with the local one or none."""
+    from sftpipe.config import DedupParams, RayParams
+
+    p = DedupParams()
+    assert clusters.semantic_engine(p) == {} and clusters.semantic_engine(p, clusters.LocalEngine()) == {}
+    got = clusters.semantic_engine(p, RayEngine(DedupRayParams(), RayParams(max_retries=5)))
+    assert got == {"engine": "ray", "actors": p.ray, "max_retries": 5, "section": "dedup.ray"}
+
+
 @pytest.mark.parametrize("bands", [1, 2, 5])
 def test_band_search_tasks_give_the_local_candidates(local_ray, bands):
     """The streamed stage's band search, one task per band (bands read on demand, as from its spill files): the

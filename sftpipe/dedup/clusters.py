@@ -276,6 +276,8 @@ class LocalEngine:
     here, in this process (and the ``num_proc`` pool). :class:`sftpipe.dedup.ray_engine.RayEngine` runs
     the same steps on Ray."""
 
+    kind = "local"
+
     def sketch(self, texts: list[str], dedup_params: DedupParams) -> Sketches:
         return sketch(texts, dedup_params)
 
@@ -428,7 +430,7 @@ def semantic_params(dedup_params: DedupParams):
 def semantic_engine(dedup_params: DedupParams, engine=None) -> dict:
     """Where the paraphrase pass runs (``semantic.find_pairs``' engine arguments): with a Ray ``engine``
     its group checks are Ray tasks and model embeddings run on ``dedup.ray``'s actors; else here."""
-    if engine is None or not hasattr(engine, "max_retries"):
+    if getattr(engine, "kind", "local") != "ray":
         return {}
     return {"engine": "ray", "actors": dedup_params.ray, "max_retries": engine.max_retries, "section": "dedup.ray"}
 

@@ -92,6 +92,8 @@ class RayEngine:
 
     Needs a Ray connection (:func:`ray_session`) while :func:`find_duplicates` runs."""
 
+    kind = "ray"     # what :func:`sftpipe.dedup.clusters.semantic_engine` asks
+
     def __init__(self, ray_dedup: DedupRayParams = DedupRayParams(), ray_params: RayParams = RayParams()):
         self.workers = ray_dedup.workers
         self.max_retries = ray_params.max_retries
