@@ -111,3 +111,31 @@ def test_training_a_grown_model_moves_the_new_layers_and_saves_the_grown_shape(t
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits, atol=1e-5)
+
+
+def test_a_killed_grown_run_resumes_bit_identical(tmp_path, tiny_model_dir):
+    """The teacher stage killed mid-run: the rerun grows the base again, resumes the grown weights, optimizer
+    and RNG from the last checkpoint, and ends with the uninterrupted run's weights, bit for bit."""
+    import shutil
+
+    import torch
+
+    from sftpipe.model.train import fit
+
+    mp = ModelParams(name_or_path=str(tiny_model_dir))
+    t = TrainParams(method="full", grow_depth=2, epochs=2, batch_size=4, lr=5e-3, logging_steps=1, save_steps=4,
+                    eval_steps=100, max_length=64)
+    first, _, _, done = fit(ROWS, [], mp, t, LoraParams(), tmp_path / "ckpt", tmp_path / "live")
+    uninterrupted = {k: v.clone() for k, v in first.model.state_dict().items()}
+    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("checkpoint-*"))
+    assert steps[-1] == done["global_step"] == 8 and steps[0] == 4
+    shutil.rmtree(tmp_path / "ckpt" / f"checkpoint-{steps[-1]}")  # killed after the save at step 4
+    second, _, _, again = fit(ROWS, [], mp, t, LoraParams(), tmp_path / "ckpt", tmp_path / "live")
+    assert again["resumed_from_step"] == 4 and again["global_step"] == 8
+    resumed = second.model.state_dict()
+    assert second.model.config.num_hidden_layers == first.model.config.num_hidden_layers
+    assert [k for k in uninterrupted if not torch.equal(uninterrupted[k], resumed[k])] == []
+    # an ungrown run of the same params otherwise never resumes the grown run's checkpoints
+    _, _, _, other = fit(ROWS, [], mp, t.model_copy(update={"grow_depth": 1}), LoraParams(), tmp_path / "ckpt",
+                         tmp_path / "live")
+    assert other["resumed_from_step"] == 0
