@@ -173,28 +173,22 @@ def without_rules(ppl_params):
 def variants(label: str, records, truth, scores, ifd, ppl_params, keep, extra) -> list[list]:
     """The stage's filter on one reference's scores: bounds only, + text rules, + the IFD cap (defaults)."""
     rules_only = ppl_params.model_copy(update={"max_ifd": None})
-    if keep is not None and ifd is not None:     # per row, to try other IFD caps on
-        with open(keep / f"ifd {label}.jsonl", "w", encoding="utf-8") as fh:
-            for r, s, f in zip(records, scores, ifd):
+    if keep is not None:     # per row, to look into and to try other IFD caps on
+        with open(keep / f"scores {label}.jsonl", "w", encoding="utf-8") as fh:
+            for r, s, f in zip(records, scores, ifd if ifd is not None else [None] * len(records)):
                 fh.write(json.dumps({"id": r["id"], "garbage": truth[r["id"]], "lang": r["meta"]["lang"], "ppl": s,
-                                     "ifd": f}) + "\n")
-    return [measure(label + ", perplexity only", records, truth, scores, without_rules(ppl_params), keep) + extra,
+                                     "ifd": f, "response": r["messages"][-1]["content"][:200]},
+                                    ensure_ascii=False) + "\n")
+    return [measure(label + ", perplexity only", records, truth, scores, without_rules(ppl_params)) + extra,
             measure("  + text rules", records, truth, scores, rules_only) + ["", "", ""],
             measure(f"  + text rules + IFD > {ppl_params.max_ifd} (the stage's defaults)", records, truth, scores,
                     ppl_params, ifd=ifd) + ["", "", ""]]
 
 
-def measure(name: str, records: list[dict], truth: dict, scores, ppl_params, keep: Path | None = None,
-            ifd=None) -> list:
+def measure(name: str, records: list[dict], truth: dict, scores, ppl_params, ifd=None) -> list:
     """One table row: the perplexity stage's filter (bounds, and the text rules when enabled in
     ``ppl_params``) on these scores."""
     from sftpipe.perplexity import perplexity_filter
-
-    if keep is not None:     # per row, to look into
-        with open(keep / f"scores {name}.jsonl", "w", encoding="utf-8") as fh:
-            for r, s in zip(records, scores):
-                fh.write(json.dumps({"id": r["id"], "garbage": truth[r["id"]], "lang": r["meta"]["lang"], "ppl": s,
-                                     "response": r["messages"][-1]["content"][:200]}, ensure_ascii=False) + "\n")
 
     res = perplexity_filter(records, scores, ppl_params, ifd)
     dropped = {d["id"] for d in res.dropped}
