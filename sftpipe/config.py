@@ -711,7 +711,7 @@ class Params(BaseModel):
     evaluate: EvaluateParams = EvaluateParams()
     # the create pipeline (create/dvc.yaml): opt-in, `dvc repro create/dvc.yaml`
     prompts: PromptsParams = PromptsParams()
-    # the teacher: the base fine-tuned in full (stronger than the LoRA student: see README)
+    # the teacher: the base grown 2x deep and fine-tuned in full (larger and stronger than the LoRA student: README)
     teacher: TrainParams = TrainParams(method="full", lr=5e-4, grow_depth=2)
     distill: GenerationParams = GenerationParams(model="models/teacher", temperature=0.0, max_new_tokens=96)
     candidates: GenerationParams = GenerationParams(model="models/sft", k=8, temperature=0.3, max_new_tokens=96)
