@@ -67,6 +67,8 @@ def parse(argv=None):
     ap.add_argument("--fit-max-steps", type=int, default=None)
     ap.add_argument("--fit-vocab", type=int, default=None)
     ap.add_argument("--mode", choices=["response", "full"], default=None, help="default: params")
+    ap.add_argument("--units", default="token,byte",
+                    help="comma list of perplexity.unit values, each measured on the same fitted reference")
     ap.add_argument("--no-model", action="store_true", help="skip the built-in base model's run (to try fit knobs)")
     ap.add_argument("--keep", default=None, help="directory to keep the rows and fitted models in")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -241,11 +243,13 @@ def main(argv=None):
         t0 = time.perf_counter()
         mp = ModelParams(name_or_path=args.base_model)
         model, tok = load_model(mp, precision=ppl.precision).eval(), load_tokenizer(mp)
-        scores = score_rows(model, tok, records, ppl)
-        ifd = ifd_rows(model, tok, records, ppl, conditioned_ppl=scores)
-        rows += variants(f"model ({Path(args.base_model).name})", records, truth, scores, ifd, ppl,
-                         Path(args.keep) if args.keep else None, ["-", "-", round(time.perf_counter() - t0, 1)])
-        print(*rows[-3:], sep="\n")
+        for unit in args.units.split(","):
+            pu = ppl.model_copy(update={"unit": unit})
+            scores = score_rows(model, tok, records, pu)
+            ifd = ifd_rows(model, tok, records, pu, conditioned_ppl=scores)
+            rows += variants(f"model ({Path(args.base_model).name}), per {unit}", records, truth, scores, ifd, pu,
+                             Path(args.keep) if args.keep else None, ["-", "-", round(time.perf_counter() - t0, 1)])
+            print(*rows[-3:], sep="\n")
     base: BaseParams = params.base
     for ep in (args.fit_epochs.split(",") if args.fit_epochs else [None]):
         upd = {k: v for k, v in {"fit_epochs": None if ep is None else float(ep), "fit_max_steps": args.fit_max_steps,
@@ -257,23 +261,25 @@ def main(argv=None):
         fit_s = time.perf_counter() - t0
         mp = ModelParams(name_or_path=str(out))
         model, tok = load_model(mp, precision=p.precision).eval(), load_tokenizer(mp)
-        t1 = time.perf_counter()
-        scores = score_rows(model, tok, records, p)
-        ifd = ifd_rows(model, tok, records, p, conditioned_ppl=scores)
-        label = (f"fit ({summary['steps']} steps, {summary['epochs']:.2f} ep, vocab {summary['vocab_size']}, "
-                 f"loss {summary['final_loss']:.2f})")
-        rows += variants(label, records, truth, scores, ifd, p, Path(args.keep) if args.keep else None,
-                         [round(fit_s, 1), summary["tokens"], round(time.perf_counter() - t1, 1)])
-        print(*rows[-3:], sep="\n")
-        # the same scores with one group: garbage that language detection puts in a group of its own
-        # (mojibake of Chinese reads as Chinese) is bounded by the whole data's statistics
-        for cap in args.max_ifd_sweep:
-            rows.append(measure(f"  + text rules + IFD > {cap}", records, truth, scores,
-                                p.model_copy(update={"max_ifd": cap}), ifd=ifd) + ["", "", ""])
-        rows.append(measure("  same as the defaults, group_by none", records, truth, scores,
-                            p.model_copy(update={"group_by": "none"}), ifd=ifd)
-                    + ["", "", ""])
-        print(rows[-1])
+        for unit in args.units.split(","):
+            pu = p.model_copy(update={"unit": unit})
+            t1 = time.perf_counter()
+            scores = score_rows(model, tok, records, pu)
+            ifd = ifd_rows(model, tok, records, pu, conditioned_ppl=scores)
+            label = (f"fit ({summary['steps']} steps, {summary['epochs']:.2f} ep, vocab {summary['vocab_size']}, "
+                     f"loss {summary['final_loss']:.2f}), per {unit}")
+            rows += variants(label, records, truth, scores, ifd, pu, Path(args.keep) if args.keep else None,
+                             [round(fit_s, 1), summary["tokens"], round(time.perf_counter() - t1, 1)])
+            print(*rows[-3:], sep="\n")
+            for cap in args.max_ifd_sweep:
+                rows.append(measure(f"  + text rules + IFD > {cap}", records, truth, scores,
+                                    pu.model_copy(update={"max_ifd": cap}), ifd=ifd) + ["", "", ""])
+            # the same scores with one group: garbage that language detection puts in a group of its own
+            # (mojibake of Chinese reads as Chinese) is bounded by the whole data's statistics
+            rows.append(measure("  same as the defaults, group_by none", records, truth, scores,
+                                pu.model_copy(update={"group_by": "none"}), ifd=ifd)
+                        + ["", "", ""])
+            print(rows[-1])
     # the rules alone: every score inside the bounds
     rows.append(measure("text rules alone (no reference LM)", records, truth, [1.0] * len(records),
                         ppl.model_copy(update={"mad_k": None, "max_ifd": None})) + ["-", "-", "-"])

@@ -323,6 +323,8 @@ class PerplexityParams(Section):
     model: str | None = None                    # None: use model.name_or_path
     mode: Literal["response", "full"] = "response"
     template: Literal["plain", "chat"] = "plain"
+    unit: Literal["auto", "token", "byte"] = "auto"  # per UTF-8 byte of the scored text or per token; auto:
+    #   byte with a fitted reference (reference: fit), token with a model
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(512, ge=8)
     chunk_rows: int = Field(50_000, ge=1)       # rows scored at a time (batches are length-sorted within one)

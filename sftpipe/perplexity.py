@@ -7,6 +7,13 @@ bf16 on GPU. Empty texts get no score and are dropped as ``unscorable``; long
 ones are cut from the left of the prompt so the response stays, and the
 response itself is cut at ``max_length`` if it alone is too long.
 
+Unit (``perplexity.unit``): ``byte`` divides a row's summed loss by the UTF-8 bytes of its scored text,
+``token`` by its scored tokens; ``auto`` (default) is ``byte`` with a fitted reference and ``token``
+with a model (:func:`scoring_unit`; a caller that passes ``auto`` to :func:`score_rows` gets tokens). Per token, a reply that tokenizes into many short pieces
+(random characters, keyboard mash: one or two characters a token) pays for each piece only as much as a
+fluent reply pays for a whole word, and reads as ordinary; per byte it pays for every character it
+spends (the normalisation language-model evaluations use to compare tokenizers, bits per byte).
+
 Thresholds, in perplexity space, per group (language, source, or all rows):
 lower/upper quantiles, absolute min/max, and a robust z-score on log-perplexity
 (median +- k * 1.4826 * MAD, the "3 sigma" recipe without the outliers pulling
@@ -259,11 +266,25 @@ class RayModelPool:
         self.close()
 
 
+def tokens_per_byte(tokenizer, encoded: list[tuple[list[int], list[bool]]]) -> list[float]:
+    """Per encoded row: scored tokens over the UTF-8 bytes they decode to (1.0 when they decode to none).
+    A mean loss per token times this is the mean loss per byte of the same text."""
+    out = []
+    for ids, scored in encoded:
+        pos = [ids[t] for t in range(1, len(ids)) if scored[t]]
+        n_bytes = len(tokenizer.decode(pos, skip_special_tokens=True).encode("utf-8")) if pos else 0
+        out.append(len(pos) / n_bytes if n_bytes else 1.0)
+    return out
+
+
 def score_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams,
                progress=None) -> list[float | None]:
-    """Perplexity per row (None when there is nothing to score)."""
+    """Perplexity per row (None when there is nothing to score), per token or per UTF-8 byte of the
+    scored text (``perplexity.unit``)."""
     encoded = [encode_for_scoring(tokenizer, r, ppl_params) for r in records]
     nll = _mean_nll(model, tokenizer, encoded, ppl_params.batch_size, progress)
+    if ppl_params.unit == "byte":
+        nll = [None if x is None else x * f for x, f in zip(nll, tokens_per_byte(tokenizer, encoded))]
     return [None if x is None else math.exp(min(x, 50.0)) for x in nll]
 
 
@@ -318,6 +339,9 @@ def ifd_rows(model, tokenizer, records: list[dict], ppl_params: PerplexityParams
     pass over the (shorter) replies alone."""
     if conditioned_ppl is not None and ppl_params.mode == "response" and ppl_params.template == "plain":
         cond = [None if s is None else math.log(s) for s in conditioned_ppl]
+        if ppl_params.unit == "byte":   # back to the mean per token: both losses are over the same reply tokens
+            per_byte = tokens_per_byte(tokenizer, [encode_for_scoring(tokenizer, r, ppl_params) for r in records])
+            cond = [None if c is None else c / f for c, f in zip(cond, per_byte)]
     else:
         cond = _mean_nll(model, tokenizer, [_ifd_encoding(tokenizer, r, ppl_params, True) for r in records],
                          ppl_params.batch_size)
@@ -550,6 +574,17 @@ def reference_choice(params: Params) -> tuple[str, str]:
     more = f" and {len(other) - 2} more" if len(other) > 2 else ""
     return "fit", (f"the built-in base knows only the sample's kind of text and {len(other)} source(s) are not "
                    f"the sample's ({', '.join(other[:2])}{more})")
+
+
+def scoring_unit(ppl_params: PerplexityParams, kind: str) -> str:
+    """``perplexity.unit`` for a reference of ``kind`` (``"model"`` or ``"fit"``): ``auto`` is ``byte`` for a
+    fitted reference, whose small vocabulary cuts garbage into far shorter tokens than ordinary text
+    (bench/reference_lm.py: keyboard mash cut by perplexity 5 of 28 per token, 28 of 28 per byte), and
+    ``token`` for a model (on the sample with the built-in base, per byte dropped 3 more defect-free rows and 7
+    more tool rows for the same garbage)."""
+    if ppl_params.unit != "auto":
+        return ppl_params.unit
+    return "byte" if kind == "fit" else "token"
 
 
 def reference_text(rec: dict, skip_placeholders: bool = True) -> str:

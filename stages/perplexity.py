@@ -18,7 +18,8 @@ from stages._common import log, progress, stage
 def cli(params, inp, out, metrics, plot, picture):
     from sftpipe.io import atomic_path, write_csv
     from sftpipe.model.loading import load_model, load_tokenizer
-    from sftpipe.perplexity import fit_reference, filter_file, ifd_rows, reference_choice, scan_file, score_rows
+    from sftpipe.perplexity import (fit_reference, filter_file, ifd_rows, reference_choice, scan_file, score_rows,
+                                    scoring_unit)
     from sftpipe.plots import perplexity_png
     from sftpipe.twopass import chunks, count_rows
 
@@ -46,6 +47,8 @@ def cli(params, inp, out, metrics, plot, picture):
                 update={"name_or_path": ppl_params.model or params.model.name_or_path})
             reference = {"kind": kind, "why": why, "model": model_params.name_or_path}
             log.info("reference LM: %s (%s)", model_params.name_or_path, why)
+        reference["unit"] = scoring_unit(ppl_params, kind)     # auto resolved for this reference
+        ppl_params = ppl_params.model_copy(update={"unit": reference["unit"]})
         tokenizer = load_tokenizer(model_params)
         n = count_rows(inp)
         with contextlib.ExitStack() as engine:

@@ -10,7 +10,7 @@ from sftpipe.ledger import FilterResult, drop
 from sftpipe.model.formatting import IGNORE, encode
 from sftpipe.model.loading import load_model, load_tokenizer
 from sftpipe.perplexity import (_batches, _ifd_encoding, bounds, encode_for_scoring, group_key, histogram_rows,
-                                ifd_rows, perplexity_filter, plot_groups, score_rows)
+                                ifd_rows, perplexity_filter, plot_groups, score_rows, scoring_unit)
 from sftpipe.schema import prompt_text, response_text
 
 
@@ -43,12 +43,64 @@ def direct_ppl(model, ids, scored):
 @pytest.mark.parametrize("template", ["plain", "chat"])
 def test_batched_scores_equal_the_models_own_loss_row_by_row(lm, template, mode):
     model, tok = lm
-    p = PerplexityParams(template=template, mode=mode, batch_size=4, max_length=128)
+    p = PerplexityParams(template=template, mode=mode, batch_size=4, max_length=128, unit="token")
     batched = score_rows(model, tok, ROWS, p)
     for r, score in zip(ROWS, batched):
         ids, scored = encode_for_scoring(tok, r, p)
         assert score == pytest.approx(direct_ppl(model, ids, scored), rel=1e-4), r["id"]
     assert len(set(np.round(batched, 3))) == len(ROWS)
+
+
+def test_per_byte_perplexity_is_the_same_loss_over_the_replys_utf8_bytes(lm):
+    """unit: byte spreads a reply's summed loss over its UTF-8 bytes: the byte count here is the reply text's
+    own (English and Chinese, 3 bytes a Han character), not one taken from the tokens."""
+    model, tok = lm
+    p = PerplexityParams(batch_size=4, max_length=128, unit="byte")
+    per_token, per_byte = score_rows(model, tok, ROWS, p.model_copy(update={"unit": "token"})), score_rows(model, tok, ROWS, p)
+    checked = 0
+    for r, t, b in zip(ROWS, per_token, per_byte):
+        ids, scored = encode_for_scoring(tok, r, p)
+        if scored[0] or len(ids) >= p.max_length:
+            continue    # the reply lost tokens to the cut (or its first token, which nothing predicts)
+        n_tokens, n_bytes = sum(scored), len(r["messages"][-1]["content"].encode("utf-8"))
+        assert math.log(b) == pytest.approx(math.log(t) * n_tokens / n_bytes, rel=1e-6), r["id"]
+        checked += 1
+    assert checked >= 3
+
+
+def test_per_byte_perplexity_does_not_read_random_characters_as_ordinary_text(lm):
+    """Random characters tokenize into many short tokens, each only fairly unlikely: per token they can score
+    like a fluent reply, per byte they cost what they are (more loss for every byte)."""
+    import random
+
+    model, tok = lm
+    rng = random.Random(0)
+    noise = " ".join("".join(rng.choice("qwxzjkvbpy0123456789#@") for _ in range(rng.randint(2, 6))) for _ in range(12))
+    rows = [rec(0, "What is 2 + 3?", "2 + 3 = 5."), rec(1, "What is 2 + 3?", noise)]
+    fluent, garbage = score_rows(model, tok, rows, PerplexityParams(unit="byte"))
+    fluent_t, garbage_t = score_rows(model, tok, rows, PerplexityParams(unit="token"))
+    assert garbage / fluent > garbage_t / fluent_t
+    assert garbage > fluent
+    assert score_rows(model, tok, rows, PerplexityParams()) == [fluent_t, garbage_t]   # auto, given a model: tokens
+
+
+def test_auto_unit_is_bytes_for_a_fitted_reference_and_tokens_for_a_model():
+    assert scoring_unit(PerplexityParams(), "fit") == "byte" and scoring_unit(PerplexityParams(), "model") == "token"
+    for unit in ("token", "byte"):
+        assert {scoring_unit(PerplexityParams(unit=unit), k) for k in ("fit", "model")} == {unit}
+
+
+def test_ifd_is_the_same_whichever_unit_the_perplexity_pass_used(lm):
+    """IFD reuses the perplexity pass's scores as its numerator; per byte they are converted back first, so
+    the ratio of two losses over the same reply tokens does not depend on the unit."""
+    model, tok = lm
+    by_unit = {}
+    for unit in ("token", "byte"):
+        p = PerplexityParams(batch_size=4, max_length=128, unit=unit)
+        by_unit[unit] = ifd_rows(model, tok, ROWS, p, score_rows(model, tok, ROWS, p))
+    assert by_unit["byte"] == pytest.approx(by_unit["token"], rel=1e-9)
+    assert by_unit["token"] == pytest.approx(ifd_rows(model, tok, ROWS, PerplexityParams(batch_size=4, max_length=128)),
+                                             rel=1e-9)
 
 
 def test_the_lm_head_runs_in_chunks_with_the_same_scores(lm, monkeypatch):

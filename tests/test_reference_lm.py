@@ -212,7 +212,7 @@ def test_the_stage_fits_on_a_users_sources_and_records_which_reference(tmp_path,
     result, m = run_stage(tmp_path, rows, perplexity=ppl)
     assert result.exit_code == 0, result.output
     ref = m["reference"]
-    assert ref["kind"] == "fit" and "data/sources/mine.jsonl" in ref["why"]
+    assert ref["kind"] == "fit" and "data/sources/mine.jsonl" in ref["why"] and ref["unit"] == "byte"
     assert ref["model"] == str(tmp_path / "ppl" / "reference") and ref["rows"] == len(rows) and ref["steps"] >= 1
     assert (tmp_path / "ppl" / "reference" / "model.safetensors").is_file()
     dropped = {d["id"] for d in read_jsonl(tmp_path / "ppl" / "dropped.jsonl")}
@@ -223,5 +223,6 @@ def test_the_stage_fits_on_a_users_sources_and_records_which_reference(tmp_path,
     # the same output folder with a named model: that model scores, and the old fitted one is gone
     result, m = run_stage(tmp_path, rows, perplexity={**ppl, "reference": "model", "model": str(tiny_model_dir)})
     assert result.exit_code == 0, result.output
-    assert m["reference"] == {"kind": "model", "why": "perplexity.reference is model", "model": str(tiny_model_dir)}
+    assert m["reference"] == {"kind": "model", "why": "perplexity.reference is model", "model": str(tiny_model_dir),
+                              "unit": "token"}
     assert not (tmp_path / "ppl" / "reference").exists()
