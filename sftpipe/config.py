@@ -314,6 +314,8 @@ class TextRulesParams(Section):
     min_han: int = Field(2, ge=1)               # Han characters a reply needs for that rule
     phrases: list[str] = ["as an AI language model", "as a language model", "作为一个人工智能语言模型",
                           "作为一个AI语言模型", "lorem ipsum dolor"]
+    repeated_reply: int | None = Field(3, ge=2)  # a reply given to this many different, unrelated requests
+    reply_overlap: float = Field(0.2, ge=0.0, le=1.0)  # unrelated: at most this share of its units in the request
 
 
 class PerplexityParams(Section):

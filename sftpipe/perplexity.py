@@ -55,7 +55,7 @@ from .model.formatting import IGNORE, encode, pad_batch
 from .io import write_json
 from .ledger import FilterResult, IdTally, drop
 from .schema import last_turn_split, prompt_text, response_text
-from .text_rules import check_record
+from .text_rules import check_record, repeated_replies, reply_key
 from .twopass import DROP, KEEP, chunks, route
 
 
@@ -403,9 +403,11 @@ def group_limits(keys: list[str], scores: list[float | None], ppl_params: Perple
 
 
 def judge_row(rec: dict, score: float | None, ifd: float | None, g: str, limits: dict, ppl_params: PerplexityParams,
-              with_ifd: bool) -> tuple[str, dict]:
+              with_ifd: bool, repeated: int | None = None) -> tuple[str, dict]:
     """One row as the stage writes it: (KEEP, record with meta.ppl, ppl_group and meta.ifd if
-    ``with_ifd``) or (DROP, ledger row naming the text rule, bound or IFD cap that cut it)."""
+    ``with_ifd``) or (DROP, ledger row naming the text rule, bound or IFD cap that cut it). ``repeated``:
+    the number of different requests the row's reply answers when the ``repeated_reply`` rule holds
+    (:func:`repeated_of`), checked last, so a row another rule or bound cuts keeps that reason."""
     lo, hi, rule = limits[g]
     out = {**rec, "meta": {**rec["meta"], "ppl": None if score is None else _sig(score), "ppl_group": g}}
     if with_ifd:
@@ -423,7 +425,17 @@ def judge_row(rec: dict, score: float | None, ifd: float | None, g: str, limits:
         return DROP, drop(out, "perplexity", "perplexity_low", rule=rule["lower"], **ev)
     if with_ifd and ppl_params.max_ifd is not None and ifd is not None and ifd > ppl_params.max_ifd:
         return DROP, drop(out, "perplexity", "ifd_high", ifd=out["meta"]["ifd"], max_ifd=ppl_params.max_ifd, **ev)
+    if repeated is not None:
+        return DROP, drop(out, "perplexity", "repeated_reply", requests=repeated,
+                          max_overlap=ppl_params.rules.reply_overlap, **ev)
     return KEEP, out
+
+
+def repeated_of(keys: list, ppl_params: PerplexityParams) -> list[int | None]:
+    """Per row (``keys`` from :func:`.text_rules.reply_key`): how many different requests its reply answers,
+    where that reaches ``rules.repeated_reply``; else None."""
+    counts = repeated_replies(keys, ppl_params.rules)
+    return [None if k is None else counts.get(k[0]) for k in keys]
 
 
 def _summary(limits: dict, scores: list[float | None]) -> tuple[dict, dict]:
@@ -441,10 +453,11 @@ def perplexity_filter(records: list[dict], scores: list[float | None], ppl_param
     """The filter on rows in memory (:func:`filter_file` streams a file to the same bytes)."""
     keys = [group_key(r, ppl_params.group_by) for r in records]
     limits = group_limits(keys, scores, ppl_params)
+    repeated = repeated_of([reply_key(r, ppl_params.rules) for r in records], ppl_params)
     kept, dropped = [], []
     for i, r in enumerate(records):
         kind, row = judge_row(r, scores[i], None if ifd is None else ifd[i], keys[i], limits, ppl_params,
-                              ifd is not None)
+                              ifd is not None, repeated[i])
         (kept if kind == KEEP else dropped).append(row)
     extra, details = _summary(limits, scores)
     return FilterResult(kept, dropped, extra, details)
@@ -458,6 +471,7 @@ class Scan:
     scores: list[float | None] = field(default_factory=list)
     ifd: list[float | None] | None = None
     ids: IdTally = field(default_factory=IdTally)
+    reply_keys: list = field(default_factory=list)    # text_rules.reply_key per row (repeated_reply)
 
 
 def scan_file(path, chunk_rows: int, ppl_params: PerplexityParams,
@@ -468,6 +482,7 @@ def scan_file(path, chunk_rows: int, ppl_params: PerplexityParams,
     scan = Scan()
     for chunk in chunks(path, chunk_rows, scan.ids):
         scan.keys.extend(sys.intern(group_key(r, ppl_params.group_by)) for r in chunk)
+        scan.reply_keys.extend(reply_key(r, ppl_params.rules) for r in chunk)
         s, f = score_chunk(chunk)
         scan.scores.extend(s)
         if f is not None:
@@ -491,10 +506,11 @@ def filter_file(path, out_dir, metrics_path, scan: Scan | None, ppl_params: Perp
     limits = group_limits(scan.keys, scan.scores, ppl_params)
     with_ifd = scan.ifd is not None
     kept = bytearray(len(scan.keys))
+    repeated = repeated_of(scan.reply_keys, ppl_params)
 
     def decide(i, rec):
         kind, row = judge_row(rec, scan.scores[i], scan.ifd[i] if with_ifd else None, scan.keys[i], limits,
-                              ppl_params, with_ifd)
+                              ppl_params, with_ifd, repeated[i])
         kept[i] = kind == KEEP
         return kind, row
 

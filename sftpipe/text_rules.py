@@ -24,12 +24,21 @@ of evidence in the ledger, and is off when its param is null/false/empty:
   flagged, tests/test_text_rules.py).
 * ``canned_phrase``: the reply contains one of ``phrases`` (case-insensitive): replies a chat model
   gives when it does not answer ("as an AI language model").
+* ``repeated_reply``: the same last reply (``min_units`` units or more; case and spacing aside) answers at
+  least ``repeated_reply`` different requests, none of which it has much to do with: at most
+  ``reply_overlap`` of its distinct units occur in the request. A canned reply outside the phrase list
+  ("Click here to subscribe ...") is fluent, so no LM finds it surprising, but it is the same text under
+  unrelated requests; the same answer to paraphrases of one question ("蒙古的首都是乌兰巴托。" to three
+  phrasings) shares its subject with each of them and stays. The one rule that reads across rows: the
+  perplexity stage counts the replies in its scoring pass (:func:`reply_key`, :func:`repeated_replies`)
+  and applies it to rows no other rule or bound cut.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from functools import lru_cache
 
 from .config import TextRulesParams
@@ -114,3 +123,38 @@ def check_record(rec: dict, p: TextRulesParams) -> tuple[str, dict] | None:
             reason, ev = hit
             return reason, {**ev, "reply": k}
     return None
+
+
+def reply_key(rec: dict, p: TextRulesParams) -> tuple[bytes, bytes] | None:
+    """(digest of the last reply's units, digest of the request) when the ``repeated_reply`` rule reads the
+    row: a reply of ``min_units`` units or more sharing at most ``reply_overlap`` of its distinct units with
+    the request (everything before it). None otherwise, or when the rule is off."""
+    if not p.enabled or p.repeated_reply is None:
+        return None
+    msgs = rec.get("messages", [])
+    last = max((k for k, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
+    if last is None or not isinstance(msgs[last].get("content"), str):
+        return None
+    u = units(msgs[last]["content"])
+    if len(u) < p.min_units:
+        return None
+    request = "\n".join(m["content"] for m in msgs[:last] if isinstance(m.get("content"), str))
+    distinct = set(u)
+    if len(distinct & set(units(request))) > p.reply_overlap * len(distinct):
+        return None
+    text = " ".join(msgs[last]["content"].lower().split())   # case and spacing aside, the same characters:
+    # units alone would merge "Just like assertTrue(a <= b)" with "... (a >= b)"
+    return (hashlib.blake2b(text.encode(), digest_size=16).digest(),
+            hashlib.blake2b(request.encode(), digest_size=16).digest())
+
+
+def repeated_replies(keys: list[tuple[bytes, bytes] | None], p: TextRulesParams) -> dict[bytes, int]:
+    """Reply digest -> the number of different requests it answers, for replies answering at least
+    ``repeated_reply`` of them (the rows :func:`reply_key` read)."""
+    requests: dict[bytes, set] = defaultdict(set)
+    for k in keys:
+        if k is not None:
+            requests[k[0]].add(k[1])
+    if p.repeated_reply is None:
+        return {}
+    return {r: len(q) for r, q in requests.items() if len(q) >= p.repeated_reply}

@@ -42,6 +42,10 @@ def rows_file(tmp_path_factory) -> Path:
                                            {"role": "assistant", "content": f"{i}"}],
               "source": "u", "meta": {"lang": "en"}} for i in range(5)]
     recs += [{**recs[0], "id": "rare:0", "label": "rare"}]
+    recs += [{"id": f"canned:{i}", "source": "u", "meta": {"lang": "en"},   # the same reply to unrelated requests
+              "messages": [{"role": "user", "content": f"Explain what `mod{i}.fn` does."},
+                           {"role": "assistant", "content": "Click here to subscribe to our newsletter and never miss "
+                                                            "an update!"}]} for i in range(3)]
     path = d / "rows.jsonl"
     write_jsonl(path, recs)
     return path
@@ -116,7 +120,7 @@ def test_perplexity_streamed_writes_the_in_memory_bytes_and_plots(rows_file, tmp
     res = perplexity_filter(records, ppl, p, ifd if ifd_on else None)
     want = in_memory(tmp_path / "mem", "perplexity", records, res)
     reasons = {d["reason"] for d in res.dropped}
-    assert {"perplexity_high", "unscorable", *(["ifd_high"] if ifd_on else [])} <= reasons
+    assert {"perplexity_high", "unscorable", "repeated_reply", *(["ifd_high"] if ifd_on else [])} <= reasons
 
     scan = scan_file(rows_file, chunk_rows, p, lambda rows: (fake_scores(rows)[0],
                                                               fake_scores(rows)[1] if ifd_on else None))

@@ -149,3 +149,72 @@ def test_on_a_generated_sample_only_garbage_is_hit(tmp_path):
     for kind in ("repeated_tokens", "mojibake"):
         ids = [i for i in hits if truth[i].get("garbage_type") == kind]
         assert ids and all(hits[i] for i in ids), kind
+
+
+def _row(i, request, reply, lang="en"):
+    return {"id": f"r{i}", "source": "s", "label": None, "meta": {"lang": lang},
+            "messages": [{"role": "user", "content": request}, {"role": "assistant", "content": reply}]}
+
+
+CANNED = "Click here to subscribe to our newsletter and never miss an update!"
+
+
+def test_the_same_reply_to_unrelated_requests_is_repeated_reply_and_an_answer_to_paraphrases_is_not():
+    rows = [_row(0, "Explain what `json.dumps` does.", CANNED),
+            _row(1, "What does `os.path.join` do in Python?", CANNED),
+            _row(2, "Describe the purpose of `heapq.heappush`.", CANNED.upper()),     # units are lowercased
+            # the same answer to three phrasings of one question: it shares its subject with each of them
+            _row(3, "What is the capital of Mongolia?", "The capital of Mongolia is Ulaanbaatar, its largest city."),
+            _row(4, "Name the capital of Mongolia.", "The capital of Mongolia is Ulaanbaatar, its largest city."),
+            _row(5, "Which city is Mongolia's capital?", "The capital of Mongolia is Ulaanbaatar, its largest city."),
+            _row(6, "蒙古的首都是哪座城市？", "蒙古的首都是乌兰巴托。", "zh"),
+            _row(7, "告诉我蒙古的首都。", "蒙古的首都是乌兰巴托。", "zh"),
+            _row(8, "哪座城市是蒙古的首都？", "蒙古的首都是乌兰巴托。", "zh"),
+            # a canned reply under only two requests, and one request asked three times (dedup's job)
+            _row(9, "Summarize `zlib.crc32`.", "This content is not available in your region. Please try again later."),
+            _row(10, "What is `bisect` for?", "This content is not available in your region. Please try again later."),
+            *[_row(11 + k, "Explain what `glob.glob` does.", "I'm sorry, but I am unable to help with that request.")
+              for k in range(3)]]
+    res = perplexity_filter(rows, [10.0] * len(rows), PerplexityParams(mad_k=None, max_ifd=None))
+    assert sorted(d["id"] for d in res.dropped) == ["r0", "r1", "r2"]
+    assert {d["reason"] for d in res.dropped} == {"repeated_reply"}
+    assert res.dropped[0]["evidence"]["requests"] == 3 and res.dropped[0]["evidence"]["ppl"] == 10.0
+    assert len(res.kept) + len(res.dropped) == len(rows)
+    for off in (TextRulesParams(repeated_reply=None), TextRulesParams(enabled=False),
+                TextRulesParams(repeated_reply=4), TextRulesParams(reply_overlap=1.0, repeated_reply=5)):
+        kept = perplexity_filter(rows, [10.0] * len(rows), PerplexityParams(mad_k=None, max_ifd=None, rules=off))
+        assert not kept.dropped, off
+    # allowed any overlap, the answers to paraphrases repeat too
+    loose = PerplexityParams(mad_k=None, max_ifd=None, rules=TextRulesParams(reply_overlap=1.0))
+    assert sorted(d["id"] for d in perplexity_filter(rows, [10.0] * len(rows), loose).dropped) == \
+        ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"]
+
+
+def test_a_repeated_reply_cut_by_another_rule_or_bound_keeps_that_reason():
+    rows = [_row(i, f"Explain what `mod{i}.fn` does.", CANNED) for i in range(3)]
+    rows.append(_row(3, "Explain what `mod3.fn` does.", "As an AI language model, I cannot help with that today."))
+    rows += [_row(4 + i, f"What does `pkg{i}.run` do?", "As an AI language model, I cannot help with that today.")
+             for i in range(2)]
+    res = perplexity_filter(rows, [10.0, 10.0, 1e6, 10.0, 10.0, 10.0], PerplexityParams(mad_k=None, max_ppl=100.0,
+                                                                                    max_ifd=None))
+    reasons = {d["id"]: d["reason"] for d in res.dropped}
+    assert reasons == {"r0": "repeated_reply", "r1": "repeated_reply", "r2": "perplexity_high",
+                       "r3": "canned_phrase", "r4": "canned_phrase", "r5": "canned_phrase"}
+
+
+def test_on_a_generated_sample_repeated_reply_hits_only_garbage(tmp_path):
+    """After collect and clean (exact and near duplicates still in): every row the rule reads as a reply
+    repeated under unrelated requests is injected garbage."""
+    from sftpipe.clean import clean_records
+    from sftpipe.collect.sources import collect
+    from sftpipe.perplexity import repeated_of
+    from sftpipe.sample import SOURCES, generate
+    from sftpipe.text_rules import reply_key
+
+    generate(SampleParams(rows_per_lang=1000, seed=5), tmp_path)
+    truth = {t["id"]: t for t in map(json.loads, (tmp_path / "truth.jsonl").read_text(encoding="utf-8").splitlines())}
+    res = collect(CollectParams(sources=[Source(path=str(tmp_path / f), name=n) for n, f in SOURCES.items()]))
+    rows = clean_records(res.records, CleanParams()).kept
+    hit = [r["id"] for r, n in zip(rows, repeated_of([reply_key(r, P) for r in rows], PerplexityParams())) if n]
+    assert len(hit) >= 10 and all(truth[i].get("garbage_type") == "boilerplate" for i in hit), \
+        [(i, truth[i].get("defect")) for i in hit if truth[i].get("garbage_type") != "boilerplate"]
