@@ -407,7 +407,7 @@ def judge_row(rec: dict, score: float | None, ifd: float | None, g: str, limits:
     """One row as the stage writes it: (KEEP, record with meta.ppl, ppl_group and meta.ifd if
     ``with_ifd``) or (DROP, ledger row naming the text rule, bound or IFD cap that cut it). ``repeated``:
     the number of different requests the row's reply answers when the ``repeated_reply`` rule holds
-    (:func:`repeated_of`), checked last, so a row another rule or bound cuts keeps that reason."""
+    (:func:`.text_rules.repeated_replies`), checked last, so a row another rule or bound cuts keeps that reason."""
     lo, hi, rule = limits[g]
     out = {**rec, "meta": {**rec["meta"], "ppl": None if score is None else _sig(score), "ppl_group": g}}
     if with_ifd:
@@ -431,13 +431,6 @@ def judge_row(rec: dict, score: float | None, ifd: float | None, g: str, limits:
     return KEEP, out
 
 
-def repeated_of(keys: list, ppl_params: PerplexityParams) -> list[int | None]:
-    """Per row (``keys`` from :func:`.text_rules.reply_key`): how many different requests its reply answers,
-    where that reaches ``rules.repeated_reply``; else None."""
-    counts = repeated_replies(keys, ppl_params.rules)
-    return [None if k is None else counts.get(k[0]) for k in keys]
-
-
 def _summary(limits: dict, scores: list[float | None]) -> tuple[dict, dict]:
     """(extra metrics, details) of a filtered run: the median perplexity and each group's bounds."""
     bounds_out = {g: {"lower": _sig(lo), "upper": None if math.isinf(hi) else _sig(hi),
@@ -453,7 +446,7 @@ def perplexity_filter(records: list[dict], scores: list[float | None], ppl_param
     """The filter on rows in memory (:func:`filter_file` streams a file to the same bytes)."""
     keys = [group_key(r, ppl_params.group_by) for r in records]
     limits = group_limits(keys, scores, ppl_params)
-    repeated = repeated_of([reply_key(r, ppl_params.rules) for r in records], ppl_params)
+    repeated = repeated_replies([reply_key(r, ppl_params.rules) for r in records], ppl_params.rules)
     kept, dropped = [], []
     for i, r in enumerate(records):
         kind, row = judge_row(r, scores[i], None if ifd is None else ifd[i], keys[i], limits, ppl_params,
@@ -506,7 +499,7 @@ def filter_file(path, out_dir, metrics_path, scan: Scan | None, ppl_params: Perp
     limits = group_limits(scan.keys, scan.scores, ppl_params)
     with_ifd = scan.ifd is not None
     kept = bytearray(len(scan.keys))
-    repeated = repeated_of(scan.reply_keys, ppl_params)
+    repeated = repeated_replies(scan.reply_keys, ppl_params.rules)
 
     def decide(i, rec):
         kind, row = judge_row(rec, scan.scores[i], scan.ifd[i] if with_ifd else None, scan.keys[i], limits,

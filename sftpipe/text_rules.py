@@ -30,7 +30,7 @@ of evidence in the ledger, and is off when its param is null/false/empty:
   ("Click here to subscribe ...") is fluent, so no LM finds it surprising, but it is the same text under
   unrelated requests; the same answer to paraphrases of one question ("蒙古的首都是乌兰巴托。" to three
   phrasings) shares its subject with each of them and stays. The one rule that reads across rows: the
-  perplexity stage counts the replies in its scoring pass (:func:`reply_key`, :func:`repeated_replies`)
+  perplexity stage reads the replies in its scoring pass (:func:`reply_key`) and counts them (:func:`repeated_replies`)
   and applies it to rows no other rule or bound cut.
 """
 
@@ -126,9 +126,9 @@ def check_record(rec: dict, p: TextRulesParams) -> tuple[str, dict] | None:
 
 
 def reply_key(rec: dict, p: TextRulesParams) -> tuple[bytes, bytes] | None:
-    """(digest of the last reply's units, digest of the request) when the ``repeated_reply`` rule reads the
-    row: a reply of ``min_units`` units or more sharing at most ``reply_overlap`` of its distinct units with
-    the request (everything before it). None otherwise, or when the rule is off."""
+    """(digest of the last reply, case and spacing aside; digest of the request) when the ``repeated_reply``
+    rule reads the row: a reply of ``min_units`` units or more sharing at most ``reply_overlap`` of its
+    distinct units with the request (everything before it). None otherwise, or when the rule is off."""
     if not p.enabled or p.repeated_reply is None:
         return None
     msgs = rec.get("messages", [])
@@ -148,13 +148,13 @@ def reply_key(rec: dict, p: TextRulesParams) -> tuple[bytes, bytes] | None:
             hashlib.blake2b(request.encode(), digest_size=16).digest())
 
 
-def repeated_replies(keys: list[tuple[bytes, bytes] | None], p: TextRulesParams) -> dict[bytes, int]:
-    """Reply digest -> the number of different requests it answers, for replies answering at least
-    ``repeated_reply`` of them (the rows :func:`reply_key` read)."""
+def repeated_replies(keys: list[tuple[bytes, bytes] | None], p: TextRulesParams) -> list[int | None]:
+    """Per row (``keys`` from :func:`reply_key`): the number of different requests its reply answers, where
+    that reaches ``repeated_reply``; else None."""
+    if p.repeated_reply is None:
+        return [None] * len(keys)
     requests: dict[bytes, set] = defaultdict(set)
     for k in keys:
         if k is not None:
             requests[k[0]].add(k[1])
-    if p.repeated_reply is None:
-        return {}
-    return {r: len(q) for r, q in requests.items() if len(q) >= p.repeated_reply}
+    return [None if k is None or len(requests[k[0]]) < p.repeated_reply else len(requests[k[0]]) for k in keys]

@@ -207,14 +207,13 @@ def test_on_a_generated_sample_repeated_reply_hits_only_garbage(tmp_path):
     repeated under unrelated requests is injected garbage."""
     from sftpipe.clean import clean_records
     from sftpipe.collect.sources import collect
-    from sftpipe.perplexity import repeated_of
     from sftpipe.sample import SOURCES, generate
-    from sftpipe.text_rules import reply_key
+    from sftpipe.text_rules import repeated_replies, reply_key
 
     generate(SampleParams(rows_per_lang=1000, seed=5), tmp_path)
     truth = {t["id"]: t for t in map(json.loads, (tmp_path / "truth.jsonl").read_text(encoding="utf-8").splitlines())}
     res = collect(CollectParams(sources=[Source(path=str(tmp_path / f), name=n) for n, f in SOURCES.items()]))
     rows = clean_records(res.records, CleanParams()).kept
-    hit = [r["id"] for r, n in zip(rows, repeated_of([reply_key(r, P) for r in rows], PerplexityParams())) if n]
+    hit = [r["id"] for r, n in zip(rows, repeated_replies([reply_key(r, P) for r in rows], P)) if n]
     assert len(hit) >= 10 and all(truth[i].get("garbage_type") == "boilerplate" for i in hit), \
         [(i, truth[i].get("defect")) for i in hit if truth[i].get("garbage_type") != "boilerplate"]
